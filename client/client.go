@@ -1,0 +1,638 @@
+// Package client is tcppro's client: calls multiplexed over one connection
+// per server, spread over every healthy server given; connects bounded by a
+// dial timeout; reconnects with exponential backoff and full jitter; calls
+// bounded by their deadline, never hanging; and GOAWAY handled so that no
+// call is lost: calls the server announced it would not process are sent
+// again on another connection.
+//
+//	c, err := client.New(client.Config{Addrs: []string{"10.0.0.1:7420", "10.0.0.2:7420"}})
+//	resp, err := c.Call(ctx, "echo", []byte("hi"))
+package client
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tcppro/tcppro/netx"
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// Config configures a Client. Zero fields take the documented defaults.
+type Config struct {
+	// Addrs are the servers, as host:port. Required. Each gets one
+	// connection; calls are spread round-robin over those that are ready.
+	Addrs []string
+
+	// DialTimeout bounds each connect (the kernel alone would wait ~127 s
+	// for a black hole). Default 3s.
+	DialTimeout time.Duration
+
+	// CallTimeout is the deadline of a call whose context has none, so
+	// that no call can wait for ever. Default 30s.
+	CallTimeout time.Duration
+
+	// MaxRetries is how many times a call the server certainly did not
+	// process (above a GOAWAY's last id, refused BUSY or OVERLOADED) is
+	// sent again, on another connection where there is one. Calls whose
+	// fate is unknown are never retried. Default 3; negative disables.
+	MaxRetries int
+
+	// Backoff spaces reconnects after failures (see Backoff).
+	Backoff Backoff
+
+	// Session holds the per-connection limits and heartbeat timers;
+	// MaxInFlight is the number of calls one connection carries at once
+	// (more wait for a slot, bounded by their deadline).
+	Session session.Config
+
+	// Socket holds socket options; a zero UserTimeout is set to
+	// HeartbeatInterval+HeartbeatTimeout.
+	Socket netx.Options
+
+	// Logger receives the client's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults, as documented on the Config fields.
+const (
+	DefaultDialTimeout = netx.DefaultDialTimeout
+	DefaultCallTimeout = 30 * time.Second
+	DefaultMaxRetries  = 3
+)
+
+// DefaultConfig returns the configuration with every default filled in
+// (Addrs is left empty).
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
+func (c Config) withDefaults() Config {
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = DefaultMaxRetries
+	}
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+	c.Backoff = c.Backoff.withDefaults()
+	c.Session = c.Session.WithDefaults()
+	if c.Socket.UserTimeout == 0 && c.Session.HeartbeatInterval > 0 {
+		c.Socket.UserTimeout = c.Session.HeartbeatInterval + c.Session.HeartbeatTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming it and its value.
+func (c Config) Validate() error {
+	bad := func(field string, v any, why string) error {
+		return &session.ConfigError{Field: field, Value: v, Reason: why}
+	}
+	if len(c.Addrs) == 0 {
+		return bad("Addrs", c.Addrs, "at least one server address is required")
+	}
+	for _, a := range c.Addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return bad("Addrs", a, err.Error())
+		}
+	}
+	c = c.withDefaults()
+	switch {
+	case c.DialTimeout < 0:
+		return bad("DialTimeout", c.DialTimeout, "must be positive")
+	case c.CallTimeout < 0:
+		return bad("CallTimeout", c.CallTimeout, "must be positive")
+	case c.Backoff.Base < 0 || c.Backoff.Max < c.Backoff.Base:
+		return bad("Backoff.Max", c.Backoff.Max, "must be at least Backoff.Base")
+	case c.Backoff.Multiplier < 1:
+		return bad("Backoff.Multiplier", c.Backoff.Multiplier, "must be at least 1")
+	}
+	return c.Session.Validate()
+}
+
+// Client calls tcppro servers. It is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	log    *slog.Logger
+	mon    *session.Monitor
+	eps    []*endpoint
+	ctx    context.Context // cancelled by Close; bounds dials
+	cancel context.CancelFunc
+
+	ready atomic.Pointer[[]*clientConn]
+	rr    atomic.Uint64
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when an endpoint changes state
+	conns   map[*clientConn]struct{}
+	closed  bool
+
+	wg    sync.WaitGroup
+	stats stats
+}
+
+// New starts a client: it begins connecting to every address at once.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Client{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		mon:     session.NewMonitor(cfg.Session.TickInterval()),
+		changed: make(chan struct{}),
+		conns:   make(map[*clientConn]struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ready.Store(&[]*clientConn{})
+	for _, a := range cfg.Addrs {
+		ep := &endpoint{c: c, addr: a, dialer: netx.Dialer{Timeout: cfg.DialTimeout, Options: cfg.Socket}}
+		c.eps = append(c.eps, ep)
+	}
+	c.wg.Add(len(c.eps))
+	for _, ep := range c.eps {
+		go ep.run()
+	}
+	return c, nil
+}
+
+// Close closes every connection; calls in flight fail with ErrClosed's
+// connection error, and later calls with ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.cancel()
+	for cc := range c.conns {
+		cc.sc.Close(fmt.Errorf("%w: %w", session.ErrConnClosed, ErrClosed))
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.mon.Close()
+	return nil
+}
+
+// Call sends a request for method with body and waits for its response.
+// It returns by ctx's deadline (or CallTimeout when ctx has none) with a
+// response or an error: a *CallError for an ERROR from the server, or one
+// matching ErrTimeout, ErrPeerDead, ErrConnClosed, ErrServerBusy,
+// ErrUnavailable or ErrClosed. Calls the server certainly did not process
+// are retried up to MaxRetries times.
+func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
+	if err := wire.ValidMethod(method); err != nil {
+		return nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(c.cfg.CallTimeout)
+	}
+	cl := getCall()
+	defer putCall(cl)
+	cl.timer.Reset(time.Until(deadline))
+	var err error
+	for attempt := 0; attempt <= c.cfg.MaxRetries; attempt++ {
+		if attempt > 0 {
+			c.stats.retries.Add(1)
+		}
+		var cc *clientConn
+		cc, err = c.pick(ctx, cl)
+		if err != nil {
+			return nil, err
+		}
+		var resp []byte
+		resp, err = cc.roundTrip(ctx, cl, method, body, deadline)
+		if err == nil {
+			return resp, nil
+		}
+		if !retryable(err) {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+// pick returns a ready connection, waiting while some endpoint is still
+// connecting; when every endpoint is failing it fails fast with an
+// *UnavailableError.
+func (c *Client) pick(ctx context.Context, cl *call) (*clientConn, error) {
+	for {
+		if cc := c.pickReady(); cc != nil {
+			return cc, nil
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if cc := c.pickReady(); cc != nil {
+			c.mu.Unlock()
+			return cc, nil
+		}
+		failing := true
+		errs := make(map[string]error, len(c.eps))
+		for _, ep := range c.eps {
+			if ep.state != stateFailing {
+				failing = false
+			}
+			errs[ep.addr] = ep.lastErr
+		}
+		if failing {
+			c.mu.Unlock()
+			return nil, &UnavailableError{Errs: errs}
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, timeoutError{ctx.Err()}
+		case <-cl.timer.C:
+			return nil, timeoutError{context.DeadlineExceeded}
+		}
+	}
+}
+
+// pickReady returns the next ready connection in round-robin order,
+// skipping any that just received GOAWAY or closed, or nil.
+func (c *Client) pickReady() *clientConn {
+	ready := *c.ready.Load()
+	n := uint64(len(ready))
+	if n == 0 {
+		return nil
+	}
+	i := c.rr.Add(1)
+	for k := uint64(0); k < n; k++ {
+		if cc := ready[(i+k)%n]; !cc.unusable.Load() {
+			return cc
+		}
+	}
+	return nil
+}
+
+// notifyLocked wakes calls waiting for a ready connection and republishes
+// the ready list.
+func (c *Client) notifyLocked() {
+	ready := make([]*clientConn, 0, len(c.eps))
+	if !c.closed {
+		for _, ep := range c.eps {
+			if ep.state == stateReady && ep.cur != nil {
+				ready = append(ready, ep.cur)
+			}
+		}
+	}
+	c.ready.Store(&ready)
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+type epState int
+
+const (
+	stateConnecting epState = iota
+	stateReady
+	stateFailing
+)
+
+// endpoint keeps one connection to one address alive.
+type endpoint struct {
+	c      *Client
+	addr   string
+	dialer netx.Dialer
+
+	// Under c.mu.
+	state   epState
+	cur     *clientConn
+	lastErr error
+}
+
+// detach takes cc out of service at once (it received GOAWAY or closed), so
+// that no call picks it while the endpoint's goroutine catches up.
+func (ep *endpoint) detach(cc *clientConn, state epState, err error) {
+	c := ep.c
+	c.mu.Lock()
+	if ep.cur == cc {
+		ep.state, ep.cur = state, nil
+		if err != nil {
+			ep.lastErr = err
+		}
+		c.notifyLocked()
+	}
+	c.mu.Unlock()
+}
+
+func (ep *endpoint) set(state epState, cur *clientConn, err error) {
+	c := ep.c
+	c.mu.Lock()
+	ep.state, ep.cur = state, cur
+	if err != nil {
+		ep.lastErr = err
+	}
+	c.notifyLocked()
+	c.mu.Unlock()
+}
+
+// run connects, watches the connection, and reconnects: at once after a
+// GOAWAY, after a backoff delay after a failure.
+func (ep *endpoint) run() {
+	c := ep.c
+	defer c.wg.Done()
+	failures := 0
+	for {
+		if failures > 0 {
+			t := time.NewTimer(c.cfg.Backoff.Delay(failures - 1))
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		c.stats.dials.Add(1)
+		nc, err := ep.dialer.DialContext(c.ctx, ep.addr)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.stats.dialFailures.Add(1)
+			failures++
+			ep.set(stateFailing, nil, err)
+			continue
+		}
+		cc, err := c.newConn(nc, ep)
+		if err != nil {
+			nc.Close()
+			failures++
+			ep.set(stateFailing, nil, err)
+			continue
+		}
+		ep.set(stateReady, cc, nil)
+		select {
+		case <-cc.sc.Done():
+			err := connError(cc.sc.Err())
+			if cc.sc.Protocol().FramesIn() > 0 {
+				failures = 1 // it worked: retry soon, but jittered
+			} else {
+				failures++
+			}
+			c.stats.reconnects.Add(1)
+			ep.set(stateFailing, nil, err)
+		case <-cc.goAway:
+			// The old connection finishes its calls on its own.
+			failures = 0
+			ep.set(stateConnecting, nil, nil)
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
+	cc := &clientConn{
+		ep:      ep,
+		pending: make(map[uint64]*call),
+		sem:     make(chan struct{}, c.cfg.Session.MaxInFlight),
+		goAway:  make(chan struct{}),
+	}
+	sc, err := session.NewConn(nc, session.RoleClient, c.cfg.Session, cc)
+	if err != nil {
+		return nil, err
+	}
+	cc.sc = sc
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.conns[cc] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	c.mon.Add(sc)
+	go func() {
+		defer c.wg.Done()
+		err := connError(sc.Run())
+		cc.unusable.Store(true)
+		ep.detach(cc, stateFailing, err)
+		cc.failAll(err)
+		c.mu.Lock()
+		delete(c.conns, cc)
+		c.mu.Unlock()
+	}()
+	return cc, nil
+}
+
+// clientConn is one connection's calls: the session.Handler that routes
+// responses to waiting callers.
+type clientConn struct {
+	ep  *endpoint
+	sc  *session.Conn
+	sem chan struct{} // in-flight slots
+
+	unusable atomic.Bool // GOAWAY received or closed: pick skips it
+
+	mu         sync.Mutex
+	pending    map[uint64]*call
+	closed     bool
+	goingAway  bool
+	goAway     chan struct{}
+	goAwayOnce sync.Once
+}
+
+func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, body []byte, deadline time.Time) ([]byte, error) {
+	select {
+	case cc.sem <- struct{}{}:
+	default:
+		select {
+		case cc.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, timeoutError{ctx.Err()}
+		case <-cl.timer.C:
+			return nil, timeoutError{context.DeadlineExceeded}
+		case <-cc.sc.Done():
+			return nil, session.NotProcessed(cc.sc.Err())
+		}
+	}
+	defer func() { <-cc.sem }()
+	ms := uint32(1)
+	if left := time.Until(deadline); left > time.Millisecond {
+		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
+	}
+	cl.cc = cc
+	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl)
+	if err != nil && id == 0 {
+		if ctx.Err() != nil {
+			return nil, timeoutError{ctx.Err()}
+		}
+		if !session.IsNotProcessed(err) {
+			err = session.NotProcessed(err)
+		}
+		return nil, err
+	}
+	// Queued: the answer, a connection failure or GOAWAY completes it.
+	select {
+	case <-cl.done:
+		return cl.resp, cl.err
+	case <-ctx.Done():
+		err = timeoutError{ctx.Err()}
+	case <-cl.timer.C:
+		err = timeoutError{context.DeadlineExceeded}
+	}
+	if cc.forget(id, cl) {
+		return nil, err
+	}
+	<-cl.done // being completed right now
+	return cl.resp, cl.err
+}
+
+// forget removes a call that timed out; false means it is being completed.
+func (cc *clientConn) forget(id uint64, cl *call) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.pending[id] == cl {
+		delete(cc.pending, id)
+		return true
+	}
+	return false
+}
+
+func (cc *clientConn) take(id uint64) *call {
+	cc.mu.Lock()
+	cl := cc.pending[id]
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+	return cl
+}
+
+func (cc *clientConn) HandleResponse(id uint64, body []byte) {
+	if cl := cc.take(id); cl != nil {
+		cl.complete(append([]byte(nil), body...), nil)
+	}
+}
+
+func (cc *clientConn) HandleError(id uint64, code wire.Code, msg []byte) {
+	if cl := cc.take(id); cl != nil {
+		cl.complete(nil, &CallError{Code: code, Message: string(msg)})
+	}
+}
+
+// HandleGoAway fails the calls above lastID as not processed (Call sends
+// them again elsewhere) and has the endpoint open a fresh connection.
+func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte) {
+	cc.unusable.Store(true)
+	cc.ep.detach(cc, stateConnecting, nil)
+	cc.mu.Lock()
+	cc.goingAway = true
+	var retry []*call
+	for id, cl := range cc.pending {
+		if id > lastID {
+			retry = append(retry, cl)
+			delete(cc.pending, id)
+		}
+	}
+	cc.mu.Unlock()
+	err := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
+	for _, cl := range retry {
+		cl.complete(nil, err)
+	}
+	cc.ep.c.stats.goAways.Add(1)
+	cc.goAwayOnce.Do(func() { close(cc.goAway) })
+}
+
+func (cc *clientConn) HandleRequest(uint64, time.Duration, []byte, []byte) {}
+
+// failAll fails every pending call with the connection's error.
+func (cc *clientConn) failAll(err error) {
+	cc.unusable.Store(true)
+	cc.mu.Lock()
+	cc.closed = true
+	calls := make([]*call, 0, len(cc.pending))
+	for id, cl := range cc.pending {
+		calls = append(calls, cl)
+		delete(cc.pending, id)
+	}
+	cc.mu.Unlock()
+	for _, cl := range calls {
+		cl.complete(nil, err)
+	}
+}
+
+// call is one call in flight; pooled.
+type call struct {
+	cc    *clientConn
+	done  chan struct{}
+	resp  []byte
+	err   error
+	timer *time.Timer
+}
+
+var callPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{done: make(chan struct{}, 1), timer: t}
+}}
+
+func getCall() *call { return callPool.Get().(*call) }
+
+func putCall(cl *call) {
+	cl.timer.Stop()
+	cl.cc, cl.resp, cl.err = nil, nil, nil
+	callPool.Put(cl)
+}
+
+// Register records the call under the id the connection assigned, unless
+// the connection is going away or closed.
+func (cl *call) Register(id uint64) bool {
+	cc := cl.cc
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.goingAway || cc.closed {
+		return false
+	}
+	cc.pending[id] = cl
+	return true
+}
+
+func (cl *call) complete(resp []byte, err error) {
+	cl.resp, cl.err = resp, err
+	cl.done <- struct{}{}
+}
+
+type stats struct {
+	dials, dialFailures, reconnects, goAways, retries atomic.Uint64
+}
+
+// Stats is a snapshot of the client's counters.
+type Stats struct {
+	Dials        uint64 // connection attempts
+	DialFailures uint64 // attempts that failed
+	Reconnects   uint64 // connections lost and re-established
+	GoAways      uint64 // GOAWAY frames received
+	Retries      uint64 // calls sent again because they were not processed
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Dials:        c.stats.dials.Load(),
+		DialFailures: c.stats.dialFailures.Load(),
+		Reconnects:   c.stats.reconnects.Load(),
+		GoAways:      c.stats.goAways.Load(),
+		Retries:      c.stats.retries.Load(),
+	}
+}

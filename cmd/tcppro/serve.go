@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/session"
+)
+
+func init() {
+	register("serve", "run the reference service (methods: echo, sleep)", runServe)
+}
+
+// defaultListen is the reference service's address: port 7420 is below
+// 9000 and outside the kernel's default ephemeral range (32768-60999).
+const defaultListen = "127.0.0.1:7420"
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	d := server.DefaultConfig()
+	sd := session.DefaultConfig()
+	listen := fs.String("listen", defaultListen, "service address host:port (port outside the ephemeral range)")
+	allowEph := fs.Bool("allow-ephemeral-port", false, "allow a listen port inside ip_local_port_range that is not reserved")
+	maxConns := fs.Int("max-conns", d.MaxConns, "connection cap; beyond it connections get BUSY")
+	workers := fs.Int("workers", d.Workers, "handlers running at once; beyond it requests get OVERLOADED")
+	handlerTimeout := fs.Duration("handler-timeout", 0, "cap on every request's deadline (0: the client's deadline only)")
+	maxAge := fs.Duration("max-conn-age", d.MaxConnAge, "maximum connection age, ±jitter (negative: none)")
+	maxAgeJitter := fs.Float64("max-conn-age-jitter", d.MaxConnAgeJitter, "relative jitter on the maximum connection age")
+	maxAgeGrace := fs.Duration("max-conn-age-grace", d.MaxConnAgeGrace, "time an aged connection gets to finish after GOAWAY")
+	hbInterval := fs.Duration("heartbeat-interval", sd.HeartbeatInterval, "silence before a PING is sent")
+	hbTimeout := fs.Duration("heartbeat-timeout", sd.HeartbeatTimeout, "wait for any frame after a PING before the peer is dead")
+	frameTimeout := fs.Duration("frame-read-timeout", sd.FrameReadTimeout, "time a started frame has to complete")
+	writeTimeout := fs.Duration("write-timeout", sd.WriteTimeout, "time queued output may make no progress")
+	maxFrame := fs.Uint("max-frame-size", uint(sd.MaxFrameSize), "largest accepted frame payload, bytes")
+	maxInFlight := fs.Int("max-in-flight", sd.MaxInFlight, "requests in flight per connection")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "tcppro serve: --log-level %q: %v\n", *logLevel, err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg := server.Config{
+		Addr:               *listen,
+		AllowEphemeralPort: *allowEph,
+		MaxConns:           *maxConns,
+		Workers:            *workers,
+		HandlerTimeout:     *handlerTimeout,
+		MaxConnAge:         *maxAge,
+		MaxConnAgeJitter:   *maxAgeJitter,
+		MaxConnAgeGrace:    *maxAgeGrace,
+		Session: session.Config{
+			HeartbeatInterval: *hbInterval,
+			HeartbeatTimeout:  *hbTimeout,
+			FrameReadTimeout:  *frameTimeout,
+			WriteTimeout:      *writeTimeout,
+			MaxFrameSize:      uint32(*maxFrame),
+			MaxInFlight:       *maxInFlight,
+		},
+		Logger: log,
+	}
+	srv, err := server.New(cfg, referenceService())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		return 2
+	}
+	log.Info("starting", "config", srv.Config())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		log.Error("serve failed", "err", err)
+		srv.Close()
+		return 1
+	case <-ctx.Done():
+	}
+	stop()
+	log.Info("shutting down: GOAWAY sent, finishing in-flight requests", "deadline", *shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown deadline passed; remaining connections closed", "err", err)
+	}
+	<-errc
+	log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
+	return 0
+}
+
+// referenceService is the reference service's methods:
+//
+//	echo   returns the request body.
+//	sleep  holds a worker for the duration in the body ("250ms", "2s";
+//	       default 1s), or until the request's deadline or connection ends;
+//	       used to show overload and isolation.
+func referenceService() server.Handler {
+	mux := server.NewMux()
+	mux.HandleFunc("echo", func(ctx context.Context, req *server.Request) ([]byte, error) {
+		return req.Body, nil
+	})
+	mux.HandleFunc("sleep", func(ctx context.Context, req *server.Request) ([]byte, error) {
+		d := time.Second
+		if len(req.Body) > 0 {
+			v, err := time.ParseDuration(string(req.Body))
+			if err != nil {
+				if n, nerr := strconv.Atoi(string(req.Body)); nerr == nil {
+					v, err = time.Duration(n)*time.Millisecond, nil
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("sleep: body %q is not a duration", req.Body)
+			}
+			d = v
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return []byte("slept " + d.String()), nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	return mux
+}

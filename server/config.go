@@ -1,0 +1,186 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/tcppro/tcppro/netx"
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/sysinfo"
+)
+
+// DefaultAddr is the reference service's port: below 9000 and outside the
+// usual ephemeral range (Linux default 32768-60999).
+const DefaultAddr = ":7420"
+
+// Config configures a Server. The zero value of every field means its
+// default (see DefaultConfig), so Config{} is valid.
+type Config struct {
+	// Addr is where ListenAndServe listens. Default DefaultAddr (":7420").
+	Addr string
+
+	// AllowEphemeralPort lets ListenAndServe listen on a port inside the
+	// kernel's ephemeral range that is not in ip_local_reserved_ports.
+	// Default false: such a port is refused with a *netx.PortPolicyError.
+	AllowEphemeralPort bool
+
+	// MaxConns caps open connections. Beyond it a new connection is
+	// answered with an ERROR frame of code BUSY and closed, so the client
+	// knows at once. Default 10000.
+	MaxConns int
+
+	// Workers bounds the handlers running at once, across all connections.
+	// A request that finds every worker busy is answered at once with
+	// CodeOverloaded (never processed, safe to retry elsewhere). Default 1024.
+	Workers int
+
+	// HandlerTimeout caps every request's deadline; 0 (the default) leaves
+	// only the deadline the client sent.
+	HandlerTimeout time.Duration
+
+	// MaxConnAge is the maximum age of a connection, jittered by
+	// ±MaxConnAgeJitter; an older connection gets GOAWAY, so clients move to
+	// a fresh one and load rebalances. Default 1h; negative disables.
+	MaxConnAge time.Duration
+	// MaxConnAgeJitter is the relative jitter on MaxConnAge. Default 0.1.
+	MaxConnAgeJitter float64
+	// MaxConnAgeGrace is how long an aged connection may finish its
+	// requests after GOAWAY before it is closed. Default 30s.
+	MaxConnAgeGrace time.Duration
+
+	// AcceptBackoffMin and AcceptBackoffMax bound the pause after a
+	// temporary accept error (EMFILE, ENFILE, ENOBUFS...): it starts at Min
+	// and doubles up to Max, instead of spinning. Defaults 5ms and 1s.
+	AcceptBackoffMin time.Duration
+	AcceptBackoffMax time.Duration
+
+	// RejectLinger is how long a connection refused as BUSY is kept
+	// half-closed so the client reads the BUSY frame before any reset.
+	// Default 1s.
+	RejectLinger time.Duration
+
+	// Session holds the per-connection limits and heartbeat timers.
+	Session session.Config
+
+	// Socket holds the socket options of accepted connections. A zero
+	// UserTimeout is set to HeartbeatInterval+HeartbeatTimeout, so
+	// unacknowledged data cannot hold a dead connection longer than the
+	// heartbeat bound.
+	Socket netx.Options
+
+	// FS is where the port policy reads the kernel's port ranges. Default:
+	// the live host.
+	FS sysinfo.FS
+
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Observer, if set, is told about every connection and request event,
+	// for metrics.
+	Observer Observer
+}
+
+// Defaults, as documented on the Config fields.
+const (
+	DefaultMaxConns         = 10000
+	DefaultWorkers          = 1024
+	DefaultMaxConnAge       = time.Hour
+	DefaultMaxConnAgeJitter = 0.1
+	DefaultMaxConnAgeGrace  = 30 * time.Second
+	DefaultAcceptBackoffMin = 5 * time.Millisecond
+	DefaultAcceptBackoffMax = time.Second
+	DefaultRejectLinger     = time.Second
+)
+
+// DefaultConfig returns the configuration with every default filled in.
+func DefaultConfig() Config {
+	return Config{}.withDefaults()
+}
+
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.MaxConnAge == 0 {
+		c.MaxConnAge = DefaultMaxConnAge
+	}
+	if c.MaxConnAgeJitter == 0 {
+		c.MaxConnAgeJitter = DefaultMaxConnAgeJitter
+	}
+	if c.MaxConnAgeGrace == 0 {
+		c.MaxConnAgeGrace = DefaultMaxConnAgeGrace
+	}
+	if c.AcceptBackoffMin == 0 {
+		c.AcceptBackoffMin = DefaultAcceptBackoffMin
+	}
+	if c.AcceptBackoffMax == 0 {
+		c.AcceptBackoffMax = DefaultAcceptBackoffMax
+	}
+	if c.RejectLinger == 0 {
+		c.RejectLinger = DefaultRejectLinger
+	}
+	c.Session = c.Session.WithDefaults()
+	if c.Socket.UserTimeout == 0 && c.Session.HeartbeatInterval > 0 {
+		c.Socket.UserTimeout = c.Session.HeartbeatInterval + c.Session.HeartbeatTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming it and its value.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(field string, v any, why string) error {
+		return &session.ConfigError{Field: field, Value: v, Reason: why}
+	}
+	switch {
+	case c.MaxConns < 0:
+		return bad("MaxConns", c.MaxConns, "must be positive")
+	case c.Workers < 0:
+		return bad("Workers", c.Workers, "must be positive")
+	case c.HandlerTimeout < 0:
+		return bad("HandlerTimeout", c.HandlerTimeout, "must not be negative")
+	case c.MaxConnAgeJitter < 0 || c.MaxConnAgeJitter >= 1:
+		return bad("MaxConnAgeJitter", c.MaxConnAgeJitter, "must be in [0, 1)")
+	case c.MaxConnAgeGrace < 0:
+		return bad("MaxConnAgeGrace", c.MaxConnAgeGrace, "must not be negative")
+	case c.AcceptBackoffMin < 0 || c.AcceptBackoffMax < c.AcceptBackoffMin:
+		return bad("AcceptBackoffMax", c.AcceptBackoffMax, fmt.Sprintf("must be at least AcceptBackoffMin (%v)", c.AcceptBackoffMin))
+	case c.RejectLinger < 0:
+		return bad("RejectLinger", c.RejectLinger, "must not be negative")
+	}
+	return c.Session.Validate()
+}
+
+// LogValue lets the effective configuration be logged once at start.
+func (c Config) LogValue() slog.Value {
+	s := c.Session
+	return slog.GroupValue(
+		slog.String("addr", c.Addr),
+		slog.Int("max_conns", c.MaxConns),
+		slog.Int("workers", c.Workers),
+		slog.Duration("handler_timeout", c.HandlerTimeout),
+		slog.Duration("max_conn_age", c.MaxConnAge),
+		slog.Float64("max_conn_age_jitter", c.MaxConnAgeJitter),
+		slog.Duration("max_conn_age_grace", c.MaxConnAgeGrace),
+		slog.Bool("allow_ephemeral_port", c.AllowEphemeralPort),
+		slog.Duration("heartbeat_interval", s.HeartbeatInterval),
+		slog.Duration("heartbeat_timeout", s.HeartbeatTimeout),
+		slog.Duration("frame_read_timeout", s.FrameReadTimeout),
+		slog.Duration("write_timeout", s.WriteTimeout),
+		slog.Uint64("max_frame_size", uint64(s.MaxFrameSize)),
+		slog.Int("max_in_flight", s.MaxInFlight),
+		slog.Int("write_queue_size", s.WriteQueueSize),
+		slog.Duration("tcp_user_timeout", c.Socket.UserTimeout),
+		slog.Bool("keepalive", !c.Socket.KeepAlive.Disable),
+	)
+}

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// conn is one server-side connection: the session.Handler that turns
+// decoded requests into work for the pool.
+type conn struct {
+	s      *Server
+	sc     *session.Conn
+	remote net.Addr
+
+	lastMethod string // the reader's cache of the last method name
+
+	// Owned by the monitor goroutine (onTick).
+	expiry time.Time
+	aged   bool
+}
+
+// ErrMaxAge is why a connection that outlived MaxConnAge plus its grace
+// period was closed.
+var ErrMaxAge = fmt.Errorf("%w: maximum connection age reached", session.ErrConnClosed)
+
+func (c *conn) run() {
+	err := c.sc.Run()
+	c.s.removeConn(c, err)
+}
+
+func (c *conn) goAway(reason wire.Reason, msg string) {
+	c.sc.GoAway(reason, msg)
+	c.s.stats.goAways.Add(1)
+	c.s.obs.GoAwaySent(reason)
+}
+
+// onTick enforces the maximum connection age.
+func (c *conn) onTick(now time.Time) {
+	if now.Before(c.expiry) {
+		return
+	}
+	if !c.aged {
+		c.aged = true
+		c.goAway(wire.ReasonMaxAge, "maximum connection age reached")
+		return
+	}
+	if now.Sub(c.expiry) >= c.s.cfg.MaxConnAgeGrace {
+		c.sc.Close(ErrMaxAge)
+	}
+}
+
+// method returns the method name for b, reusing the last one seen on this
+// connection so that steady traffic does not allocate a string per request.
+func (c *conn) method(b []byte) string {
+	if string(b) != c.lastMethod {
+		c.lastMethod = string(b)
+	}
+	return c.lastMethod
+}
+
+type request struct {
+	Request
+	buf []byte
+}
+
+var requestPool = sync.Pool{New: func() any { return new(request) }}
+
+// HandleRequest runs on the connection's reader: it takes a worker or
+// refuses at once, copies the body, and starts the handler.
+func (c *conn) HandleRequest(id uint64, timeout time.Duration, method, body []byte) {
+	s := c.s
+	if !s.acquireWorker() {
+		s.stats.overloaded.Add(1)
+		_ = c.sc.SendError(id, wire.CodeOverloaded, "all workers busy")
+		c.sc.RequestDone()
+		return
+	}
+	r := requestPool.Get().(*request)
+	r.buf = append(r.buf[:0], body...)
+	r.Request = Request{ID: id, Method: c.method(method), Body: r.buf, RemoteAddr: c.remote}
+	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
+		timeout = ht
+	}
+	go c.serve(r, timeout)
+}
+
+func (c *conn) serve(r *request, timeout time.Duration) {
+	s := c.s
+	start := time.Now()
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
+	}
+	ctx := newReqCtx(c.sc.Context(), deadline)
+	resp, err := c.call(ctx, &r.Request)
+	ctx.finish()
+	var code wire.Code
+	if err != nil {
+		var msg string
+		code, msg = errorFrame(err)
+		_ = c.sc.SendError(r.ID, code, msg)
+	} else {
+		_ = c.sc.SendResponse(r.ID, resp)
+	}
+	s.stats.requests.Add(1)
+	s.obs.RequestDone(r.Method, code, time.Since(start))
+	c.sc.RequestDone()
+	s.releaseWorker()
+	if cap(r.buf) > 64<<10 {
+		r.buf = nil
+	}
+	r.Request = Request{}
+	requestPool.Put(r)
+}
+
+// call runs the handler, turning a panic into CodeInternal.
+func (c *conn) call(ctx *reqCtx, req *Request) (resp []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.s.log.Error("handler panicked", "method", req.Method, "remote", req.RemoteAddr, "panic", p)
+			resp, err = nil, &Error{Code: wire.CodeInternal, Message: "internal error"}
+		}
+	}()
+	return c.s.handler.ServeTCP(ctx, req)
+}
+
+func (c *conn) HandleResponse(uint64, []byte)            {}
+func (c *conn) HandleError(uint64, wire.Code, []byte)    {}
+func (c *conn) HandleGoAway(uint64, wire.Reason, []byte) {}

@@ -1,0 +1,348 @@
+// Package server is tcppro's server: an accept loop with a connection cap
+// and explicit BUSY rejection, a bounded worker pool for handlers,
+// heartbeats and deadlines on every connection (package session), maximum
+// connection age, and a graceful Shutdown modelled on net/http's.
+//
+//	srv, err := server.New(server.DefaultConfig(), handler)
+//	go srv.ListenAndServe()
+//	...
+//	srv.Shutdown(ctx) // GOAWAY, finish in-flight work, close
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tcppro/tcppro/netx"
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
+// Close.
+var ErrServerClosed = errors.New("server: closed")
+
+// Server serves tcppro connections. Its exported methods are safe for
+// concurrent use.
+type Server struct {
+	cfg     Config
+	handler Handler
+	log     *slog.Logger
+	obs     Observer
+	mon     *session.Monitor
+
+	busyFrame []byte
+
+	mu        sync.Mutex
+	listeners map[*net.Listener]struct{}
+	conns     map[*conn]struct{}
+	rejecting map[net.Conn]struct{}
+	closing   chan struct{} // closed by Shutdown and Close
+	gone      chan struct{} // a connection ended (cap 1)
+
+	active   atomic.Int64
+	busy     atomic.Int64 // workers in use
+	shutdown atomic.Bool
+	closeMu  sync.Once
+	rejectWG sync.WaitGroup
+	connWG   sync.WaitGroup
+
+	stats stats
+}
+
+// New returns a server that answers requests with h.
+func New(cfg Config, h Handler) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("server: nil handler")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:       cfg,
+		handler:   h,
+		log:       cfg.Logger,
+		obs:       cfg.Observer,
+		mon:       session.NewMonitor(cfg.Session.TickInterval()),
+		listeners: make(map[*net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		rejecting: make(map[net.Conn]struct{}),
+		closing:   make(chan struct{}),
+		gone:      make(chan struct{}, 1),
+		busyFrame: wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
+	}
+	if s.obs == nil {
+		s.obs = nopObserver{}
+	}
+	return s, nil
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (s *Server) Config() Config { return s.cfg }
+
+// ListenAndServe listens on Config.Addr, applying the port policy and
+// SO_REUSEADDR (see netx), and serves until Shutdown or Close.
+func (s *Server) ListenAndServe() error {
+	if s.shutdown.Load() {
+		return ErrServerClosed
+	}
+	ln, err := netx.ListenConfig{AllowEphemeralPort: s.cfg.AllowEphemeralPort, FS: s.cfg.FS}.Listen(context.Background(), s.cfg.Addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Serve accepts connections on ln until Shutdown or Close, and returns
+// ErrServerClosed then. Serve closes ln. Temporary accept errors (such as
+// EMFILE) pause the loop, doubling from AcceptBackoffMin to
+// AcceptBackoffMax, instead of spinning.
+func (s *Server) Serve(ln net.Listener) error {
+	if !s.trackListener(&ln, true) {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.trackListener(&ln, false)
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.shutdown.Load() {
+				return ErrServerClosed
+			}
+			if !temporary(err) {
+				return err
+			}
+			delay = min(max(2*delay, s.cfg.AcceptBackoffMin), s.cfg.AcceptBackoffMax)
+			s.stats.acceptErrors.Add(1)
+			s.obs.ConnRejected(RejectAcceptError)
+			s.log.Warn("accept failed; backing off", "err", err, "delay", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.closing:
+				t.Stop()
+				return ErrServerClosed
+			}
+			continue
+		}
+		delay = 0
+		s.serveConn(nc)
+	}
+}
+
+// temporary reports accept errors worth retrying after a pause: resource
+// exhaustion and connections aborted before accept.
+func temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (s *Server) trackListener(ln *net.Listener, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.shutdown.Load() {
+			return false
+		}
+		s.listeners[ln] = struct{}{}
+	} else {
+		delete(s.listeners, ln)
+	}
+	return true
+}
+
+func (s *Server) serveConn(nc net.Conn) {
+	if s.active.Load() >= int64(s.cfg.MaxConns) {
+		s.reject(nc)
+		return
+	}
+	if err := s.cfg.Socket.Apply(nc); err != nil {
+		s.log.Warn("socket options", "remote", nc.RemoteAddr(), "err", err)
+		nc.Close()
+		return
+	}
+	c := &conn{s: s, remote: nc.RemoteAddr()}
+	sc, err := session.NewConn(nc, session.RoleServer, s.cfg.Session, c)
+	if err != nil {
+		s.log.Warn("connection setup", "remote", nc.RemoteAddr(), "err", err)
+		nc.Close()
+		return
+	}
+	c.sc = sc
+	if s.cfg.MaxConnAge > 0 {
+		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
+		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j))
+		sc.OnTick = c.onTick
+	}
+	s.mu.Lock()
+	if s.shutdown.Load() {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.active.Add(1)
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	s.stats.accepted.Add(1)
+	s.obs.ConnOpened(c.remote)
+	s.mon.Add(sc)
+	go c.run()
+}
+
+// reject answers a connection over the cap with BUSY and closes it. The
+// socket is half-closed and drained for RejectLinger so that the BUSY frame
+// is read before any reset the client's unread request would cause.
+func (s *Server) reject(nc net.Conn) {
+	s.stats.rejectedBusy.Add(1)
+	s.obs.ConnRejected(RejectBusy)
+	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := nc.Write(s.busyFrame); err != nil {
+		nc.Close()
+		return
+	}
+	tc, ok := nc.(*net.TCPConn)
+	s.mu.Lock()
+	if !ok || len(s.rejecting) >= maxLingering || s.shutdown.Load() {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.rejecting[nc] = struct{}{}
+	s.rejectWG.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.rejectWG.Done()
+		_ = tc.CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.RejectLinger))
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+		nc.Close()
+		s.mu.Lock()
+		delete(s.rejecting, nc)
+		s.mu.Unlock()
+	}()
+}
+
+// maxLingering bounds the rejected connections kept half-closed at once;
+// beyond it they are closed at once.
+const maxLingering = 256
+
+// Shutdown stops the server gracefully: it closes the listeners, sends
+// GOAWAY on every connection (announcing the last request it will
+// process), lets in-flight requests finish and be written, and closes each
+// connection as it empties. It returns when every connection is closed, or
+// when ctx ends; then the remaining connections are closed at once and
+// ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginShutdown()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.goAway(wire.ReasonShutdown, "server shutting down")
+	}
+	s.mu.Unlock()
+	for s.active.Load() > 0 {
+		select {
+		case <-s.gone:
+		case <-ctx.Done():
+			s.closeConns()
+			s.finish()
+			return ctx.Err()
+		}
+	}
+	s.finish()
+	return nil
+}
+
+// Close closes the listeners and every connection at once. Requests in
+// flight fail at the clients with a connection error.
+func (s *Server) Close() error {
+	s.beginShutdown()
+	s.closeConns()
+	s.finish()
+	return nil
+}
+
+// Drain sends GOAWAY on every open connection without stopping the
+// listeners: clients move their new requests elsewhere while in-flight ones
+// finish. Used for rebalancing and by the admin plane.
+func (s *Server) Drain(reason wire.Reason) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.goAway(reason, "server draining")
+	}
+}
+
+func (s *Server) beginShutdown() {
+	s.mu.Lock()
+	s.shutdown.Store(true)
+	s.closeMu.Do(func() { close(s.closing) })
+	for ln := range s.listeners {
+		(*ln).Close()
+	}
+	for nc := range s.rejecting {
+		_ = nc.SetReadDeadline(time.Now())
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) closeConns() {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.sc.Close(fmt.Errorf("%w: server closed", session.ErrConnClosed))
+	}
+	s.mu.Unlock()
+}
+
+// finish waits for the connection goroutines and stops the monitor.
+func (s *Server) finish() {
+	s.connWG.Wait()
+	s.rejectWG.Wait()
+	s.mon.Close()
+}
+
+func (s *Server) removeConn(c *conn, err error) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.active.Add(-1)
+	select {
+	case s.gone <- struct{}{}:
+	default:
+	}
+	switch {
+	case errors.Is(err, session.ErrPeerDead):
+		s.stats.deadPeers.Add(1)
+	case errors.Is(err, session.ErrWriteTimeout):
+		s.stats.writeTimeouts.Add(1)
+	}
+	s.obs.ConnClosed(c.remote, err, time.Since(c.sc.Created()))
+	s.connWG.Done()
+}
+
+// acquireWorker takes a worker slot if one is free.
+func (s *Server) acquireWorker() bool {
+	if s.busy.Add(1) > int64(s.cfg.Workers) {
+		s.busy.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) releaseWorker() { s.busy.Add(-1) }

@@ -1,0 +1,73 @@
+package server
+
+import (
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/tcppro/tcppro/wire"
+)
+
+// Rejection reasons reported to an Observer.
+const (
+	RejectBusy        = "busy"
+	RejectAcceptError = "accept_error"
+)
+
+// Observer is told about connection and request events, for metrics. Its
+// methods are called on the server's hot paths and must be fast and safe
+// for concurrent use.
+type Observer interface {
+	ConnOpened(remote net.Addr)
+	// ConnClosed reports why a connection ended (session.ErrPeerDead,
+	// session.ErrWriteTimeout, ...) and its age.
+	ConnClosed(remote net.Addr, err error, age time.Duration)
+	ConnRejected(reason string)
+	// RequestDone reports a finished request; code is 0 for success.
+	RequestDone(method string, code wire.Code, d time.Duration)
+	GoAwaySent(reason wire.Reason)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) ConnOpened(net.Addr)                          {}
+func (nopObserver) ConnClosed(net.Addr, error, time.Duration)    {}
+func (nopObserver) ConnRejected(string)                          {}
+func (nopObserver) RequestDone(string, wire.Code, time.Duration) {}
+func (nopObserver) GoAwaySent(wire.Reason)                       {}
+
+type stats struct {
+	accepted, rejectedBusy, acceptErrors atomic.Uint64
+	deadPeers, writeTimeouts, goAways    atomic.Uint64
+	requests, overloaded                 atomic.Uint64
+}
+
+// Stats is a snapshot of the server's counters.
+type Stats struct {
+	Active        int64  // connections open now
+	Accepted      uint64 // connections accepted
+	RejectedBusy  uint64 // connections refused with BUSY over MaxConns
+	AcceptErrors  uint64 // temporary accept errors (each paused the loop)
+	DeadPeers     uint64 // connections closed by the heartbeat (ErrPeerDead)
+	WriteTimeouts uint64 // connections cut because the peer stopped reading
+	GoAways       uint64 // GOAWAY frames sent
+	Requests      uint64 // requests answered
+	Overloaded    uint64 // requests refused because every worker was busy
+	WorkersBusy   int64  // handlers running now
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Active:        s.active.Load(),
+		Accepted:      s.stats.accepted.Load(),
+		RejectedBusy:  s.stats.rejectedBusy.Load(),
+		AcceptErrors:  s.stats.acceptErrors.Load(),
+		DeadPeers:     s.stats.deadPeers.Load(),
+		WriteTimeouts: s.stats.writeTimeouts.Load(),
+		GoAways:       s.stats.goAways.Load(),
+		Requests:      s.stats.requests.Load(),
+		Overloaded:    s.stats.overloaded.Load(),
+		WorkersBusy:   s.busy.Load(),
+	}
+}

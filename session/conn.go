@@ -1,0 +1,692 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcppro/tcppro/wire"
+)
+
+// ErrNotSyscallConn is returned by NewConn for a net.Conn that exposes no
+// file descriptor (the transport reads and writes the socket directly).
+var ErrNotSyscallConn = errors.New("session: connection does not implement syscall.Conn")
+
+// Conn moves bytes between a socket and a Protocol: the goroutine-per-
+// connection transport. Run is the connection's one goroutine (its reader);
+// writes are made by whichever goroutine sends, coalesced with whatever
+// else is queued, without a writer goroutine: a sender that finds nobody
+// writing writes the whole queue itself, non-blocking; only when the socket
+// buffer is full does a goroutine wait for it, under WriteTimeout.
+//
+// The reader waits for readability without holding a buffer and borrows a
+// pooled one only while bytes are arriving, so an idle connection costs one
+// parked goroutine and a few hundred bytes. Timers (heartbeats, frame read
+// timeout, write stall, linger) are driven by a Monitor's ticks, never by
+// per-read deadlines.
+type Conn struct {
+	nc  net.Conn
+	raw syscall.RawConn
+	p   *Protocol
+	cfg Config
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	created time.Time
+
+	// OnTick, when set before the Conn is added to a Monitor, is called on
+	// every tick after the connection's own timers (servers use it for the
+	// maximum connection age).
+	OnTick func(now time.Time)
+
+	// Reader state, owned by Run.
+	rpool   bufPool
+	rb      *buffer
+	rlen    int
+	rn      int
+	rerr    error
+	readFn  func(uintptr) bool
+	unblock chan struct{}
+	peerFIN atomic.Bool
+	eofAt   atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
+
+	// Write queue, under wmu.
+	wmu        sync.Mutex
+	wpool      bufPool
+	wb         *buffer // queued bytes
+	spare      *buffer
+	inWrite    int // bytes of the batch being written
+	flushing   bool
+	finPending bool // send FIN once the queue is empty
+	wfin       bool // FIN sent: nothing more can be written
+	wwait      chan struct{}
+	nextID     uint64
+	framesOut  uint64
+	stalled    atomic.Int64 // Mono of the last progress of a blocked write, 0 when not blocked
+	halfClosed atomic.Int64 // Mono when our FIN went out, 0 before
+
+	// The flusher's own state (only one goroutine flushes at a time).
+	wpend   []byte
+	wn      int
+	werr    error
+	wblock  bool
+	writeFn func(uintptr) bool
+
+	bytesOut atomic.Uint64
+	draining atomic.Bool // end the connection when no request is in flight
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	errMu     sync.Mutex
+	err       error
+	mon       atomic.Pointer[Monitor]
+}
+
+// NewConn wraps nc, which must be a *net.TCPConn or another connection
+// implementing syscall.Conn, in a transport driving a Protocol of the given
+// role. Frames decoded from nc go to h. The caller runs Run and usually adds
+// the Conn to a Monitor.
+func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, ErrNotSyscallConn
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	now := time.Now()
+	c := &Conn{
+		nc:      nc,
+		raw:     raw,
+		cfg:     cfg,
+		created: now,
+		rpool:   newBufPool(cfg.ReadBufferSize),
+		wpool:   newBufPool(4 << 10),
+		unblock: make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.readFn = c.onReadable
+	c.writeFn = c.onWritable
+	c.p = NewProtocol(role, cfg, h, c.sendControl, now)
+	return c, nil
+}
+
+// Protocol returns the connection's protocol state.
+func (c *Conn) Protocol() *Protocol { return c.p }
+
+// Context is cancelled when the connection closes.
+func (c *Conn) Context() context.Context { return c.ctx }
+
+// Done is closed when the connection has closed.
+func (c *Conn) Done() <-chan struct{} { return c.closed }
+
+// Err is the reason the connection closed, or nil while it is open.
+func (c *Conn) Err() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// NetConn is the underlying connection.
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// Created is when the connection was wrapped.
+func (c *Conn) Created() time.Time { return c.created }
+
+// BytesOut counts bytes written to the socket.
+func (c *Conn) BytesOut() uint64 { return c.bytesOut.Load() }
+
+// FramesOut counts frames queued for writing.
+func (c *Conn) FramesOut() uint64 {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.framesOut
+}
+
+// Run reads and dispatches frames until the connection ends, and returns
+// why it ended (never nil). It is the connection's own goroutine.
+func (c *Conn) Run() error {
+	defer func() {
+		if c.rb != nil {
+			c.rpool.put(c.rb)
+			c.rb = nil
+		}
+	}()
+	discard := false // after a fatal protocol error: read and drop until the peer's FIN
+	for {
+		err := c.raw.Read(c.readFn)
+		n, rerr := c.rn, c.rerr
+		c.rn, c.rerr = 0, nil
+		if err == nil {
+			err = rerr
+		}
+		if n > 0 {
+			if discard {
+				continue
+			}
+			c.rlen += n
+			if !c.process() {
+				discard = true
+			}
+			continue
+		}
+		if err == nil { // the peer's FIN
+			c.onPeerFIN()
+			break
+		}
+		c.Close(fmt.Errorf("%w: read: %v", ErrConnClosed, err))
+		break
+	}
+	<-c.closed
+	return c.Err()
+}
+
+// onReadable is the raw read callback: it borrows a buffer only when the
+// socket has bytes for it.
+func (c *Conn) onReadable(fd uintptr) bool {
+	if c.rb == nil {
+		c.rb = c.rpool.get()
+		c.rb.b = c.rb.b[:cap(c.rb.b)]
+	}
+	for {
+		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
+		switch err {
+		case nil:
+			c.rn = n
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if c.rlen == 0 {
+				c.rpool.put(c.rb)
+				c.rb = nil
+			}
+			return false
+		default:
+			c.rerr = err
+			return true
+		}
+	}
+}
+
+// process feeds the buffered bytes to the protocol. It returns false when
+// the connection hit a fatal error.
+func (c *Conn) process() bool {
+	consumedAny := false
+	for {
+		n, err := c.p.Feed(c.rb.b[:c.rlen])
+		if n > 0 {
+			consumedAny = true
+			c.rlen = copy(c.rb.b, c.rb.b[n:c.rlen])
+		}
+		if err != nil {
+			c.fatal(err)
+			return false
+		}
+		if !c.p.Blocked() {
+			break
+		}
+		// At MaxInFlight: stop reading until a request completes.
+		select {
+		case <-c.unblock:
+		case <-c.closed:
+			return false
+		}
+	}
+	if c.rlen == 0 {
+		c.p.ClearPartial()
+		if cap(c.rb.b) != c.rpool.size {
+			c.rb = nil // drop a buffer grown for one large frame
+		}
+		return true
+	}
+	c.p.MarkPartial(consumedAny)
+	if need := c.p.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
+		nb := &buffer{b: make([]byte, need)}
+		copy(nb.b, c.rb.b[:c.rlen])
+		c.rpool.put(c.rb)
+		c.rb = nb
+	}
+	return true
+}
+
+// fatal ends the connection after a decoding error: it tells the peer why
+// (where the protocol has a code for it), stops processing, and closes once
+// the ERROR is written.
+func (c *Conn) fatal(err error) {
+	var tooLarge *wire.FrameTooLargeError
+	var remote *RemoteError
+	switch {
+	case errors.As(err, &tooLarge):
+		c.setErr(err)
+		_ = c.SendError(0, wire.CodeFrameTooLarge, err.Error())
+		c.requestFIN()
+	case errors.Is(err, wire.ErrProtocol):
+		c.setErr(err)
+		_ = c.SendError(0, wire.CodeProtocol, err.Error())
+		c.requestFIN()
+	case errors.As(err, &remote):
+		c.Close(err)
+	default:
+		c.Close(err)
+	}
+}
+
+func (c *Conn) onPeerFIN() {
+	c.peerFIN.Store(true)
+	if c.p.Role() == RoleClient {
+		c.Close(fmt.Errorf("%w: by the peer", ErrConnClosed))
+		return
+	}
+	// A server finishes what is in flight, answers, and closes.
+	c.setErr(fmt.Errorf("%w: by the peer", ErrConnClosed))
+	c.wmu.Lock()
+	fin := c.wfin
+	c.wmu.Unlock()
+	if fin {
+		c.Close(nil)
+		return
+	}
+	c.draining.Store(true)
+	if c.p.InFlight() == 0 {
+		c.requestFIN()
+	} else {
+		c.eofAt.Store(Mono())
+	}
+}
+
+// RequestDone records that a request handed to the server's Handler has
+// been answered. It wakes a reader held at MaxInFlight and ends a draining
+// connection once nothing is in flight.
+func (c *Conn) RequestDone() {
+	n := c.p.Done()
+	if n == c.cfg.MaxInFlight-1 {
+		select {
+		case c.unblock <- struct{}{}:
+		default:
+		}
+	}
+	if n == 0 && c.draining.Load() {
+		c.requestFIN()
+	}
+}
+
+// GoAway tells the peer that no request above the last one received will be
+// processed; the connection then finishes the requests in flight, sends
+// its FIN and closes. It returns the last id announced.
+func (c *Conn) GoAway(reason wire.Reason, msg string) uint64 {
+	id, _ := c.p.GoAway(reason, msg)
+	c.draining.Store(true)
+	if c.p.InFlight() == 0 {
+		c.requestFIN()
+	}
+	return id
+}
+
+// Close closes the connection at once; requests in flight fail with err
+// (ErrConnClosed when nil, or the reason recorded earlier).
+func (c *Conn) Close(err error) {
+	c.closeOnce.Do(func() {
+		c.setErr(err)
+		c.setErr(ErrConnClosed)
+		c.cancel()
+		_ = c.nc.Close()
+		close(c.closed)
+		c.wmu.Lock()
+		c.wakeLocked()
+		c.wmu.Unlock()
+		if m := c.mon.Load(); m != nil {
+			m.remove(c)
+		}
+	})
+}
+
+// setErr records the first reason the connection ends.
+func (c *Conn) setErr(err error) {
+	if err == nil {
+		return
+	}
+	c.errMu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.errMu.Unlock()
+}
+
+func (c *Conn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// Tick drives the connection's timers; a Monitor calls it.
+func (c *Conn) Tick(now time.Time) {
+	if c.isClosed() {
+		return
+	}
+	mono := Mono()
+	if s := c.stalled.Load(); s != 0 && time.Duration(mono-s) >= c.cfg.WriteTimeout {
+		c.Close(ErrWriteTimeout)
+		return
+	}
+	if h := c.halfClosed.Load(); h != 0 {
+		if time.Duration(mono-h) >= c.cfg.LingerTimeout {
+			c.Close(nil)
+		}
+		return
+	}
+	if e := c.eofAt.Load(); e != 0 && time.Duration(mono-e) >= c.cfg.WriteTimeout {
+		c.Close(fmt.Errorf("%w: requests in flight did not finish after the peer's FIN", ErrConnClosed))
+		return
+	}
+	if err := c.p.Tick(now); err != nil {
+		c.Close(err)
+		return
+	}
+	if c.OnTick != nil {
+		c.OnTick(now)
+	}
+}
+
+// sendControl queues a control frame from the protocol. Control frames are
+// never held back by the write queue bound.
+func (c *Conn) sendControl(frame []byte) {
+	c.wmu.Lock()
+	if c.wfin || c.isClosed() {
+		c.wmu.Unlock()
+		return
+	}
+	c.ensureLocked()
+	c.wb.b = append(c.wb.b, frame...)
+	c.framesOut++
+	c.flushLocked()
+}
+
+// SendResponse queues a RESPONSE.
+func (c *Conn) SendResponse(id uint64, body []byte) error {
+	c.wmu.Lock()
+	if err := c.reserveLocked(nil, wire.HeaderLen+len(body)); err != nil {
+		c.wmu.Unlock()
+		return err
+	}
+	c.wb.b = wire.AppendResponse(c.wb.b, id, body)
+	c.framesOut++
+	return c.flushLocked()
+}
+
+// SendError queues an ERROR (id 0: about the whole connection).
+func (c *Conn) SendError(id uint64, code wire.Code, msg string) error {
+	c.wmu.Lock()
+	if err := c.reserveLocked(nil, wire.HeaderLen+2+len(msg)); err != nil {
+		c.wmu.Unlock()
+		return err
+	}
+	c.wb.b = wire.AppendError(c.wb.b, id, code, msg)
+	c.framesOut++
+	return c.flushLocked()
+}
+
+// Registrar learns the id of a request just before it is queued, so that
+// ids are assigned in the order they go on the wire. Returning false
+// abandons the request (it is not sent and SendRequest reports ErrGoAway).
+type Registrar interface {
+	Register(id uint64) bool
+}
+
+// SendRequest assigns the next request id, tells r, and queues the REQUEST.
+// It waits for room in the write queue until ctx ends.
+func (c *Conn) SendRequest(ctx context.Context, timeoutMillis uint32, method string, body []byte, r Registrar) (uint64, error) {
+	c.wmu.Lock()
+	if err := c.reserveLocked(ctx, wire.HeaderLen+5+len(method)+len(body)); err != nil {
+		c.wmu.Unlock()
+		return 0, err
+	}
+	id := c.nextID + 1
+	if !r.Register(id) {
+		c.releaseIfIdleLocked()
+		c.wmu.Unlock()
+		return 0, NotProcessed(ErrGoAway)
+	}
+	c.nextID = id
+	c.wb.b = wire.AppendRequest(c.wb.b, id, timeoutMillis, method, body)
+	c.framesOut++
+	return id, c.flushLocked()
+}
+
+// ensureLocked makes sure a queue buffer is there to append to.
+func (c *Conn) ensureLocked() {
+	if c.wb == nil {
+		c.wb = c.wpool.get()
+	}
+}
+
+// reserveLocked waits until n more bytes fit in the write queue (a frame
+// alone in an empty queue always fits), the connection closes, or ctx ends.
+func (c *Conn) reserveLocked(ctx context.Context, n int) error {
+	for {
+		if c.isClosed() {
+			return c.Err()
+		}
+		if c.wfin || c.finPending {
+			return fmt.Errorf("%w: already sent FIN", ErrConnClosed)
+		}
+		queued := c.inWrite
+		if c.wb != nil {
+			queued += len(c.wb.b)
+		}
+		if queued == 0 || queued+n <= c.cfg.WriteQueueSize {
+			c.ensureLocked()
+			return nil
+		}
+		if c.wwait == nil {
+			c.wwait = make(chan struct{})
+		}
+		ch := c.wwait
+		c.wmu.Unlock()
+		var done <-chan struct{}
+		if ctx != nil {
+			done = ctx.Done()
+		}
+		select {
+		case <-ch:
+		case <-c.closed:
+		case <-done:
+			c.wmu.Lock()
+			return ctx.Err()
+		}
+		c.wmu.Lock()
+	}
+}
+
+// wakeLocked wakes senders waiting for room.
+func (c *Conn) wakeLocked() {
+	if c.wwait != nil {
+		close(c.wwait)
+		c.wwait = nil
+	}
+}
+
+// flushLocked writes the queue unless another goroutine is already doing
+// so; it unlocks wmu.
+func (c *Conn) flushLocked() error {
+	if c.flushing {
+		c.wmu.Unlock()
+		return nil
+	}
+	c.flushing = true
+	for c.wb != nil && len(c.wb.b) > 0 {
+		batch := c.wb
+		c.wb, c.spare = c.spare, nil
+		c.inWrite = len(batch.b)
+		c.wmu.Unlock()
+		n, err := c.write(batch.b, false)
+		c.wmu.Lock()
+		c.inWrite = 0
+		if err != nil {
+			c.flushing = false
+			c.wpool.put(batch)
+			c.wmu.Unlock()
+			c.Close(fmt.Errorf("%w: write: %v", ErrConnClosed, err))
+			return c.Err()
+		}
+		if n < len(batch.b) {
+			// The socket buffer is full: the rest goes first, and a
+			// goroutine waits for the socket while the sender returns.
+			batch.b = batch.b[:copy(batch.b, batch.b[n:])]
+			if c.wb != nil {
+				batch.b = append(batch.b, c.wb.b...)
+				c.wpool.put(c.wb)
+			}
+			c.wb = batch
+			c.stalled.Store(Mono())
+			go c.flushBlocking()
+			c.wmu.Unlock()
+			return nil
+		}
+		batch.b = batch.b[:0]
+		if c.wb == nil {
+			c.wb = batch
+		} else {
+			c.spare = batch
+		}
+		c.wakeLocked()
+	}
+	c.flushing = false
+	fin := c.idleLocked()
+	c.wmu.Unlock()
+	if fin {
+		c.sendFIN()
+	}
+	return nil
+}
+
+// flushBlocking writes the queue, waiting for the socket, until it is
+// empty. The monitor cuts the connection if no byte moves for WriteTimeout.
+func (c *Conn) flushBlocking() {
+	c.wmu.Lock()
+	for c.wb != nil && len(c.wb.b) > 0 {
+		batch := c.wb
+		c.wb, c.spare = c.spare, nil
+		c.inWrite = len(batch.b)
+		c.wmu.Unlock()
+		_, err := c.write(batch.b, true)
+		c.wmu.Lock()
+		c.inWrite = 0
+		batch.b = batch.b[:0]
+		c.spare = batch
+		if err != nil {
+			c.flushing = false
+			c.stalled.Store(0)
+			c.wmu.Unlock()
+			c.Close(fmt.Errorf("%w: write: %v", ErrConnClosed, err))
+			return
+		}
+		c.wakeLocked()
+	}
+	c.stalled.Store(0)
+	c.flushing = false
+	fin := c.idleLocked()
+	c.wmu.Unlock()
+	if fin {
+		c.sendFIN()
+	}
+}
+
+// idleLocked returns the queue's buffers to the pool once nothing is queued
+// and reports whether a FIN is due.
+func (c *Conn) idleLocked() (fin bool) {
+	c.releaseIfIdleLocked()
+	if c.finPending && !c.flushing && (c.wb == nil || len(c.wb.b) == 0) {
+		c.finPending = false
+		c.wfin = true
+		return true
+	}
+	return false
+}
+
+func (c *Conn) releaseIfIdleLocked() {
+	if c.flushing || (c.wb != nil && len(c.wb.b) > 0) {
+		return
+	}
+	c.wpool.put(c.wb)
+	c.wpool.put(c.spare)
+	c.wb, c.spare = nil, nil
+}
+
+// requestFIN sends our FIN once everything queued is written.
+func (c *Conn) requestFIN() {
+	c.wmu.Lock()
+	if c.wfin || c.finPending {
+		c.wmu.Unlock()
+		return
+	}
+	c.finPending = true
+	fin := c.idleLocked()
+	c.wmu.Unlock()
+	if fin {
+		c.sendFIN()
+	}
+}
+
+// sendFIN half-closes the socket. The peer answers with its own FIN, which
+// the reader sees; the monitor closes outright after LingerTimeout.
+func (c *Conn) sendFIN() {
+	c.halfClosed.Store(Mono())
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := c.nc.(closeWriter)
+	if !ok || cw.CloseWrite() != nil || c.peerFIN.Load() {
+		c.Close(nil)
+	}
+}
+
+// write writes b to the socket. Without block it stops when the socket
+// buffer is full and reports how much went; with block it waits for the
+// socket until all of b is written or the connection closes.
+func (c *Conn) write(b []byte, block bool) (int, error) {
+	c.wpend, c.wn, c.werr, c.wblock = b, 0, nil, block
+	err := c.raw.Write(c.writeFn)
+	n, werr := c.wn, c.werr
+	c.wpend = nil
+	c.bytesOut.Add(uint64(n))
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+func (c *Conn) onWritable(fd uintptr) bool {
+	for c.wn < len(c.wpend) {
+		n, err := unix.Write(int(fd), c.wpend[c.wn:])
+		if n > 0 {
+			c.wn += n
+			if c.wblock {
+				c.stalled.Store(Mono())
+			}
+		}
+		switch err {
+		case nil, unix.EINTR:
+		case unix.EAGAIN:
+			return !c.wblock
+		default:
+			c.werr = err
+			return true
+		}
+	}
+	return true
+}

@@ -1,0 +1,26 @@
+// Package session is one live tcppro connection, the same engine for the
+// server and the client side.
+//
+// It is split in two. Protocol is the connection logic with no I/O: bytes
+// and clock ticks go in; decoded frames (to a Handler) and frames to send
+// come out. It owns liveness (heartbeats), in-flight accounting, GOAWAY
+// state and frame limits, and is tested without sockets. Conn is today's
+// transport: one goroutine per connection reading a TCP socket, a write
+// queue coalesced into single write calls without a writer goroutine, and
+// pooled buffers so that an idle connection holds none. Monitor drives the
+// timers of every connection from one goroutine.
+//
+// Liveness: any frame received proves the peer alive. After
+// HeartbeatInterval with nothing received a side sends PING; if nothing at
+// all arrives within HeartbeatTimeout the connection is closed with
+// ErrPeerDead and every request on it fails at once. PINGs are answered on
+// the reading goroutine, never behind business work. A frame that starts
+// arriving must complete within FrameReadTimeout; queued output that makes
+// no progress for WriteTimeout cuts the connection (ErrWriteTimeout). No
+// read deadline ever kills an idle, live connection.
+//
+// Closing: a peer's FIN is answered by finishing what is in flight, writing
+// it, and sending our FIN at once, so no socket lingers in CLOSE_WAIT.
+// GOAWAY stops new requests (those above its last id are dropped unseen, for
+// the peer to retry), finishes the rest and closes the same way.
+package session

@@ -1,0 +1,333 @@
+package session
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tcppro/tcppro/wire"
+)
+
+// Role says which side of the connection a Protocol plays. Servers receive
+// requests and send responses; clients the reverse.
+type Role uint8
+
+const (
+	RoleClient Role = iota + 1
+	RoleServer
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleClient:
+		return "client"
+	case RoleServer:
+		return "server"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// Handler receives what a Protocol decodes. Its methods are called on the
+// goroutine that feeds bytes in and must not block: a server hands requests
+// to its worker pool, a client hands responses to the waiting caller. Byte
+// slices alias the receive buffer and are valid only during the call.
+type Handler interface {
+	// HandleRequest is called for each REQUEST a server accepts for
+	// processing. The server must call Protocol.Done exactly once for it.
+	HandleRequest(id uint64, timeout time.Duration, method, body []byte)
+	// HandleResponse is called on a client for each RESPONSE.
+	HandleResponse(id uint64, body []byte)
+	// HandleError is called on a client for each ERROR about a request.
+	HandleError(id uint64, code wire.Code, msg []byte)
+	// HandleGoAway is called when the peer announces that it will process
+	// no request above lastID.
+	HandleGoAway(lastID uint64, reason wire.Reason, msg []byte)
+}
+
+// Protocol is the connection logic with no I/O: received bytes and clock
+// ticks go in; decoded requests and responses come out through a Handler,
+// and frames to send (PONG, PING, GOAWAY) come out through the send
+// function. It tracks liveness, in-flight requests and GOAWAY state. The
+// goroutine-per-connection transport (Conn) drives it today; an event loop
+// can drive the same logic tomorrow.
+//
+// Feed is called from one goroutine (the reader), Tick from one goroutine
+// (the monitor); GoAway, Done and the accessors are safe from any goroutine.
+type Protocol struct {
+	role Role
+	cfg  Config
+	h    Handler
+	send func([]byte)
+	dec  wire.Decoder
+
+	// pongBuf is Feed's scratch space for PONGs; pingBuf is Tick's.
+	pongBuf [wire.HeaderLen + 8]byte
+	pingBuf [wire.HeaderLen + 8]byte
+
+	// Liveness. received is set by Feed and consumed by Tick; the rest is
+	// Tick's own.
+	received atomic.Bool
+	lastRecv time.Time
+	pingOut  bool
+	pingSent time.Time
+	rtt      atomic.Int64 // last heartbeat round trip, nanoseconds
+
+	// partialSince is the monotonic time (see Mono) when the frame now
+	// pending started arriving, or 0.
+	partialSince atomic.Int64
+
+	inflight atomic.Int32
+
+	mu         sync.Mutex
+	highestID  uint64 // server: highest request id received
+	goAway     bool   // we sent GOAWAY
+	lastID     uint64 // the last id in our GOAWAY
+	peerGoAway bool
+	peerLastID uint64
+
+	framesIn atomic.Uint64
+	bytesIn  atomic.Uint64
+}
+
+// NewProtocol returns the logic for one connection opened at now. send is
+// called with each control frame to write; it must copy the bytes before
+// returning.
+func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), now time.Time) *Protocol {
+	cfg = cfg.WithDefaults()
+	return &Protocol{
+		role:     role,
+		cfg:      cfg,
+		h:        h,
+		send:     send,
+		dec:      wire.Decoder{MaxFrameSize: cfg.MaxFrameSize},
+		lastRecv: now,
+	}
+}
+
+// Feed decodes every complete frame at the start of b and returns how many
+// bytes it consumed. It stops early, leaving bytes unconsumed, when a server
+// connection reaches MaxInFlight (Blocked then reports true). A non-nil error
+// is fatal to the connection: a *wire.FrameTooLargeError, a
+// *wire.ProtocolError, or a *RemoteError for a connection-level ERROR from
+// the peer.
+func (p *Protocol) Feed(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	p.received.Store(true)
+	p.bytesIn.Add(uint64(len(b)))
+	consumed := 0
+	for consumed < len(b) {
+		if p.role == RoleServer && int(p.inflight.Load()) >= p.cfg.MaxInFlight {
+			break
+		}
+		f, n, err := p.dec.Next(b[consumed:])
+		if err != nil {
+			return consumed, err
+		}
+		if n == 0 {
+			break
+		}
+		consumed += n
+		p.framesIn.Add(1)
+		if err := p.handle(f); err != nil {
+			return consumed, err
+		}
+	}
+	return consumed, nil
+}
+
+// Need reports how many bytes the frame at the start of b needs in total,
+// or wire.HeaderLen while its header is incomplete.
+func (p *Protocol) Need(b []byte) int {
+	if len(b) < wire.HeaderLen {
+		return wire.HeaderLen
+	}
+	h, err := wire.ParseHeader(b)
+	if err != nil {
+		return wire.HeaderLen
+	}
+	return wire.HeaderLen + int(h.Length)
+}
+
+func protoErr(format string, args ...any) error {
+	return &wire.ProtocolError{Reason: fmt.Sprintf(format, args...)}
+}
+
+func (p *Protocol) handle(f wire.Frame) error {
+	switch f.Type {
+	case wire.TypePing:
+		data, err := wire.ParsePing(f.Payload)
+		if err != nil {
+			return err
+		}
+		p.send(wire.AppendPong(p.pongBuf[:0], data))
+	case wire.TypePong:
+		data, err := wire.ParsePing(f.Payload)
+		if err != nil {
+			return err
+		}
+		if rtt := Mono() - int64(data); rtt >= 0 {
+			p.rtt.Store(rtt)
+		}
+	case wire.TypeRequest:
+		if p.role != RoleServer {
+			return protoErr("REQUEST sent to a client")
+		}
+		timeout, method, body, err := wire.ParseRequest(f.Payload)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		if f.ID <= p.highestID {
+			p.mu.Unlock()
+			return protoErr("request id %d not above %d", f.ID, p.highestID)
+		}
+		p.highestID = f.ID
+		if p.goAway {
+			// Above the id in our GOAWAY: never processed; the peer
+			// retries it elsewhere.
+			p.mu.Unlock()
+			return nil
+		}
+		p.inflight.Add(1)
+		p.mu.Unlock()
+		p.h.HandleRequest(f.ID, time.Duration(timeout)*time.Millisecond, method, body)
+	case wire.TypeResponse:
+		if p.role != RoleClient {
+			return protoErr("RESPONSE sent to a server")
+		}
+		p.h.HandleResponse(f.ID, f.Payload)
+	case wire.TypeError:
+		code, msg, err := wire.ParseError(f.Payload)
+		if err != nil {
+			return err
+		}
+		if f.ID == 0 {
+			return &RemoteError{Code: code, Message: string(msg)}
+		}
+		if p.role != RoleClient {
+			return protoErr("ERROR for a request sent to a server")
+		}
+		p.h.HandleError(f.ID, code, msg)
+	case wire.TypeGoAway:
+		lastID, reason, msg, err := wire.ParseGoAway(f.Payload)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.peerGoAway = true
+		p.peerLastID = lastID
+		p.mu.Unlock()
+		p.h.HandleGoAway(lastID, reason, msg)
+	default:
+		return protoErr("unknown frame type %d", f.Type)
+	}
+	return nil
+}
+
+// Tick advances the protocol's clock to now: it sends a PING when nothing
+// was received for HeartbeatInterval and reports ErrPeerDead when nothing
+// answered it within HeartbeatTimeout, or ErrFrameTimeout when a frame has
+// been arriving for longer than FrameReadTimeout.
+func (p *Protocol) Tick(now time.Time) error {
+	if p.received.Swap(false) {
+		p.lastRecv = now
+		p.pingOut = false
+	}
+	if since := p.partialSince.Load(); since != 0 && time.Duration(Mono()-since) >= p.cfg.FrameReadTimeout {
+		return ErrFrameTimeout
+	}
+	if !p.cfg.heartbeats() {
+		return nil
+	}
+	if p.pingOut {
+		if now.Sub(p.pingSent) >= p.cfg.HeartbeatTimeout {
+			return ErrPeerDead
+		}
+		return nil
+	}
+	if now.Sub(p.lastRecv) >= p.cfg.HeartbeatInterval {
+		p.pingOut = true
+		p.pingSent = now
+		p.send(wire.AppendPing(p.pingBuf[:0], uint64(Mono())))
+	}
+	return nil
+}
+
+// MarkPartial records that a frame has started arriving and is incomplete;
+// fresh says it is a new frame rather than the one already pending.
+func (p *Protocol) MarkPartial(fresh bool) {
+	if fresh || p.partialSince.Load() == 0 {
+		p.partialSince.Store(Mono())
+	}
+}
+
+// ClearPartial records that no frame is pending.
+func (p *Protocol) ClearPartial() {
+	if p.partialSince.Load() != 0 {
+		p.partialSince.Store(0)
+	}
+}
+
+// GoAway announces that no request above the highest one received so far
+// will be processed and returns that id. Later calls return the same id
+// without sending anything again.
+func (p *Protocol) GoAway(reason wire.Reason, msg string) (lastID uint64, first bool) {
+	p.mu.Lock()
+	if p.goAway {
+		lastID = p.lastID
+		p.mu.Unlock()
+		return lastID, false
+	}
+	p.goAway = true
+	p.lastID = p.highestID
+	lastID = p.lastID
+	p.mu.Unlock()
+	p.send(wire.AppendGoAway(nil, lastID, reason, msg))
+	return lastID, true
+}
+
+// Done records that a request handed to HandleRequest has been answered and
+// returns the number still in flight.
+func (p *Protocol) Done() int { return int(p.inflight.Add(-1)) }
+
+// InFlight is the number of requests being processed (server side).
+func (p *Protocol) InFlight() int { return int(p.inflight.Load()) }
+
+// Blocked reports whether a server connection is at MaxInFlight, so its
+// reader must wait for Done before feeding more.
+func (p *Protocol) Blocked() bool {
+	return p.role == RoleServer && int(p.inflight.Load()) >= p.cfg.MaxInFlight
+}
+
+// GoingAway reports whether we sent GOAWAY, and the last id it carried.
+func (p *Protocol) GoingAway() (bool, uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.goAway, p.lastID
+}
+
+// PeerGoingAway reports whether the peer sent GOAWAY, and its last id.
+func (p *Protocol) PeerGoingAway() (bool, uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peerGoAway, p.peerLastID
+}
+
+// RTT is the round trip of the last answered heartbeat, or 0.
+func (p *Protocol) RTT() time.Duration { return time.Duration(p.rtt.Load()) }
+
+// FramesIn and BytesIn count what was received.
+func (p *Protocol) FramesIn() uint64 { return p.framesIn.Load() }
+func (p *Protocol) BytesIn() uint64  { return p.bytesIn.Load() }
+
+// Role is the side this protocol plays.
+func (p *Protocol) Role() Role { return p.role }
+
+var monoBase = time.Now()
+
+// Mono is a monotonic clock in nanoseconds, for heartbeat payloads and
+// stall timers.
+func Mono() int64 { return int64(time.Since(monoBase)) }
