@@ -11,6 +11,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -427,6 +428,12 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	go func() {
 		defer c.wg.Done()
 		err := connError(sc.Run())
+		switch {
+		case errors.Is(err, session.ErrPeerDead):
+			c.stats.deadPeers.Add(1)
+		case errors.Is(err, session.ErrWriteTimeout):
+			c.stats.writeTimeouts.Add(1)
+		}
 		cc.unusable.Store(true)
 		ep.detach(cc, stateFailing, err)
 		cc.failAll(err)
@@ -615,24 +622,29 @@ func (cl *call) complete(resp []byte, err error) {
 
 type stats struct {
 	dials, dialFailures, reconnects, goAways, retries atomic.Uint64
+	deadPeers, writeTimeouts                          atomic.Uint64
 }
 
 // Stats is a snapshot of the client's counters.
 type Stats struct {
-	Dials        uint64 // connection attempts
-	DialFailures uint64 // attempts that failed
-	Reconnects   uint64 // connections lost and re-established
-	GoAways      uint64 // GOAWAY frames received
-	Retries      uint64 // calls sent again because they were not processed
+	Dials         uint64 // connection attempts
+	DialFailures  uint64 // attempts that failed
+	Reconnects    uint64 // connections lost and re-established
+	GoAways       uint64 // GOAWAY frames received
+	Retries       uint64 // calls sent again because they were not processed
+	DeadPeers     uint64 // connections closed by the heartbeat (ErrPeerDead)
+	WriteTimeouts uint64 // connections cut because the server stopped reading
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	return Stats{
-		Dials:        c.stats.dials.Load(),
-		DialFailures: c.stats.dialFailures.Load(),
-		Reconnects:   c.stats.reconnects.Load(),
-		GoAways:      c.stats.goAways.Load(),
-		Retries:      c.stats.retries.Load(),
+		Dials:         c.stats.dials.Load(),
+		DialFailures:  c.stats.dialFailures.Load(),
+		Reconnects:    c.stats.reconnects.Load(),
+		GoAways:       c.stats.goAways.Load(),
+		Retries:       c.stats.retries.Load(),
+		DeadPeers:     c.stats.deadPeers.Load(),
+		WriteTimeouts: c.stats.writeTimeouts.Load(),
 	}
 }

@@ -40,7 +40,8 @@ type Server struct {
 	obs     Observer
 	mon     *session.Monitor
 
-	busyFrame []byte
+	busyFrame    []byte
+	offlineFrame []byte
 
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
@@ -52,6 +53,8 @@ type Server struct {
 	active   atomic.Int64
 	busy     atomic.Int64 // workers in use
 	shutdown atomic.Bool
+	offline  atomic.Bool
+	draining atomic.Bool
 	closeMu  sync.Once
 	rejectWG sync.WaitGroup
 	connWG   sync.WaitGroup
@@ -69,17 +72,18 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:       cfg,
-		handler:   h,
-		log:       cfg.Logger,
-		obs:       cfg.Observer,
-		mon:       session.NewMonitor(cfg.Session.TickInterval()),
-		listeners: make(map[*net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
-		rejecting: make(map[net.Conn]struct{}),
-		closing:   make(chan struct{}),
-		gone:      make(chan struct{}, 1),
-		busyFrame: wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
+		cfg:          cfg,
+		handler:      h,
+		log:          cfg.Logger,
+		obs:          cfg.Observer,
+		mon:          session.NewMonitor(cfg.Session.TickInterval()),
+		listeners:    make(map[*net.Listener]struct{}),
+		conns:        make(map[*conn]struct{}),
+		rejecting:    make(map[net.Conn]struct{}),
+		closing:      make(chan struct{}),
+		gone:         make(chan struct{}, 1),
+		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
+		offlineFrame: wire.AppendError(nil, 0, wire.CodeShuttingDown, "server offline"),
 	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
@@ -98,6 +102,9 @@ func (s *Server) ListenAndServe() error {
 	}
 	ln, err := netx.ListenConfig{AllowEphemeralPort: s.cfg.AllowEphemeralPort, FS: s.cfg.FS}.Listen(context.Background(), s.cfg.Addr)
 	if err != nil {
+		if errors.Is(err, netx.ErrEphemeralPort) {
+			s.obs.ConnRejected(RejectPortPolicy)
+		}
 		return err
 	}
 	return s.Serve(ln)
@@ -168,8 +175,16 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 }
 
 func (s *Server) serveConn(nc net.Conn) {
+	if s.offline.Load() {
+		s.stats.rejectedOffline.Add(1)
+		s.obs.ConnRejected(RejectOffline)
+		s.reject(nc, s.offlineFrame)
+		return
+	}
 	if s.active.Load() >= int64(s.cfg.MaxConns) {
-		s.reject(nc)
+		s.stats.rejectedBusy.Add(1)
+		s.obs.ConnRejected(RejectBusy)
+		s.reject(nc, s.busyFrame)
 		return
 	}
 	if err := s.cfg.Socket.Apply(nc); err != nil {
@@ -185,6 +200,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	c.sc = sc
+	sc.Protocol().OnRTT = s.obs.HeartbeatRTT
 	if s.cfg.MaxConnAge > 0 {
 		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
 		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j))
@@ -206,14 +222,13 @@ func (s *Server) serveConn(nc net.Conn) {
 	go c.run()
 }
 
-// reject answers a connection over the cap with BUSY and closes it. The
-// socket is half-closed and drained for RejectLinger so that the BUSY frame
-// is read before any reset the client's unread request would cause.
-func (s *Server) reject(nc net.Conn) {
-	s.stats.rejectedBusy.Add(1)
-	s.obs.ConnRejected(RejectBusy)
+// reject answers a connection with a connection-level ERROR frame (BUSY
+// over the cap, SHUTTING_DOWN while offline) and closes it. The socket is
+// half-closed and drained for RejectLinger so that the frame is read before
+// any reset the client's unread request would cause.
+func (s *Server) reject(nc net.Conn, frame []byte) {
 	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if _, err := nc.Write(s.busyFrame); err != nil {
+	if _, err := nc.Write(frame); err != nil {
 		nc.Close()
 		return
 	}
@@ -278,15 +293,50 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Drain sends GOAWAY on every open connection without stopping the
-// listeners: clients move their new requests elsewhere while in-flight ones
-// finish. Used for rebalancing and by the admin plane.
+// SetOffline takes the server out of service (true) or puts it back
+// (false). Offline, it keeps its listeners but answers every new connection
+// with a connection-level ERROR SHUTTING_DOWN and closes it, so clients move
+// to other servers at once; open connections are left alone (Drain moves
+// them too). Going back online also ends a Drain.
+func (s *Server) SetOffline(offline bool) {
+	s.offline.Store(offline)
+	if !offline {
+		s.draining.Store(false)
+	}
+}
+
+// Drain is the graceful shutdown sequence without exiting: the server goes
+// offline and sends GOAWAY on every open connection; clients move their new
+// requests elsewhere while in-flight ones finish. SetOffline(false) puts it
+// back in service.
 func (s *Server) Drain(reason wire.Reason) {
+	s.offline.Store(true)
+	s.draining.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.goAway(reason, "server draining")
 	}
+}
+
+// Ready reports whether the server should receive traffic: it is accepting
+// on at least one listener and is neither offline, draining nor shutting
+// down. When not ready, reason says why.
+func (s *Server) Ready() (ready bool, reason string) {
+	s.mu.Lock()
+	listening := len(s.listeners) > 0
+	s.mu.Unlock()
+	switch {
+	case s.shutdown.Load():
+		return false, "shutting down"
+	case s.draining.Load():
+		return false, "draining"
+	case s.offline.Load():
+		return false, "offline"
+	case !listening:
+		return false, "not listening"
+	}
+	return true, ""
 }
 
 func (s *Server) beginShutdown() {
@@ -320,6 +370,11 @@ func (s *Server) finish() {
 func (s *Server) removeConn(c *conn, err error) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	p := c.sc.Protocol()
+	s.stats.framesIn.Add(p.FramesIn())
+	s.stats.bytesIn.Add(p.BytesIn())
+	s.stats.framesOut.Add(c.sc.FramesOut())
+	s.stats.bytesOut.Add(c.sc.BytesOut())
 	s.mu.Unlock()
 	s.active.Add(-1)
 	select {

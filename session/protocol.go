@@ -69,6 +69,7 @@ type Protocol struct {
 	// Tick's own.
 	received atomic.Bool
 	lastRecv time.Time
+	lastSeen atomic.Int64 // lastRecv as Unix nanoseconds, for other goroutines
 	pingOut  bool
 	pingSent time.Time
 	rtt      atomic.Int64 // last heartbeat round trip, nanoseconds
@@ -88,6 +89,10 @@ type Protocol struct {
 
 	framesIn atomic.Uint64
 	bytesIn  atomic.Uint64
+
+	// OnRTT, if set before the first Feed, is called with each heartbeat
+	// round trip measured.
+	OnRTT func(time.Duration)
 }
 
 // NewProtocol returns the logic for one connection opened at now. send is
@@ -95,7 +100,7 @@ type Protocol struct {
 // returning.
 func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), now time.Time) *Protocol {
 	cfg = cfg.WithDefaults()
-	return &Protocol{
+	p := &Protocol{
 		role:     role,
 		cfg:      cfg,
 		h:        h,
@@ -103,6 +108,8 @@ func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), now time.T
 		dec:      wire.Decoder{MaxFrameSize: cfg.MaxFrameSize},
 		lastRecv: now,
 	}
+	p.lastSeen.Store(now.UnixNano())
+	return p
 }
 
 // Feed decodes every complete frame at the start of b and returns how many
@@ -170,6 +177,9 @@ func (p *Protocol) handle(f wire.Frame) error {
 		}
 		if rtt := Mono() - int64(data); rtt >= 0 {
 			p.rtt.Store(rtt)
+			if p.OnRTT != nil {
+				p.OnRTT(time.Duration(rtt))
+			}
 		}
 	case wire.TypeRequest:
 		if p.role != RoleServer {
@@ -234,6 +244,7 @@ func (p *Protocol) handle(f wire.Frame) error {
 func (p *Protocol) Tick(now time.Time) error {
 	if p.received.Swap(false) {
 		p.lastRecv = now
+		p.lastSeen.Store(now.UnixNano())
 		p.pingOut = false
 	}
 	if since := p.partialSince.Load(); since != 0 && time.Duration(Mono()-since) >= p.cfg.FrameReadTimeout {
@@ -315,6 +326,9 @@ func (p *Protocol) PeerGoingAway() (bool, uint64) {
 	defer p.mu.Unlock()
 	return p.peerGoAway, p.peerLastID
 }
+
+// LastReceived is when a frame last arrived, to the monitor's tick.
+func (p *Protocol) LastReceived() time.Time { return time.Unix(0, p.lastSeen.Load()) }
 
 // RTT is the round trip of the last answered heartbeat, or 0.
 func (p *Protocol) RTT() time.Duration { return time.Duration(p.rtt.Load()) }
