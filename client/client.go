@@ -200,6 +200,9 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 	if err := wire.ValidMethod(method); err != nil {
 		return nil, err
 	}
+	if size := 5 + len(method) + len(body); size > int(c.cfg.Session.MaxFrameSize) {
+		return nil, &wire.FrameTooLargeError{Length: uint32(min(size, math.MaxUint32)), Max: c.cfg.Session.MaxFrameSize}
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(c.cfg.CallTimeout)

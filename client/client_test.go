@@ -19,6 +19,7 @@ import (
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -453,5 +454,24 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %v", timeout)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestRequestTooLargeFailsLocally: a call whose frame would exceed the
+// maximum frame size fails before anything is sent.
+func TestRequestTooLargeFailsLocally(t *testing.T) {
+	srv, addr := startServer(t, "", server.Config{}, echo)
+	cfg := fastSession
+	cfg.MaxFrameSize = 1024
+	c := newClient(t, client.Config{Addrs: []string{addr}, Session: cfg})
+	_, err := c.Call(context.Background(), "echo", make([]byte, 2000))
+	if !errors.Is(err, wire.ErrFrameTooLarge) {
+		t.Fatalf("err = %v, want ErrFrameTooLarge", err)
+	}
+	if _, err := c.Call(context.Background(), "echo", make([]byte, 1000)); err != nil {
+		t.Fatalf("a call under the limit: %v", err)
+	}
+	if n := srv.Stats().Requests; n != 1 {
+		t.Fatalf("server answered %d requests, want only the small one", n)
 	}
 }

@@ -99,6 +99,9 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	ctx := newReqCtx(c.sc.Context(), deadline)
 	resp, err := c.call(ctx, &r.Request)
 	ctx.finish()
+	if err == nil && len(resp) > int(s.cfg.Session.MaxFrameSize) {
+		err = Errorf(wire.CodeInternal, "response of %d bytes exceeds the maximum frame size %d", len(resp), s.cfg.Session.MaxFrameSize)
+	}
 	var code wire.Code
 	if err != nil {
 		var msg string

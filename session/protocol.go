@@ -222,6 +222,9 @@ func (p *Protocol) handle(f wire.Frame) error {
 		}
 		p.h.HandleError(f.ID, code, msg)
 	case wire.TypeGoAway:
+		if p.role != RoleClient {
+			return protoErr("GOAWAY sent to a server")
+		}
 		lastID, reason, msg, err := wire.ParseGoAway(f.Payload)
 		if err != nil {
 			return err
