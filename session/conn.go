@@ -80,6 +80,7 @@ type Conn struct {
 	writeFn func(uintptr) bool
 
 	bytesOut atomic.Uint64
+	writes   atomic.Uint64 // write system calls that moved bytes
 	draining atomic.Bool // end the connection when no request is in flight
 
 	closeOnce sync.Once
@@ -148,6 +149,10 @@ func (c *Conn) Created() time.Time { return c.created }
 
 // BytesOut counts bytes written to the socket.
 func (c *Conn) BytesOut() uint64 { return c.bytesOut.Load() }
+
+// Writes counts the write system calls that moved bytes; FramesOut/Writes
+// is the coalescing ratio.
+func (c *Conn) Writes() uint64 { return c.writes.Load() }
 
 // FramesOut counts frames queued for writing.
 func (c *Conn) FramesOut() uint64 {
@@ -675,6 +680,7 @@ func (c *Conn) onWritable(fd uintptr) bool {
 		n, err := unix.Write(int(fd), c.wpend[c.wn:])
 		if n > 0 {
 			c.wn += n
+			c.writes.Add(1)
 			if c.wblock {
 				c.stalled.Store(Mono())
 			}

@@ -1,0 +1,158 @@
+package session
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/wire"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-acc
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { d.Close(); s.Close() })
+	return s.(*net.TCPConn), d.(*net.TCPConn)
+}
+
+type nopHandler struct{}
+
+func (nopHandler) HandleRequest(uint64, time.Duration, []byte, []byte) {}
+func (nopHandler) HandleResponse(uint64, []byte)                      {}
+func (nopHandler) HandleError(uint64, wire.Code, []byte)              {}
+func (nopHandler) HandleGoAway(uint64, wire.Reason, []byte)           {}
+
+// TestWritesCoalesce: frames queued while a write is in progress go out
+// together in one write call.
+func TestWritesCoalesce(t *testing.T) {
+	a, b := tcpPair(t)
+	c, err := NewConn(a, RoleServer, Config{}, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(nil)
+	// Hold the flusher role, as a goroutine inside a write call does.
+	c.wmu.Lock()
+	c.flushing = true
+	c.wmu.Unlock()
+	for i := uint64(1); i <= 10; i++ {
+		if err := c.SendResponse(i, []byte("payload")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.Writes() != 0 {
+		t.Fatalf("%d writes while another writer was active", c.Writes())
+	}
+	c.wmu.Lock()
+	c.flushing = false
+	if err := c.flushLocked(); err != nil {
+		t.Fatal(err)
+	}
+	if w := c.Writes(); w != 1 {
+		t.Fatalf("10 queued frames took %d write calls, want 1", w)
+	}
+	fr := wire.NewFramer(nil, b)
+	for i := uint64(1); i <= 10; i++ {
+		f, err := fr.ReadFrame()
+		if err != nil || f.ID != i || string(f.Payload) != "payload" {
+			t.Fatalf("frame %d: %v %v", i, f.Header, err)
+		}
+	}
+}
+
+// TestWriteQueueBounded: with a peer that does not read, senders wait once
+// WriteQueueSize bytes are queued, and are released with an error when the
+// connection closes.
+func TestWriteQueueBounded(t *testing.T) {
+	a, _ := tcpPair(t)
+	const limit = 64 << 10
+	c, err := NewConn(a, RoleServer, Config{WriteQueueSize: limit}, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 16<<10)
+	blocked := make(chan error, 1)
+	go func() {
+		for i := uint64(1); ; i++ {
+			if err := c.SendResponse(i, body); err != nil {
+				blocked <- err
+				return
+			}
+		}
+	}()
+	// The sender fills the kernel buffers, then the queue, then waits.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.wmu.Lock()
+		queued := c.inWrite
+		if c.wb != nil {
+			queued += len(c.wb.b)
+		}
+		waiting := c.wwait != nil
+		c.wmu.Unlock()
+		if queued > limit+len(body)+wire.HeaderLen {
+			t.Fatalf("%d bytes queued, over the %d limit", queued, limit)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sender never had to wait")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close(ErrWriteTimeout)
+	if err := <-blocked; !errors.Is(err, ErrWriteTimeout) {
+		t.Fatalf("blocked sender got %v, want the close reason", err)
+	}
+}
+
+// TestStalledWriteIsCut: the monitor's tick cuts a connection whose queued
+// output made no progress for WriteTimeout.
+func TestStalledWriteIsCut(t *testing.T) {
+	a, _ := tcpPair(t)
+	c, err := NewConn(a, RoleServer, Config{WriteTimeout: 50 * time.Millisecond, HeartbeatInterval: -1}, nopHandler{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMonitor(5 * time.Millisecond)
+	defer m.Close()
+	m.Add(c)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		body := make([]byte, 64<<10)
+		for i := uint64(1); c.SendResponse(i, body) == nil; i++ {
+		}
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stalled connection was never cut")
+	}
+	wg.Wait()
+	if !errors.Is(c.Err(), ErrWriteTimeout) {
+		t.Fatalf("closed with %v, want ErrWriteTimeout", c.Err())
+	}
+}
