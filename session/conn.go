@@ -81,7 +81,7 @@ type Conn struct {
 
 	bytesOut atomic.Uint64
 	writes   atomic.Uint64 // write system calls that moved bytes
-	draining atomic.Bool // end the connection when no request is in flight
+	draining atomic.Bool   // end the connection when no request is in flight
 
 	closeOnce sync.Once
 	closed    chan struct{}

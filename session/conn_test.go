@@ -38,9 +38,9 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 type nopHandler struct{}
 
 func (nopHandler) HandleRequest(uint64, time.Duration, []byte, []byte) {}
-func (nopHandler) HandleResponse(uint64, []byte)                      {}
-func (nopHandler) HandleError(uint64, wire.Code, []byte)              {}
-func (nopHandler) HandleGoAway(uint64, wire.Reason, []byte)           {}
+func (nopHandler) HandleResponse(uint64, []byte)                       {}
+func (nopHandler) HandleError(uint64, wire.Code, []byte)               {}
+func (nopHandler) HandleGoAway(uint64, wire.Reason, []byte)            {}
 
 // TestWritesCoalesce: frames queued while a write is in progress go out
 // together in one write call.
