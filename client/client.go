@@ -283,7 +283,7 @@ func (c *Client) pickReady() *clientConn {
 	}
 	i := c.rr.Add(1)
 	for k := uint64(0); k < n; k++ {
-		if cc := ready[(i+k)%n]; !cc.unusable.Load() {
+		if cc := ready[(i+k)%n]; !cc.unusable.Load() && !cc.sc.Closed() {
 			return cc
 		}
 	}
@@ -360,7 +360,10 @@ func (ep *endpoint) run() {
 	failures := 0
 	for {
 		if failures > 0 {
-			t := time.NewTimer(c.cfg.Backoff.Delay(failures - 1))
+			d := c.cfg.Backoff.Delay(failures - 1)
+			c.stats.backoffWaits.Add(1)
+			c.stats.backoffNanos.Add(uint64(d))
+			t := time.NewTimer(d)
 			select {
 			case <-t.C:
 			case <-c.ctx.Done():
@@ -475,7 +478,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		case <-cl.timer.C:
 			return nil, timeoutError{context.DeadlineExceeded}
 		case <-cc.sc.Done():
-			return nil, session.NotProcessed(cc.sc.Err())
+			return nil, notProcessed(connError(cc.sc.Err()))
 		}
 	}
 	defer func() { <-cc.sem }()
@@ -489,10 +492,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		if ctx.Err() != nil {
 			return nil, timeoutError{ctx.Err()}
 		}
-		if !session.IsNotProcessed(err) {
-			err = session.NotProcessed(err)
-		}
-		return nil, err
+		return nil, notProcessed(connError(err))
 	}
 	// Queued: the answer, a connection failure or GOAWAY completes it.
 	select {
@@ -626,17 +626,20 @@ func (cl *call) complete(resp []byte, err error) {
 type stats struct {
 	dials, dialFailures, reconnects, goAways, retries atomic.Uint64
 	deadPeers, writeTimeouts                          atomic.Uint64
+	backoffWaits, backoffNanos                        atomic.Uint64
 }
 
 // Stats is a snapshot of the client's counters.
 type Stats struct {
-	Dials         uint64 // connection attempts
-	DialFailures  uint64 // attempts that failed
-	Reconnects    uint64 // connections lost and re-established
-	GoAways       uint64 // GOAWAY frames received
-	Retries       uint64 // calls sent again because they were not processed
-	DeadPeers     uint64 // connections closed by the heartbeat (ErrPeerDead)
-	WriteTimeouts uint64 // connections cut because the server stopped reading
+	Dials         uint64        // connection attempts
+	DialFailures  uint64        // attempts that failed
+	Reconnects    uint64        // connections lost and re-established
+	GoAways       uint64        // GOAWAY frames received
+	Retries       uint64        // calls sent again because they were not processed
+	DeadPeers     uint64        // connections closed by the heartbeat (ErrPeerDead)
+	WriteTimeouts uint64        // connections cut because the server stopped reading
+	BackoffWaits  uint64        // reconnect delays taken
+	BackoffTime   time.Duration // their total
 }
 
 // Stats returns the client's counters.
@@ -649,5 +652,7 @@ func (c *Client) Stats() Stats {
 		Retries:       c.stats.retries.Load(),
 		DeadPeers:     c.stats.deadPeers.Load(),
 		WriteTimeouts: c.stats.writeTimeouts.Load(),
+		BackoffWaits:  c.stats.backoffWaits.Load(),
+		BackoffTime:   time.Duration(c.stats.backoffNanos.Load()),
 	}
 }

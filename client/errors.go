@@ -111,3 +111,12 @@ func retryable(err error) bool {
 	}
 	return session.IsNotProcessed(err)
 }
+
+// notProcessed marks err, the failure of a call that was never sent, as
+// safe to retry (unless it already says so).
+func notProcessed(err error) error {
+	if retryable(err) {
+		return err
+	}
+	return session.NotProcessed(err)
+}

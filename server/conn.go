@@ -29,8 +29,8 @@ type conn struct {
 var ErrMaxAge = fmt.Errorf("%w: maximum connection age reached", session.ErrConnClosed)
 
 func (c *conn) run() {
-	err := c.sc.Run()
-	c.s.removeConn(c, err)
+	c.sc.SetOnClose(func(err error) { c.s.removeConn(c, err) })
+	c.sc.Run()
 }
 
 func (c *conn) goAway(reason wire.Reason, msg string) {
@@ -70,27 +70,46 @@ type request struct {
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
 
-// HandleRequest runs on the connection's reader: it takes a worker or
-// refuses at once, copies the body, and starts the handler.
+// HandleRequest runs on the connection's reader for a request that is not
+// the last of its read: it takes a worker or refuses at once, copies the
+// body, and starts the handler on its own goroutine.
 func (c *conn) HandleRequest(id uint64, timeout time.Duration, method, body []byte) {
-	s := c.s
-	if !s.acquireWorker() {
-		s.stats.overloaded.Add(1)
-		_ = c.sc.SendError(id, wire.CodeOverloaded, "all workers busy")
-		c.sc.RequestDone()
+	if !c.s.acquireWorker() {
+		c.overloaded(id)
 		return
 	}
 	r := requestPool.Get().(*request)
 	r.buf = append(r.buf[:0], body...)
 	r.Request = Request{ID: id, Method: c.method(method), Body: r.buf, RemoteAddr: c.remote}
-	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
-		timeout = ht
-	}
 	go c.serve(r, timeout)
 }
 
+// ServeInline runs the last request of a read on the reader itself, with
+// the body still in the read buffer: no copy and no goroutine hand-off.
+// The session moves reading elsewhere if the handler is slow.
+func (c *conn) ServeInline(id uint64, timeout time.Duration, method, body []byte) {
+	if !c.s.acquireWorker() {
+		c.overloaded(id)
+		return
+	}
+	r := requestPool.Get().(*request)
+	r.Request = Request{ID: id, Method: c.method(method), Body: body, RemoteAddr: c.remote}
+	c.serve(r, timeout)
+}
+
+func (c *conn) overloaded(id uint64) {
+	c.s.stats.overloaded.Add(1)
+	_ = c.sc.SendError(id, wire.CodeOverloaded, "all workers busy")
+	c.sc.RequestDone()
+}
+
+// serve runs one request on a worker already taken, answers it, and
+// releases the worker.
 func (c *conn) serve(r *request, timeout time.Duration) {
 	s := c.s
+	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
+		timeout = ht
+	}
 	start := time.Now()
 	var deadline time.Time
 	if timeout > 0 {
@@ -102,6 +121,9 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	if err == nil && len(resp) > int(s.cfg.Session.MaxFrameSize) {
 		err = Errorf(wire.CodeInternal, "response of %d bytes exceeds the maximum frame size %d", len(resp), s.cfg.Session.MaxFrameSize)
 	}
+	// The worker is free once the handler returns: a client that gets its
+	// answer and calls again at once finds it free.
+	s.releaseWorker()
 	var code wire.Code
 	if err != nil {
 		var msg string
@@ -113,7 +135,6 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	s.stats.requests.Add(1)
 	s.obs.RequestDone(r.Method, code, time.Since(start))
 	c.sc.RequestDone()
-	s.releaseWorker()
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil
 	}

@@ -91,6 +91,17 @@ func New(cfg Config, h Handler) (*Server, error) {
 	return s, nil
 }
 
+// Addrs returns the addresses the server is listening on now.
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	addrs := make([]net.Addr, 0, len(s.listeners))
+	for ln := range s.listeners {
+		addrs = append(addrs, (*ln).Addr())
+	}
+	return addrs
+}
+
 // Config returns the effective configuration (defaults filled in).
 func (s *Server) Config() Config { return s.cfg }
 

@@ -64,6 +64,7 @@ type Stats struct {
 	Overloaded      uint64 // requests refused because every worker was busy
 	WorkersBusy     int64  // handlers running now
 	Workers         int    // the worker pool's size
+	InFlight        int64  // requests being processed, all connections
 	FramesIn        uint64 // frames received, all connections
 	FramesOut       uint64 // frames sent
 	BytesIn         uint64 // bytes received
@@ -93,6 +94,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	for c := range s.conns {
 		p := c.sc.Protocol()
+		st.InFlight += int64(p.InFlight())
 		st.FramesIn += p.FramesIn()
 		st.BytesIn += p.BytesIn()
 		st.FramesOut += c.sc.FramesOut()

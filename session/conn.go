@@ -55,7 +55,14 @@ type Conn struct {
 	readFn  func(uintptr) bool
 	unblock chan struct{}
 	peerFIN atomic.Bool
-	eofAt   atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
+
+	// Inline requests: the reader runs the last request of a read itself.
+	inline       InlineHandler // nil: every request goes to Handler
+	inlineSince  atomic.Int64  // Mono when the running inline request started; 0 when none
+	inlineBudget time.Duration
+	handoffs     atomic.Uint64
+	onClose      func(error)
+	eofAt        atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
 	wmu        sync.Mutex
@@ -122,6 +129,11 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 	c.readFn = c.onReadable
 	c.writeFn = c.onWritable
 	c.p = NewProtocol(role, cfg, h, c.sendControl, now)
+	if ih, ok := h.(InlineHandler); ok && role == RoleServer {
+		c.inline = ih
+		c.p.inlineOK = true
+		c.inlineBudget = cfg.TickInterval()
+	}
 	return c, nil
 }
 
@@ -140,6 +152,9 @@ func (c *Conn) Err() error {
 	defer c.errMu.Unlock()
 	return c.err
 }
+
+// Closed reports whether the connection has closed.
+func (c *Conn) Closed() bool { return c.isClosed() }
 
 // NetConn is the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.nc }
@@ -162,14 +177,34 @@ func (c *Conn) FramesOut() uint64 {
 }
 
 // Run reads and dispatches frames until the connection ends, and returns
-// why it ended (never nil). It is the connection's own goroutine.
+// why it ended (never nil). It is the connection's own goroutine. If a
+// request run on the reader (see InlineHandler) outlasts its budget,
+// another goroutine takes over reading and this Run returns
+// ErrReaderHandedOff as soon as the request is done; the OnClose callback,
+// not Run's return, is the reliable end-of-connection signal.
 func (c *Conn) Run() error {
-	defer func() {
-		if c.rb != nil {
-			c.rpool.put(c.rb)
-			c.rb = nil
-		}
-	}()
+	if !c.readLoop() {
+		return ErrReaderHandedOff
+	}
+	<-c.closed
+	err := c.Err()
+	if c.onClose != nil {
+		c.onClose(err)
+	}
+	return err
+}
+
+// ErrReaderHandedOff is returned by a Run whose reader role passed to
+// another goroutine while it ran a slow inline request.
+var ErrReaderHandedOff = errors.New("session: reader handed off to another goroutine")
+
+// SetOnClose sets a function called once, with the reason, when the
+// connection has closed and its reader has stopped. Call it before Run.
+func (c *Conn) SetOnClose(f func(error)) { c.onClose = f }
+
+// readLoop is the reader role. It returns false if the role passed to
+// another goroutine (the caller must then touch no reader state).
+func (c *Conn) readLoop() bool {
 	discard := false // after a fatal protocol error: read and drop until the peer's FIN
 	for {
 		err := c.raw.Read(c.readFn)
@@ -183,7 +218,10 @@ func (c *Conn) Run() error {
 				continue
 			}
 			c.rlen += n
-			if !c.process() {
+			switch c.process() {
+			case handedOff:
+				return false
+			case failed:
 				discard = true
 			}
 			continue
@@ -192,11 +230,14 @@ func (c *Conn) Run() error {
 			c.onPeerFIN()
 			break
 		}
-		c.Close(fmt.Errorf("%w: read: %v", ErrConnClosed, err))
+		c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
 		break
 	}
-	<-c.closed
-	return c.Err()
+	if c.rb != nil {
+		c.rpool.put(c.rb)
+		c.rb = nil
+	}
+	return true
 }
 
 // onReadable is the raw read callback: it borrows a buffer only when the
@@ -227,9 +268,17 @@ func (c *Conn) onReadable(fd uintptr) bool {
 	}
 }
 
-// process feeds the buffered bytes to the protocol. It returns false when
-// the connection hit a fatal error.
-func (c *Conn) process() bool {
+type outcome int
+
+const (
+	ok outcome = iota
+	failed
+	handedOff
+)
+
+// process feeds the buffered bytes to the protocol and runs an inline
+// request if the protocol left one.
+func (c *Conn) process() outcome {
 	consumedAny := false
 	for {
 		n, err := c.p.Feed(c.rb.b[:c.rlen])
@@ -239,7 +288,11 @@ func (c *Conn) process() bool {
 		}
 		if err != nil {
 			c.fatal(err)
-			return false
+			return failed
+		}
+		if c.p.inl.pending {
+			// The last frame of the read: it owns the whole buffer.
+			return c.runInline()
 		}
 		if !c.p.Blocked() {
 			break
@@ -248,7 +301,7 @@ func (c *Conn) process() bool {
 		select {
 		case <-c.unblock:
 		case <-c.closed:
-			return false
+			return failed
 		}
 	}
 	if c.rlen == 0 {
@@ -256,7 +309,7 @@ func (c *Conn) process() bool {
 		if cap(c.rb.b) != c.rpool.size {
 			c.rb = nil // drop a buffer grown for one large frame
 		}
-		return true
+		return ok
 	}
 	c.p.MarkPartial(consumedAny)
 	if need := c.p.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
@@ -265,8 +318,49 @@ func (c *Conn) process() bool {
 		c.rpool.put(c.rb)
 		c.rb = nb
 	}
-	return true
+	return ok
 }
+
+// runInline runs the request the protocol left pending on this goroutine,
+// with no hand-off to another goroutine: the common case of one request per
+// read costs what a hand-written echo loop costs. The monitor watches the
+// time it takes; past the inline budget it starts another reader, and this
+// goroutine gives the reader role up when the request is done.
+func (c *Conn) runInline() outcome {
+	req := c.p.inl
+	c.p.inl = inlineRequest{}
+	buf := c.rb
+	c.rb = nil
+	c.p.ClearPartial()
+	since := Mono()
+	c.inlineSince.Store(since)
+	c.inline.ServeInline(req.id, req.timeout, req.method, req.body)
+	if cap(buf.b) == c.rpool.size {
+		c.rpool.put(buf)
+	}
+	if !c.inlineSince.CompareAndSwap(since, 0) {
+		return handedOff
+	}
+	return ok
+}
+
+// inlineBudget is how long a request may run on the reader before another
+// goroutine takes over reading: one monitor tick, so a PING waits at most
+// about two ticks (a fifth of the shortest timer) for its PONG.
+func (c *Conn) takeOverReader(mono int64) {
+	s := c.inlineSince.Load()
+	if s == 0 || time.Duration(mono-s) < c.inlineBudget {
+		return
+	}
+	if c.inlineSince.CompareAndSwap(s, 0) {
+		c.handoffs.Add(1)
+		go c.Run()
+	}
+}
+
+// Handoffs counts the times a slow inline request made another goroutine
+// take over reading.
+func (c *Conn) Handoffs() uint64 { return c.handoffs.Load() }
 
 // fatal ends the connection after a decoding error: it tells the peer why
 // (where the protocol has a code for it), stops processing, and closes once
@@ -399,6 +493,9 @@ func (c *Conn) Tick(now time.Time) {
 	if e := c.eofAt.Load(); e != 0 && time.Duration(mono-e) >= c.cfg.WriteTimeout {
 		c.Close(fmt.Errorf("%w: requests in flight did not finish after the peer's FIN", ErrConnClosed))
 		return
+	}
+	if c.inline != nil {
+		c.takeOverReader(mono)
 	}
 	if err := c.p.Tick(now); err != nil {
 		c.Close(err)
@@ -547,7 +644,7 @@ func (c *Conn) flushLocked() error {
 			c.flushing = false
 			c.wpool.put(batch)
 			c.wmu.Unlock()
-			c.Close(fmt.Errorf("%w: write: %v", ErrConnClosed, err))
+			c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
 			return c.Err()
 		}
 		if n < len(batch.b) {
@@ -599,7 +696,7 @@ func (c *Conn) flushBlocking() {
 			c.flushing = false
 			c.stalled.Store(0)
 			c.wmu.Unlock()
-			c.Close(fmt.Errorf("%w: write: %v", ErrConnClosed, err))
+			c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
 			return
 		}
 		c.wakeLocked()

@@ -45,6 +45,25 @@ type Handler interface {
 	HandleGoAway(lastID uint64, reason wire.Reason, msg []byte)
 }
 
+// InlineHandler is implemented by a server Handler that can run a request
+// on the connection's reader goroutine. The transport uses it for the last
+// request of a read (the common case of one request per read), saving a
+// goroutine hand-off; body aliases a buffer that stays valid until
+// ServeInline returns. The handler must answer the request and call Done
+// before returning. A slow request is safe: the transport moves reading to
+// another goroutine after a short budget.
+type InlineHandler interface {
+	ServeInline(id uint64, timeout time.Duration, method, body []byte)
+}
+
+// inlineRequest is a request Feed left for the transport to run inline.
+type inlineRequest struct {
+	pending      bool
+	id           uint64
+	timeout      time.Duration
+	method, body []byte
+}
+
 // Protocol is the connection logic with no I/O: received bytes and clock
 // ticks go in; decoded requests and responses come out through a Handler,
 // and frames to send (PONG, PING, GOAWAY) come out through the send
@@ -89,6 +108,11 @@ type Protocol struct {
 
 	framesIn atomic.Uint64
 	bytesIn  atomic.Uint64
+
+	// inlineOK lets Feed leave the last request of its input in inl
+	// instead of calling HandleRequest.
+	inlineOK bool
+	inl      inlineRequest
 
 	// OnRTT, if set before the first Feed, is called with each heartbeat
 	// round trip measured.
@@ -138,7 +162,7 @@ func (p *Protocol) Feed(b []byte) (int, error) {
 		}
 		consumed += n
 		p.framesIn.Add(1)
-		if err := p.handle(f); err != nil {
+		if err := p.handle(f, consumed == len(b)); err != nil {
 			return consumed, err
 		}
 	}
@@ -162,7 +186,7 @@ func protoErr(format string, args ...any) error {
 	return &wire.ProtocolError{Reason: fmt.Sprintf(format, args...)}
 }
 
-func (p *Protocol) handle(f wire.Frame) error {
+func (p *Protocol) handle(f wire.Frame, last bool) error {
 	switch f.Type {
 	case wire.TypePing:
 		data, err := wire.ParsePing(f.Payload)
@@ -203,7 +227,12 @@ func (p *Protocol) handle(f wire.Frame) error {
 		}
 		p.inflight.Add(1)
 		p.mu.Unlock()
-		p.h.HandleRequest(f.ID, time.Duration(timeout)*time.Millisecond, method, body)
+		d := time.Duration(timeout) * time.Millisecond
+		if last && p.inlineOK {
+			p.inl = inlineRequest{pending: true, id: f.ID, timeout: d, method: method, body: body}
+			return nil
+		}
+		p.h.HandleRequest(f.ID, d, method, body)
 	case wire.TypeResponse:
 		if p.role != RoleClient {
 			return protoErr("RESPONSE sent to a server")

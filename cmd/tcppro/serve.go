@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcppro/tcppro/admin"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 )
@@ -44,6 +45,8 @@ func runServe(args []string) int {
 	maxInFlight := fs.Int("max-in-flight", sd.MaxInFlight, "requests in flight per connection")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	adminAddr := fs.String("admin", admin.DefaultAddr, "admin plane address host:port, its own port (health, readiness, offline/drain, metrics, connections, pprof); empty disables")
+	adminToken := fs.String("admin-token", "", "bearer token the admin plane's POST endpoints require; required when --admin is not loopback (prefer the environment variable: a flag shows in ps)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -77,6 +80,20 @@ func runServe(args []string) int {
 		},
 		Logger: log,
 	}
+	admCfg := admin.Config{
+		Addr:               *adminAddr,
+		Token:              *adminToken,
+		AllowEphemeralPort: *allowEph,
+		Logger:             log,
+	}
+	if *adminAddr != "" {
+		if err := admCfg.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
+			return 2
+		}
+		admCfg.Metrics = admin.NewMetrics(nil)
+		cfg.Observer = admCfg.Metrics
+	}
 	srv, err := server.New(cfg, referenceService())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
@@ -86,23 +103,68 @@ func runServe(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	// The admin plane: its own listener, HTTP server and goroutines. It is
+	// bound before the service, so /healthz answers (and /readyz says "not
+	// listening") from the start.
+	var adm *admin.Server
+	admErr := make(chan error, 1)
+	if *adminAddr != "" {
+		adm, err = admin.New(admCfg, srv)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
+			return 2
+		}
+		ln, err := adm.Listen()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
+			return 1
+		}
+		log.Info("admin plane", "config", adm.Config(), "listen", ln.Addr().String())
+		go func() { admErr <- adm.Serve(ln) }()
+	} else {
+		log.Info("admin plane disabled (--admin \"\")")
+	}
+	stopAdmin := func() {
+		if adm == nil {
+			return
+		}
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := adm.Shutdown(actx); err != nil {
+			adm.Close()
+		}
+		<-admErr
+	}
+
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	select {
 	case err := <-errc:
 		log.Error("serve failed", "err", err)
 		srv.Close()
+		stopAdmin()
+		return 1
+	case err := <-admErr:
+		// The admin plane must not vanish silently: without it the
+		// instance cannot be taken out of service.
+		log.Error("admin plane failed", "err", err)
+		srv.Close()
+		<-errc
 		return 1
 	case <-ctx.Done():
 	}
 	stop()
-	log.Info("shutting down: GOAWAY sent, finishing in-flight requests", "deadline", *shutdownTimeout)
+	// Readiness turns false at once (Shutdown's first step); the admin
+	// plane keeps answering until the business side has drained.
+	log.Info("shutting down: not ready, GOAWAY sent, finishing in-flight requests", "deadline", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown deadline passed; remaining connections closed", "err", err)
 	}
 	<-errc
+	stopAdmin()
 	log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
 	return 0
 }
