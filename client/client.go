@@ -487,7 +487,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
 	}
 	cl.cc = cc
-	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl)
+	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, len(cc.sem) > 1)
 	if err != nil && id == 0 {
 		if ctx.Err() != nil {
 			return nil, timeoutError{ctx.Err()}

@@ -115,7 +115,7 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	if timeout > 0 {
 		deadline = start.Add(timeout)
 	}
-	ctx := newReqCtx(c.sc.Context(), deadline)
+	ctx := newReqCtx(c.sc, deadline)
 	resp, err := c.call(ctx, &r.Request)
 	ctx.finish()
 	if err == nil && len(resp) > int(s.cfg.Session.MaxFrameSize) {

@@ -4,29 +4,31 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/tcppro/tcppro/session"
 )
 
 // reqCtx is a handler's context: the connection's context plus the
 // request's deadline. It arms a timer and a cancellation hook only if the
 // handler asks for Done, so a handler that never waits costs neither.
 type reqCtx struct {
-	parent   context.Context
+	sc       *session.Conn
 	deadline time.Time // zero: none
 
-	mu     sync.Mutex
-	done   chan struct{}
-	err    error
-	timer  *time.Timer
-	stopAF func() bool
+	mu    sync.Mutex
+	done  chan struct{}
+	err   error
+	timer *time.Timer
+	hook  *session.CloseHook
 }
 
-func newReqCtx(parent context.Context, deadline time.Time) *reqCtx {
-	return &reqCtx{parent: parent, deadline: deadline}
+func newReqCtx(sc *session.Conn, deadline time.Time) *reqCtx {
+	return &reqCtx{sc: sc, deadline: deadline}
 }
 
 func (c *reqCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
-func (c *reqCtx) Value(key any) any { return c.parent.Value(key) }
+func (c *reqCtx) Value(key any) any { return nil }
 
 func (c *reqCtx) Done() <-chan struct{} {
 	c.mu.Lock()
@@ -45,13 +47,17 @@ func (c *reqCtx) Done() <-chan struct{} {
 	if !c.deadline.IsZero() {
 		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(context.DeadlineExceeded) })
 	}
-	c.stopAF = context.AfterFunc(c.parent, func() { c.cancel(context.Canceled) })
+	c.hook = &session.CloseHook{Fn: func() { c.cancel(context.Canceled) }}
+	if !c.sc.AddCloseHook(c.hook) {
+		c.err = context.Canceled
+		close(c.done)
+	}
 	return c.done
 }
 
 // currentErr is the error the context has by now, without any timer.
 func (c *reqCtx) currentErr() error {
-	if c.parent.Err() != nil {
+	if c.sc.Closed() {
 		return context.Canceled
 	}
 	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
@@ -94,12 +100,12 @@ func (c *reqCtx) finish() {
 			close(c.done)
 		}
 	}
-	t, af := c.timer, c.stopAF
+	t, h := c.timer, c.hook
 	c.mu.Unlock()
 	if t != nil {
 		t.Stop()
 	}
-	if af != nil {
-		af()
+	if h != nil {
+		c.sc.RemoveCloseHook(h)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,14 +33,12 @@ var ErrNotSyscallConn = errors.New("session: connection does not implement sysca
 // timeout, write stall, linger) are driven by a Monitor's ticks, never by
 // per-read deadlines.
 type Conn struct {
-	nc  net.Conn
-	raw syscall.RawConn
-	p   *Protocol
-	cfg Config
-
-	ctx     context.Context
-	cancel  context.CancelFunc
-	created time.Time
+	nc      net.Conn
+	raw     syscall.RawConn
+	p       *Protocol // &proto
+	proto   Protocol
+	cfg     *Config
+	created int64 // Unix nanoseconds
 
 	// OnTick, when set before the Conn is added to a Monitor, is called on
 	// every tick after the connection's own timers (servers use it for the
@@ -53,7 +52,7 @@ type Conn struct {
 	rn      int
 	rerr    error
 	readFn  func(uintptr) bool
-	unblock chan struct{}
+	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 	peerFIN atomic.Bool
 
 	// Inline requests: the reader runs the last request of a read itself.
@@ -94,6 +93,7 @@ type Conn struct {
 	closed    chan struct{}
 	errMu     sync.Mutex
 	err       error
+	hooks     map[*CloseHook]struct{} // under errMu
 	mon       atomic.Pointer[Monitor]
 }
 
@@ -113,26 +113,25 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg = cfg.WithDefaults()
+	icfg := intern(cfg)
 	now := time.Now()
 	c := &Conn{
 		nc:      nc,
 		raw:     raw,
-		cfg:     cfg,
-		created: now,
-		rpool:   newBufPool(cfg.ReadBufferSize),
+		cfg:     icfg,
+		created: now.UnixNano(),
+		rpool:   newBufPool(icfg.ReadBufferSize),
 		wpool:   newBufPool(4 << 10),
-		unblock: make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.readFn = c.onReadable
 	c.writeFn = c.onWritable
-	c.p = NewProtocol(role, cfg, h, c.sendControl, now)
+	c.p = &c.proto
+	c.p.init(role, icfg, h, c.sendControl, now)
 	if ih, ok := h.(InlineHandler); ok && role == RoleServer {
 		c.inline = ih
 		c.p.inlineOK = true
-		c.inlineBudget = cfg.TickInterval()
+		c.inlineBudget = icfg.TickInterval()
 	}
 	return c, nil
 }
@@ -140,8 +139,51 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 // Protocol returns the connection's protocol state.
 func (c *Conn) Protocol() *Protocol { return c.p }
 
-// Context is cancelled when the connection closes.
-func (c *Conn) Context() context.Context { return c.ctx }
+// Context is cancelled when the connection closes. It costs nothing: it is
+// the connection itself seen as a context.
+func (c *Conn) Context() context.Context { return (*connContext)(c) }
+
+// connContext is a Conn seen as a context.Context: Done when it closes.
+type connContext Conn
+
+func (c *connContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *connContext) Done() <-chan struct{}       { return c.closed }
+func (c *connContext) Value(any) any               { return nil }
+func (c *connContext) Err() error {
+	if (*Conn)(c).isClosed() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// CloseHook is a function run once when the connection closes; see
+// AddCloseHook.
+type CloseHook struct{ Fn func() }
+
+// AddCloseHook arranges for h.Fn to run when the connection closes. It
+// returns false, and does not run h.Fn, if the connection is already closed.
+func (c *Conn) AddCloseHook(h *CloseHook) bool {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.isClosed() {
+		return false
+	}
+	if c.hooks == nil {
+		c.hooks = make(map[*CloseHook]struct{})
+	}
+	c.hooks[h] = struct{}{}
+	return true
+}
+
+// RemoveCloseHook cancels AddCloseHook; it reports whether h was still
+// registered (and so will not run).
+func (c *Conn) RemoveCloseHook(h *CloseHook) bool {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	_, ok := c.hooks[h]
+	delete(c.hooks, h)
+	return ok
+}
 
 // Done is closed when the connection has closed.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
@@ -160,7 +202,7 @@ func (c *Conn) Closed() bool { return c.isClosed() }
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Created is when the connection was wrapped.
-func (c *Conn) Created() time.Time { return c.created }
+func (c *Conn) Created() time.Time { return time.Unix(0, c.created) }
 
 // BytesOut counts bytes written to the socket.
 func (c *Conn) BytesOut() uint64 { return c.bytesOut.Load() }
@@ -298,8 +340,17 @@ func (c *Conn) process() outcome {
 			break
 		}
 		// At MaxInFlight: stop reading until a request completes.
+		ch := c.unblock.Load()
+		if ch == nil {
+			nc := make(chan struct{}, 1)
+			c.unblock.Store(&nc)
+			ch = &nc
+			if !c.p.Blocked() { // a request completed before the channel existed
+				continue
+			}
+		}
 		select {
-		case <-c.unblock:
+		case <-*ch:
 		case <-c.closed:
 			return failed
 		}
@@ -413,9 +464,11 @@ func (c *Conn) onPeerFIN() {
 func (c *Conn) RequestDone() {
 	n := c.p.Done()
 	if n == c.cfg.MaxInFlight-1 {
-		select {
-		case c.unblock <- struct{}{}:
-		default:
+		if ch := c.unblock.Load(); ch != nil {
+			select {
+			case *ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if n == 0 && c.draining.Load() {
@@ -441,9 +494,15 @@ func (c *Conn) Close(err error) {
 	c.closeOnce.Do(func() {
 		c.setErr(err)
 		c.setErr(ErrConnClosed)
-		c.cancel()
 		_ = c.nc.Close()
+		c.errMu.Lock()
 		close(c.closed)
+		hooks := c.hooks
+		c.hooks = nil
+		c.errMu.Unlock()
+		for h := range hooks {
+			h.Fn()
+		}
 		c.wmu.Lock()
 		c.wakeLocked()
 		c.wmu.Unlock()
@@ -517,7 +576,7 @@ func (c *Conn) sendControl(frame []byte) {
 	c.ensureLocked()
 	c.wb.b = append(c.wb.b, frame...)
 	c.framesOut++
-	c.flushLocked()
+	c.flushLocked(false)
 }
 
 // SendResponse queues a RESPONSE.
@@ -529,7 +588,7 @@ func (c *Conn) SendResponse(id uint64, body []byte) error {
 	}
 	c.wb.b = wire.AppendResponse(c.wb.b, id, body)
 	c.framesOut++
-	return c.flushLocked()
+	return c.flushLocked(c.p.InFlight() > 1)
 }
 
 // SendError queues an ERROR (id 0: about the whole connection).
@@ -541,7 +600,7 @@ func (c *Conn) SendError(id uint64, code wire.Code, msg string) error {
 	}
 	c.wb.b = wire.AppendError(c.wb.b, id, code, msg)
 	c.framesOut++
-	return c.flushLocked()
+	return c.flushLocked(c.p.InFlight() > 1)
 }
 
 // Registrar learns the id of a request just before it is queued, so that
@@ -552,8 +611,10 @@ type Registrar interface {
 }
 
 // SendRequest assigns the next request id, tells r, and queues the REQUEST.
-// It waits for room in the write queue until ctx ends.
-func (c *Conn) SendRequest(ctx context.Context, timeoutMillis uint32, method string, body []byte, r Registrar) (uint64, error) {
+// It waits for room in the write queue until ctx ends. more says other
+// requests are likely to be sent at once (calls already in flight): the
+// write then yields once so that they join the same write call.
+func (c *Conn) SendRequest(ctx context.Context, timeoutMillis uint32, method string, body []byte, r Registrar, more bool) (uint64, error) {
 	c.wmu.Lock()
 	if err := c.reserveLocked(ctx, wire.HeaderLen+5+len(method)+len(body)); err != nil {
 		c.wmu.Unlock()
@@ -568,7 +629,7 @@ func (c *Conn) SendRequest(ctx context.Context, timeoutMillis uint32, method str
 	c.nextID = id
 	c.wb.b = wire.AppendRequest(c.wb.b, id, timeoutMillis, method, body)
 	c.framesOut++
-	return id, c.flushLocked()
+	return id, c.flushLocked(more)
 }
 
 // ensureLocked makes sure a queue buffer is there to append to.
@@ -625,13 +686,20 @@ func (c *Conn) wakeLocked() {
 }
 
 // flushLocked writes the queue unless another goroutine is already doing
-// so; it unlocks wmu.
-func (c *Conn) flushLocked() error {
+// so; it unlocks wmu. With yield, the new flusher first lets runnable
+// goroutines run, so that frames they are about to queue (other responses
+// of a pipelined batch, other calls) go out in the same write call.
+func (c *Conn) flushLocked(yield bool) error {
 	if c.flushing {
 		c.wmu.Unlock()
 		return nil
 	}
 	c.flushing = true
+	if yield {
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+	}
 	for c.wb != nil && len(c.wb.b) > 0 {
 		batch := c.wb
 		c.wb, c.spare = c.spare, nil

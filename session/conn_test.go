@@ -65,7 +65,7 @@ func TestWritesCoalesce(t *testing.T) {
 	}
 	c.wmu.Lock()
 	c.flushing = false
-	if err := c.flushLocked(); err != nil {
+	if err := c.flushLocked(false); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.Writes(); w != 1 {

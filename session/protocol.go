@@ -75,14 +75,10 @@ type inlineRequest struct {
 // (the monitor); GoAway, Done and the accessors are safe from any goroutine.
 type Protocol struct {
 	role Role
-	cfg  Config
+	cfg  *Config
 	h    Handler
 	send func([]byte)
 	dec  wire.Decoder
-
-	// pongBuf is Feed's scratch space for PONGs; pingBuf is Tick's.
-	pongBuf [wire.HeaderLen + 8]byte
-	pingBuf [wire.HeaderLen + 8]byte
 
 	// Liveness. received is set by Feed and consumed by Tick; the rest is
 	// Tick's own.
@@ -123,17 +119,19 @@ type Protocol struct {
 // called with each control frame to write; it must copy the bytes before
 // returning.
 func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), now time.Time) *Protocol {
-	cfg = cfg.WithDefaults()
-	p := &Protocol{
-		role:     role,
-		cfg:      cfg,
-		h:        h,
-		send:     send,
-		dec:      wire.Decoder{MaxFrameSize: cfg.MaxFrameSize},
-		lastRecv: now,
-	}
-	p.lastSeen.Store(now.UnixNano())
+	p := new(Protocol)
+	p.init(role, intern(cfg), h, send, now)
 	return p
+}
+
+func (p *Protocol) init(role Role, cfg *Config, h Handler, send func([]byte), now time.Time) {
+	p.role = role
+	p.cfg = cfg
+	p.h = h
+	p.send = send
+	p.dec = wire.Decoder{MaxFrameSize: cfg.MaxFrameSize}
+	p.lastRecv = now
+	p.lastSeen.Store(now.UnixNano())
 }
 
 // Feed decodes every complete frame at the start of b and returns how many
@@ -193,7 +191,8 @@ func (p *Protocol) handle(f wire.Frame, last bool) error {
 		if err != nil {
 			return err
 		}
-		p.send(wire.AppendPong(p.pongBuf[:0], data))
+		var b [wire.HeaderLen + 8]byte
+		p.send(wire.AppendPong(b[:0], data))
 	case wire.TypePong:
 		data, err := wire.ParsePing(f.Payload)
 		if err != nil {
@@ -294,7 +293,8 @@ func (p *Protocol) Tick(now time.Time) error {
 	if now.Sub(p.lastRecv) >= p.cfg.HeartbeatInterval {
 		p.pingOut = true
 		p.pingSent = now
-		p.send(wire.AppendPing(p.pingBuf[:0], uint64(Mono())))
+		var b [wire.HeaderLen + 8]byte
+		p.send(wire.AppendPing(b[:0], uint64(Mono())))
 	}
 	return nil
 }
