@@ -279,9 +279,8 @@ func TestMaxConnAgeRotatesWithoutLoss(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("%d calls failed across connection rotation", failed.Load())
 	}
-	if s := c.Stats(); s.GoAways < 3 {
-		t.Fatalf("client saw %d GOAWAYs", s.GoAways)
-	}
+	// The third GOAWAY may still be on its way to the client.
+	waitFor(t, 5*time.Second, func() bool { return c.Stats().GoAways >= 3 })
 }
 
 func TestBalancesOverServers(t *testing.T) {

@@ -124,6 +124,7 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	// The worker is free once the handler returns: a client that gets its
 	// answer and calls again at once finds it free.
 	s.releaseWorker()
+	s.stats.requests.Add(1) // counted before the answer leaves, so a client that has it sees it counted
 	var code wire.Code
 	if err != nil {
 		var msg string
@@ -132,7 +133,6 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	} else {
 		_ = c.sc.SendResponse(r.ID, resp)
 	}
-	s.stats.requests.Add(1)
 	s.obs.RequestDone(r.Method, code, time.Since(start))
 	c.sc.RequestDone()
 	if cap(r.buf) > 64<<10 {

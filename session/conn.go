@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,9 @@ type Conn struct {
 	inlineSince  atomic.Int64  // Mono when the running inline request started; 0 when none
 	inlineBudget time.Duration
 	handoffs     atomic.Uint64
+	inlineRan    atomic.Bool // an inline request ran since the reader was last refreshed
+	refresh      atomic.Bool // the monitor asked the reader to restart on a fresh stack
+	warm         atomic.Bool // a request arrived within the last tick: run the next inline
 	onClose      func(error)
 	eofAt        atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
 
@@ -272,6 +276,17 @@ func (c *Conn) readLoop() bool {
 			c.onPeerFIN()
 			break
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) && c.refresh.CompareAndSwap(true, false) {
+			// Restart on a fresh goroutine: handlers run inline grew this
+			// one's stack, and an idle connection should not keep it.
+			_ = c.nc.SetReadDeadline(time.Time{})
+			if c.rb != nil && c.rlen == 0 {
+				c.rpool.put(c.rb)
+				c.rb = nil
+			}
+			go c.Run()
+			return false
+		}
 		c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
 		break
 	}
@@ -372,27 +387,42 @@ func (c *Conn) process() outcome {
 	return ok
 }
 
-// runInline runs the request the protocol left pending on this goroutine,
-// with no hand-off to another goroutine: the common case of one request per
-// read costs what a hand-written echo loop costs. The monitor watches the
-// time it takes; past the inline budget it starts another reader, and this
-// goroutine gives the reader role up when the request is done.
+// runInline runs the request the protocol left pending, the last of its
+// read, which owns the read buffer (its body is not copied). A warm reader
+// — one that has served a request since it started — runs it itself, with
+// no hand-off to another goroutine: the common case of one request per read
+// on a busy connection then costs what a hand-written echo loop costs. The
+// monitor watches the time it takes; past the inline budget it starts
+// another reader, and this goroutine gives the reader role up when the
+// request is done. A cold reader (the first request after it started, or
+// after an idle period) hands the request to a new goroutine instead, so
+// that a connection serving a request now and then never grows its
+// reader's stack.
 func (c *Conn) runInline() outcome {
 	req := c.p.inl
 	c.p.inl = inlineRequest{}
 	buf := c.rb
 	c.rb = nil
 	c.p.ClearPartial()
+	if !c.warm.Load() {
+		c.warm.Store(true)
+		go c.serveDetached(req, buf)
+		return ok
+	}
 	since := Mono()
 	c.inlineSince.Store(since)
 	c.inline.ServeInline(req.id, req.timeout, req.method, req.body)
-	if cap(buf.b) == c.rpool.size {
-		c.rpool.put(buf)
-	}
+	c.inlineRan.Store(true)
+	c.rpool.put(buf)
 	if !c.inlineSince.CompareAndSwap(since, 0) {
 		return handedOff
 	}
 	return ok
+}
+
+func (c *Conn) serveDetached(req inlineRequest, buf *buffer) {
+	c.inline.ServeInline(req.id, req.timeout, req.method, req.body)
+	c.rpool.put(buf)
 }
 
 // inlineBudget is how long a request may run on the reader before another
@@ -407,6 +437,26 @@ func (c *Conn) takeOverReader(mono int64) {
 		c.handoffs.Add(1)
 		go c.Run()
 	}
+}
+
+// refreshIdleReader cools a connection idle for a whole tick (its next
+// request goes to a goroutine of its own) and restarts its reader if it
+// ran requests inline. Those requests ran on the reader's stack
+// and grew it (to 4 KiB or more), and the runtime never shrinks the stack
+// of a parked reader that still uses over a quarter of it; a fresh reader
+// starts small again. It costs one wake-up and one goroutine per idle
+// period, never per request.
+func (c *Conn) refreshIdleReader() {
+	if c.p.received.Load() || c.inlineSince.Load() != 0 {
+		return // not idle for a whole tick
+	}
+	c.warm.Store(false)
+	if !c.inlineRan.Load() {
+		return
+	}
+	c.inlineRan.Store(false)
+	c.refresh.Store(true)
+	_ = c.nc.SetReadDeadline(time.Unix(1, 0)) // wakes the reader
 }
 
 // Handoffs counts the times a slow inline request made another goroutine
@@ -555,6 +605,7 @@ func (c *Conn) Tick(now time.Time) {
 	}
 	if c.inline != nil {
 		c.takeOverReader(mono)
+		c.refreshIdleReader()
 	}
 	if err := c.p.Tick(now); err != nil {
 		c.Close(err)

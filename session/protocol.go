@@ -106,7 +106,7 @@ type Protocol struct {
 	bytesIn  atomic.Uint64
 
 	// inlineOK lets Feed leave the last request of its input in inl
-	// instead of calling HandleRequest.
+	// instead of calling HandleRequest; the transport runs it.
 	inlineOK bool
 	inl      inlineRequest
 
@@ -185,86 +185,114 @@ func protoErr(format string, args ...any) error {
 }
 
 func (p *Protocol) handle(f wire.Frame, last bool) error {
+	// One small function per type keeps each path's stack frame small: the
+	// reader's stack must not grow on the way to a request.
 	switch f.Type {
-	case wire.TypePing:
-		data, err := wire.ParsePing(f.Payload)
-		if err != nil {
-			return err
-		}
-		var b [wire.HeaderLen + 8]byte
-		p.send(wire.AppendPong(b[:0], data))
-	case wire.TypePong:
-		data, err := wire.ParsePing(f.Payload)
-		if err != nil {
-			return err
-		}
-		if rtt := Mono() - int64(data); rtt >= 0 {
-			p.rtt.Store(rtt)
-			if p.OnRTT != nil {
-				p.OnRTT(time.Duration(rtt))
-			}
-		}
 	case wire.TypeRequest:
-		if p.role != RoleServer {
-			return protoErr("REQUEST sent to a client")
-		}
-		timeout, method, body, err := wire.ParseRequest(f.Payload)
-		if err != nil {
-			return err
-		}
-		p.mu.Lock()
-		if f.ID <= p.highestID {
-			p.mu.Unlock()
-			return protoErr("request id %d not above %d", f.ID, p.highestID)
-		}
-		p.highestID = f.ID
-		if p.goAway {
-			// Above the id in our GOAWAY: never processed; the peer
-			// retries it elsewhere.
-			p.mu.Unlock()
-			return nil
-		}
-		p.inflight.Add(1)
-		p.mu.Unlock()
-		d := time.Duration(timeout) * time.Millisecond
-		if last && p.inlineOK {
-			p.inl = inlineRequest{pending: true, id: f.ID, timeout: d, method: method, body: body}
-			return nil
-		}
-		p.h.HandleRequest(f.ID, d, method, body)
+		return p.handleRequest(f, last)
 	case wire.TypeResponse:
 		if p.role != RoleClient {
 			return protoErr("RESPONSE sent to a server")
 		}
 		p.h.HandleResponse(f.ID, f.Payload)
+		return nil
+	case wire.TypePing:
+		return p.handlePing(f)
+	case wire.TypePong:
+		return p.handlePong(f)
 	case wire.TypeError:
-		code, msg, err := wire.ParseError(f.Payload)
-		if err != nil {
-			return err
-		}
-		if f.ID == 0 {
-			return &RemoteError{Code: code, Message: string(msg)}
-		}
-		if p.role != RoleClient {
-			return protoErr("ERROR for a request sent to a server")
-		}
-		p.h.HandleError(f.ID, code, msg)
+		return p.handleError(f)
 	case wire.TypeGoAway:
-		if p.role != RoleClient {
-			return protoErr("GOAWAY sent to a server")
-		}
-		lastID, reason, msg, err := wire.ParseGoAway(f.Payload)
-		if err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.peerGoAway = true
-		p.peerLastID = lastID
-		p.mu.Unlock()
-		p.h.HandleGoAway(lastID, reason, msg)
-	default:
-		return protoErr("unknown frame type %d", f.Type)
+		return p.handleGoAway(f)
 	}
+	return protoErr("unknown frame type %d", f.Type)
+}
+
+func (p *Protocol) handleRequest(f wire.Frame, last bool) error {
+	if p.role != RoleServer {
+		return protoErr("REQUEST sent to a client")
+	}
+	timeout, method, body, err := wire.ParseRequest(f.Payload)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if f.ID <= p.highestID {
+		p.mu.Unlock()
+		return protoErr("request id %d not above %d", f.ID, p.highestID)
+	}
+	p.highestID = f.ID
+	if p.goAway {
+		// Above the id in our GOAWAY: never processed; the peer retries
+		// it elsewhere.
+		p.mu.Unlock()
+		return nil
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	d := time.Duration(timeout) * time.Millisecond
+	if last && p.inlineOK {
+		// The last frame of the read owns the whole buffer: the transport
+		// runs it without copying its body.
+		p.inl = inlineRequest{pending: true, id: f.ID, timeout: d, method: method, body: body}
+		return nil
+	}
+	p.h.HandleRequest(f.ID, d, method, body)
+	return nil
+}
+
+func (p *Protocol) handlePing(f wire.Frame) error {
+	data, err := wire.ParsePing(f.Payload)
+	if err != nil {
+		return err
+	}
+	var b [wire.HeaderLen + 8]byte
+	p.send(wire.AppendPong(b[:0], data))
+	return nil
+}
+
+func (p *Protocol) handlePong(f wire.Frame) error {
+	data, err := wire.ParsePing(f.Payload)
+	if err != nil {
+		return err
+	}
+	if rtt := Mono() - int64(data); rtt >= 0 {
+		p.rtt.Store(rtt)
+		if p.OnRTT != nil {
+			p.OnRTT(time.Duration(rtt))
+		}
+	}
+	return nil
+}
+
+func (p *Protocol) handleError(f wire.Frame) error {
+	code, msg, err := wire.ParseError(f.Payload)
+	if err != nil {
+		return err
+	}
+	if f.ID == 0 {
+		return &RemoteError{Code: code, Message: string(msg)}
+	}
+	if p.role != RoleClient {
+		return protoErr("ERROR for a request sent to a server")
+	}
+	p.h.HandleError(f.ID, code, msg)
+	return nil
+}
+
+func (p *Protocol) handleGoAway(f wire.Frame) error {
+	if p.role != RoleClient {
+		return protoErr("GOAWAY sent to a server")
+	}
+	lastID, reason, msg, err := wire.ParseGoAway(f.Payload)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.peerGoAway = true
+	p.peerLastID = lastID
+	p.mu.Unlock()
+	p.h.HandleGoAway(lastID, reason, msg)
 	return nil
 }
 
