@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcppro/tcppro/session"
@@ -17,7 +18,7 @@ type conn struct {
 	sc     *session.Conn
 	remote net.Addr
 
-	lastMethod string // the reader's cache of the last method name
+	lastMethod atomic.Pointer[string] // the last method name seen
 
 	// Owned by the monitor goroutine (onTick).
 	expiry time.Time
@@ -28,10 +29,13 @@ type conn struct {
 // period was closed.
 var ErrMaxAge = fmt.Errorf("%w: maximum connection age reached", session.ErrConnClosed)
 
-func (c *conn) run() {
-	c.sc.SetOnClose(func(err error) { c.s.removeConn(c, err) })
-	c.sc.Run()
-}
+func (c *conn) run() { c.sc.Run() }
+
+// ConnClosed is called by the session once the connection has closed.
+func (c *conn) ConnClosed(err error) { c.s.removeConn(c, err) }
+
+// HeartbeatRTT is called by the session with each heartbeat round trip.
+func (c *conn) HeartbeatRTT(d time.Duration) { c.s.obs.HeartbeatRTT(d) }
 
 func (c *conn) goAway(reason wire.Reason, msg string) {
 	c.sc.GoAway(reason, msg)
@@ -39,9 +43,9 @@ func (c *conn) goAway(reason wire.Reason, msg string) {
 	c.s.obs.GoAwaySent(reason)
 }
 
-// onTick enforces the maximum connection age.
-func (c *conn) onTick(now time.Time) {
-	if now.Before(c.expiry) {
+// Tick is called by the monitor: it enforces the maximum connection age.
+func (c *conn) Tick(now time.Time) {
+	if c.expiry.IsZero() || now.Before(c.expiry) {
 		return
 	}
 	if !c.aged {
@@ -56,11 +60,15 @@ func (c *conn) onTick(now time.Time) {
 
 // method returns the method name for b, reusing the last one seen on this
 // connection so that steady traffic does not allocate a string per request.
+// The reader role can pass between goroutines (session hand-offs), hence
+// the atomic.
 func (c *conn) method(b []byte) string {
-	if string(b) != c.lastMethod {
-		c.lastMethod = string(b)
+	if p := c.lastMethod.Load(); p != nil && *p == string(b) {
+		return *p
 	}
-	return c.lastMethod
+	m := string(b)
+	c.lastMethod.Store(&m)
+	return m
 }
 
 type request struct {

@@ -55,7 +55,7 @@ func (s *Server) Conns(offset, limit int) ([]ConnInfo, int) {
 			Remote:         c.remote.String(),
 			Local:          c.sc.NetConn().LocalAddr().String(),
 			Age:            now.Sub(c.sc.Created()),
-			SinceLastFrame: max(0, now.Sub(p.LastReceived())),
+			SinceLastFrame: p.SinceReceived(),
 			InFlight:       p.InFlight(),
 			BytesIn:        p.BytesIn(),
 			BytesOut:       c.sc.BytesOut(),

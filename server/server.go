@@ -211,11 +211,9 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	c.sc = sc
-	sc.Protocol().OnRTT = s.obs.HeartbeatRTT
 	if s.cfg.MaxConnAge > 0 {
 		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
 		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j))
-		sc.OnTick = c.onTick
 	}
 	s.mu.Lock()
 	if s.shutdown.Load() {

@@ -38,16 +38,10 @@ type Conn struct {
 	raw     syscall.RawConn
 	p       *Protocol // &proto
 	proto   Protocol
-	cfg     *Config
-	created int64 // Unix nanoseconds
+	sh      *shared // configuration, buffer pools: one per configuration
+	created int64   // Unix nanoseconds
 
-	// OnTick, when set before the Conn is added to a Monitor, is called on
-	// every tick after the connection's own timers (servers use it for the
-	// maximum connection age).
-	OnTick func(now time.Time)
-
-	// Reader state, owned by Run.
-	rpool   bufPool
+	// Reader state, owned by the reader role.
 	rb      *buffer
 	rlen    int
 	rn      int
@@ -57,25 +51,22 @@ type Conn struct {
 	peerFIN atomic.Bool
 
 	// Inline requests: the reader runs the last request of a read itself.
-	inline       InlineHandler // nil: every request goes to Handler
-	inlineSince  atomic.Int64  // Mono when the running inline request started; 0 when none
-	inlineBudget time.Duration
-	handoffs     atomic.Uint64
-	inlineRan    atomic.Bool // an inline request ran since the reader was last refreshed
-	refresh      atomic.Bool // the monitor asked the reader to restart on a fresh stack
-	warm         atomic.Bool // a request arrived within the last tick: run the next inline
-	onClose      func(error)
-	eofAt        atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
+	inlineRan   atomic.Bool  // an inline request ran since the reader was last refreshed
+	refresh     atomic.Bool  // the monitor asked the reader to restart on a fresh stack
+	warm        atomic.Bool  // a request arrived within the last tick: run the next inline
+	inlineSince atomic.Int64 // Mono when the running inline request started; 0 when none
+	handoffs    atomic.Uint64
+	eofAt       atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
 	wmu        sync.Mutex
-	wpool      bufPool
+	flushing   bool
+	finPending bool    // send FIN once the queue is empty
+	wfin       bool    // FIN sent: nothing more can be written
+	wblock     bool    // the flusher's: waiting for the socket
 	wb         *buffer // queued bytes
 	spare      *buffer
 	inWrite    int // bytes of the batch being written
-	flushing   bool
-	finPending bool // send FIN once the queue is empty
-	wfin       bool // FIN sent: nothing more can be written
 	wwait      chan struct{}
 	nextID     uint64
 	framesOut  uint64
@@ -86,19 +77,42 @@ type Conn struct {
 	wpend   []byte
 	wn      int
 	werr    error
-	wblock  bool
 	writeFn func(uintptr) bool
 
 	bytesOut atomic.Uint64
 	writes   atomic.Uint64 // write system calls that moved bytes
 	draining atomic.Bool   // end the connection when no request is in flight
+	isClosed atomic.Bool
 
-	closeOnce sync.Once
-	closed    chan struct{}
-	errMu     sync.Mutex
-	err       error
-	hooks     map[*CloseHook]struct{} // under errMu
-	mon       atomic.Pointer[Monitor]
+	errMu    sync.Mutex
+	err      error
+	closedCh chan struct{}           // made on first use of Done, under errMu
+	chClosed bool                    // closedCh is closed, under errMu
+	hooks    map[*CloseHook]struct{} // under errMu
+	mon      atomic.Pointer[Monitor]
+}
+
+// shared is what every connection with the same configuration shares.
+type shared struct {
+	cfg          Config
+	rpool, wpool bufPool
+	inlineBudget time.Duration
+}
+
+var sharedByConfig sync.Map // Config → *shared
+
+func sharedFor(cfg Config) *shared {
+	cfg = cfg.WithDefaults()
+	if v, ok := sharedByConfig.Load(cfg); ok {
+		return v.(*shared)
+	}
+	v, _ := sharedByConfig.LoadOrStore(cfg, &shared{
+		cfg:          cfg,
+		rpool:        newBufPool(cfg.ReadBufferSize),
+		wpool:        newBufPool(4 << 10),
+		inlineBudget: cfg.TickInterval(),
+	})
+	return v.(*shared)
 }
 
 // NewConn wraps nc, which must be a *net.TCPConn or another connection
@@ -117,25 +131,20 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	icfg := intern(cfg)
+	sh := sharedFor(cfg)
 	now := time.Now()
 	c := &Conn{
 		nc:      nc,
 		raw:     raw,
-		cfg:     icfg,
+		sh:      sh,
 		created: now.UnixNano(),
-		rpool:   newBufPool(icfg.ReadBufferSize),
-		wpool:   newBufPool(4 << 10),
-		closed:  make(chan struct{}),
 	}
 	c.readFn = c.onReadable
 	c.writeFn = c.onWritable
 	c.p = &c.proto
-	c.p.init(role, icfg, h, c.sendControl, now)
-	if ih, ok := h.(InlineHandler); ok && role == RoleServer {
-		c.inline = ih
+	c.p.init(role, &sh.cfg, h, c.sendControl, Mono)
+	if _, ok := h.(InlineHandler); ok && role == RoleServer {
 		c.p.inlineOK = true
-		c.inlineBudget = icfg.TickInterval()
 	}
 	return c, nil
 }
@@ -151,10 +160,10 @@ func (c *Conn) Context() context.Context { return (*connContext)(c) }
 type connContext Conn
 
 func (c *connContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *connContext) Done() <-chan struct{}       { return c.closed }
+func (c *connContext) Done() <-chan struct{}       { return (*Conn)(c).Done() }
 func (c *connContext) Value(any) any               { return nil }
 func (c *connContext) Err() error {
-	if (*Conn)(c).isClosed() {
+	if c.isClosed.Load() {
 		return context.Canceled
 	}
 	return nil
@@ -169,7 +178,7 @@ type CloseHook struct{ Fn func() }
 func (c *Conn) AddCloseHook(h *CloseHook) bool {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
-	if c.isClosed() {
+	if c.isClosed.Load() {
 		return false
 	}
 	if c.hooks == nil {
@@ -189,8 +198,20 @@ func (c *Conn) RemoveCloseHook(h *CloseHook) bool {
 	return ok
 }
 
-// Done is closed when the connection has closed.
-func (c *Conn) Done() <-chan struct{} { return c.closed }
+// Done is closed when the connection has closed. The channel is made on
+// first use, so connections nobody waits on do not carry one.
+func (c *Conn) Done() <-chan struct{} {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	if c.closedCh == nil {
+		c.closedCh = make(chan struct{})
+		if c.isClosed.Load() {
+			close(c.closedCh)
+			c.chClosed = true
+		}
+	}
+	return c.closedCh
+}
 
 // Err is the reason the connection closed, or nil while it is open.
 func (c *Conn) Err() error {
@@ -200,7 +221,7 @@ func (c *Conn) Err() error {
 }
 
 // Closed reports whether the connection has closed.
-func (c *Conn) Closed() bool { return c.isClosed() }
+func (c *Conn) Closed() bool { return c.isClosed.Load() }
 
 // NetConn is the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.nc }
@@ -232,21 +253,19 @@ func (c *Conn) Run() error {
 	if !c.readLoop() {
 		return ErrReaderHandedOff
 	}
-	<-c.closed
+	<-c.Done()
 	err := c.Err()
-	if c.onClose != nil {
-		c.onClose(err)
+	if h, ok := c.p.h.(CloseHandler); ok {
+		h.ConnClosed(err)
 	}
 	return err
 }
 
 // ErrReaderHandedOff is returned by a Run whose reader role passed to
-// another goroutine while it ran a slow inline request.
+// another goroutine (after a slow inline request, or to restart an idle
+// reader on a fresh stack). A Handler implementing CloseHandler learns the
+// end of the connection reliably.
 var ErrReaderHandedOff = errors.New("session: reader handed off to another goroutine")
-
-// SetOnClose sets a function called once, with the reason, when the
-// connection has closed and its reader has stopped. Call it before Run.
-func (c *Conn) SetOnClose(f func(error)) { c.onClose = f }
 
 // readLoop is the reader role. It returns false if the role passed to
 // another goroutine (the caller must then touch no reader state).
@@ -281,7 +300,7 @@ func (c *Conn) readLoop() bool {
 			// one's stack, and an idle connection should not keep it.
 			_ = c.nc.SetReadDeadline(time.Time{})
 			if c.rb != nil && c.rlen == 0 {
-				c.rpool.put(c.rb)
+				c.sh.rpool.put(c.rb)
 				c.rb = nil
 			}
 			go c.Run()
@@ -291,7 +310,7 @@ func (c *Conn) readLoop() bool {
 		break
 	}
 	if c.rb != nil {
-		c.rpool.put(c.rb)
+		c.sh.rpool.put(c.rb)
 		c.rb = nil
 	}
 	return true
@@ -301,7 +320,7 @@ func (c *Conn) readLoop() bool {
 // socket has bytes for it.
 func (c *Conn) onReadable(fd uintptr) bool {
 	if c.rb == nil {
-		c.rb = c.rpool.get()
+		c.rb = c.sh.rpool.get()
 		c.rb.b = c.rb.b[:cap(c.rb.b)]
 	}
 	for {
@@ -314,7 +333,7 @@ func (c *Conn) onReadable(fd uintptr) bool {
 			continue
 		case unix.EAGAIN:
 			if c.rlen == 0 {
-				c.rpool.put(c.rb)
+				c.sh.rpool.put(c.rb)
 				c.rb = nil
 			}
 			return false
@@ -366,13 +385,13 @@ func (c *Conn) process() outcome {
 		}
 		select {
 		case <-*ch:
-		case <-c.closed:
+		case <-c.Done():
 			return failed
 		}
 	}
 	if c.rlen == 0 {
 		c.p.ClearPartial()
-		if cap(c.rb.b) != c.rpool.size {
+		if cap(c.rb.b) != c.sh.rpool.size {
 			c.rb = nil // drop a buffer grown for one large frame
 		}
 		return ok
@@ -381,7 +400,7 @@ func (c *Conn) process() outcome {
 	if need := c.p.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
 		nb := &buffer{b: make([]byte, need)}
 		copy(nb.b, c.rb.b[:c.rlen])
-		c.rpool.put(c.rb)
+		c.sh.rpool.put(c.rb)
 		c.rb = nb
 	}
 	return ok
@@ -399,30 +418,26 @@ func (c *Conn) process() outcome {
 // that a connection serving a request now and then never grows its
 // reader's stack.
 func (c *Conn) runInline() outcome {
-	req := c.p.inl
-	c.p.inl = inlineRequest{}
 	buf := c.rb
 	c.rb = nil
+	id, timeout, method, body := c.p.takeInline(buf.b)
 	c.p.ClearPartial()
 	if !c.warm.Load() {
+		// Cold: the Handler copies the body and starts a goroutine.
 		c.warm.Store(true)
-		go c.serveDetached(req, buf)
+		c.p.h.HandleRequest(id, timeout, method, body)
+		c.rb = buf
 		return ok
 	}
 	since := Mono()
 	c.inlineSince.Store(since)
-	c.inline.ServeInline(req.id, req.timeout, req.method, req.body)
+	c.p.h.(InlineHandler).ServeInline(id, timeout, method, body)
 	c.inlineRan.Store(true)
-	c.rpool.put(buf)
+	c.sh.rpool.put(buf)
 	if !c.inlineSince.CompareAndSwap(since, 0) {
 		return handedOff
 	}
 	return ok
-}
-
-func (c *Conn) serveDetached(req inlineRequest, buf *buffer) {
-	c.inline.ServeInline(req.id, req.timeout, req.method, req.body)
-	c.rpool.put(buf)
 }
 
 // inlineBudget is how long a request may run on the reader before another
@@ -430,7 +445,7 @@ func (c *Conn) serveDetached(req inlineRequest, buf *buffer) {
 // about two ticks (a fifth of the shortest timer) for its PONG.
 func (c *Conn) takeOverReader(mono int64) {
 	s := c.inlineSince.Load()
-	if s == 0 || time.Duration(mono-s) < c.inlineBudget {
+	if s == 0 || time.Duration(mono-s) < c.sh.inlineBudget {
 		return
 	}
 	if c.inlineSince.CompareAndSwap(s, 0) {
@@ -446,8 +461,8 @@ func (c *Conn) takeOverReader(mono int64) {
 // of a parked reader that still uses over a quarter of it; a fresh reader
 // starts small again. It costs one wake-up and one goroutine per idle
 // period, never per request.
-func (c *Conn) refreshIdleReader() {
-	if c.p.received.Load() || c.inlineSince.Load() != 0 {
+func (c *Conn) refreshIdleReader(idle bool) {
+	if !idle || c.inlineSince.Load() != 0 {
 		return // not idle for a whole tick
 	}
 	c.warm.Store(false)
@@ -513,7 +528,7 @@ func (c *Conn) onPeerFIN() {
 // connection once nothing is in flight.
 func (c *Conn) RequestDone() {
 	n := c.p.Done()
-	if n == c.cfg.MaxInFlight-1 {
+	if n == c.sh.cfg.MaxInFlight-1 {
 		if ch := c.unblock.Load(); ch != nil {
 			select {
 			case *ch <- struct{}{}:
@@ -541,25 +556,29 @@ func (c *Conn) GoAway(reason wire.Reason, msg string) uint64 {
 // Close closes the connection at once; requests in flight fail with err
 // (ErrConnClosed when nil, or the reason recorded earlier).
 func (c *Conn) Close(err error) {
-	c.closeOnce.Do(func() {
-		c.setErr(err)
-		c.setErr(ErrConnClosed)
-		_ = c.nc.Close()
-		c.errMu.Lock()
-		close(c.closed)
-		hooks := c.hooks
-		c.hooks = nil
-		c.errMu.Unlock()
-		for h := range hooks {
-			h.Fn()
-		}
-		c.wmu.Lock()
-		c.wakeLocked()
-		c.wmu.Unlock()
-		if m := c.mon.Load(); m != nil {
-			m.remove(c)
-		}
-	})
+	c.setErr(err)
+	c.setErr(ErrConnClosed)
+	if !c.isClosed.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.nc.Close()
+	c.errMu.Lock()
+	if c.closedCh != nil && !c.chClosed {
+		close(c.closedCh)
+		c.chClosed = true
+	}
+	hooks := c.hooks
+	c.hooks = nil
+	c.errMu.Unlock()
+	for h := range hooks {
+		h.Fn()
+	}
+	c.wmu.Lock()
+	c.wakeLocked()
+	c.wmu.Unlock()
+	if m := c.mon.Load(); m != nil {
+		m.remove(c)
+	}
 }
 
 // setErr records the first reason the connection ends.
@@ -574,45 +593,37 @@ func (c *Conn) setErr(err error) {
 	c.errMu.Unlock()
 }
 
-func (c *Conn) isClosed() bool {
-	select {
-	case <-c.closed:
-		return true
-	default:
-		return false
-	}
-}
-
 // Tick drives the connection's timers; a Monitor calls it.
 func (c *Conn) Tick(now time.Time) {
-	if c.isClosed() {
+	if c.isClosed.Load() {
 		return
 	}
 	mono := Mono()
-	if s := c.stalled.Load(); s != 0 && time.Duration(mono-s) >= c.cfg.WriteTimeout {
+	if s := c.stalled.Load(); s != 0 && time.Duration(mono-s) >= c.sh.cfg.WriteTimeout {
 		c.Close(ErrWriteTimeout)
 		return
 	}
 	if h := c.halfClosed.Load(); h != 0 {
-		if time.Duration(mono-h) >= c.cfg.LingerTimeout {
+		if time.Duration(mono-h) >= c.sh.cfg.LingerTimeout {
 			c.Close(nil)
 		}
 		return
 	}
-	if e := c.eofAt.Load(); e != 0 && time.Duration(mono-e) >= c.cfg.WriteTimeout {
+	if e := c.eofAt.Load(); e != 0 && time.Duration(mono-e) >= c.sh.cfg.WriteTimeout {
 		c.Close(fmt.Errorf("%w: requests in flight did not finish after the peer's FIN", ErrConnClosed))
 		return
 	}
-	if c.inline != nil {
+	idle := c.p.Idle()
+	if c.p.inlineOK {
 		c.takeOverReader(mono)
-		c.refreshIdleReader()
+		c.refreshIdleReader(idle)
 	}
-	if err := c.p.Tick(now); err != nil {
+	if err := c.p.Tick(); err != nil {
 		c.Close(err)
 		return
 	}
-	if c.OnTick != nil {
-		c.OnTick(now)
+	if th, ok := c.p.h.(TickHandler); ok {
+		th.Tick(now)
 	}
 }
 
@@ -620,7 +631,7 @@ func (c *Conn) Tick(now time.Time) {
 // never held back by the write queue bound.
 func (c *Conn) sendControl(frame []byte) {
 	c.wmu.Lock()
-	if c.wfin || c.isClosed() {
+	if c.wfin || c.isClosed.Load() {
 		c.wmu.Unlock()
 		return
 	}
@@ -686,7 +697,7 @@ func (c *Conn) SendRequest(ctx context.Context, timeoutMillis uint32, method str
 // ensureLocked makes sure a queue buffer is there to append to.
 func (c *Conn) ensureLocked() {
 	if c.wb == nil {
-		c.wb = c.wpool.get()
+		c.wb = c.sh.wpool.get()
 	}
 }
 
@@ -694,7 +705,7 @@ func (c *Conn) ensureLocked() {
 // alone in an empty queue always fits), the connection closes, or ctx ends.
 func (c *Conn) reserveLocked(ctx context.Context, n int) error {
 	for {
-		if c.isClosed() {
+		if c.isClosed.Load() {
 			return c.Err()
 		}
 		if c.wfin || c.finPending {
@@ -704,7 +715,7 @@ func (c *Conn) reserveLocked(ctx context.Context, n int) error {
 		if c.wb != nil {
 			queued += len(c.wb.b)
 		}
-		if queued == 0 || queued+n <= c.cfg.WriteQueueSize {
+		if queued == 0 || queued+n <= c.sh.cfg.WriteQueueSize {
 			c.ensureLocked()
 			return nil
 		}
@@ -719,7 +730,7 @@ func (c *Conn) reserveLocked(ctx context.Context, n int) error {
 		}
 		select {
 		case <-ch:
-		case <-c.closed:
+		case <-c.Done():
 		case <-done:
 			c.wmu.Lock()
 			return ctx.Err()
@@ -761,7 +772,7 @@ func (c *Conn) flushLocked(yield bool) error {
 		c.inWrite = 0
 		if err != nil {
 			c.flushing = false
-			c.wpool.put(batch)
+			c.sh.wpool.put(batch)
 			c.wmu.Unlock()
 			c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
 			return c.Err()
@@ -772,7 +783,7 @@ func (c *Conn) flushLocked(yield bool) error {
 			batch.b = batch.b[:copy(batch.b, batch.b[n:])]
 			if c.wb != nil {
 				batch.b = append(batch.b, c.wb.b...)
-				c.wpool.put(c.wb)
+				c.sh.wpool.put(c.wb)
 			}
 			c.wb = batch
 			c.stalled.Store(Mono())
@@ -845,8 +856,8 @@ func (c *Conn) releaseIfIdleLocked() {
 	if c.flushing || (c.wb != nil && len(c.wb.b) > 0) {
 		return
 	}
-	c.wpool.put(c.wb)
-	c.wpool.put(c.spare)
+	c.sh.wpool.put(c.wb)
+	c.sh.wpool.put(c.spare)
 	c.wb, c.spare = nil, nil
 }
 

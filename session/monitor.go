@@ -41,7 +41,7 @@ func (m *Monitor) Add(c *Conn) {
 	m.conns[c] = struct{}{}
 	m.mu.Unlock()
 	c.mon.Store(m)
-	if c.isClosed() {
+	if c.isClosed.Load() {
 		m.remove(c)
 	}
 }

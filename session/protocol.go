@@ -56,12 +56,32 @@ type InlineHandler interface {
 	ServeInline(id uint64, timeout time.Duration, method, body []byte)
 }
 
-// inlineRequest is a request Feed left for the transport to run inline.
+// inlineRequest is a request Feed left for the transport to run inline:
+// where its method and body sit in the buffer Feed was given.
 type inlineRequest struct {
-	pending      bool
-	id           uint64
-	timeout      time.Duration
-	method, body []byte
+	id                   uint64
+	timeoutMillis        uint32
+	pending              bool
+	methodOff, methodLen uint32
+	bodyOff, bodyLen     uint32
+}
+
+// TickHandler is implemented by a Handler that wants the monitor's ticks
+// (servers use it for the maximum connection age).
+type TickHandler interface {
+	Tick(now time.Time)
+}
+
+// RTTHandler is implemented by a Handler that wants each heartbeat round
+// trip measured.
+type RTTHandler interface {
+	HeartbeatRTT(d time.Duration)
+}
+
+// CloseHandler is implemented by a Handler that wants to know when the
+// connection has closed and its reader stopped.
+type CloseHandler interface {
+	ConnClosed(err error)
 }
 
 // Protocol is the connection logic with no I/O: received bytes and clock
@@ -83,10 +103,10 @@ type Protocol struct {
 	// Liveness. received is set by Feed and consumed by Tick; the rest is
 	// Tick's own.
 	received atomic.Bool
-	lastRecv time.Time
-	lastSeen atomic.Int64 // lastRecv as Unix nanoseconds, for other goroutines
 	pingOut  bool
-	pingSent time.Time
+	lastRecv atomic.Int64 // clock time of the last bytes received
+	pingSent int64
+	clock    func() int64 // monotonic nanoseconds: Mono, or a test's fake
 	rtt      atomic.Int64 // last heartbeat round trip, nanoseconds
 
 	// partialSince is the monotonic time (see Mono) when the frame now
@@ -109,29 +129,28 @@ type Protocol struct {
 	// instead of calling HandleRequest; the transport runs it.
 	inlineOK bool
 	inl      inlineRequest
-
-	// OnRTT, if set before the first Feed, is called with each heartbeat
-	// round trip measured.
-	OnRTT func(time.Duration)
 }
 
-// NewProtocol returns the logic for one connection opened at now. send is
-// called with each control frame to write; it must copy the bytes before
-// returning.
-func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), now time.Time) *Protocol {
+// NewProtocol returns the logic for one connection. send is called with
+// each control frame to write; it must copy the bytes before returning.
+// clock is a monotonic clock in nanoseconds (nil: Mono); tests pass a fake.
+func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), clock func() int64) *Protocol {
 	p := new(Protocol)
-	p.init(role, intern(cfg), h, send, now)
+	p.init(role, intern(cfg), h, send, clock)
 	return p
 }
 
-func (p *Protocol) init(role Role, cfg *Config, h Handler, send func([]byte), now time.Time) {
+func (p *Protocol) init(role Role, cfg *Config, h Handler, send func([]byte), clock func() int64) {
+	if clock == nil {
+		clock = Mono
+	}
+	p.clock = clock
 	p.role = role
 	p.cfg = cfg
 	p.h = h
 	p.send = send
 	p.dec = wire.Decoder{MaxFrameSize: cfg.MaxFrameSize}
-	p.lastRecv = now
-	p.lastSeen.Store(now.UnixNano())
+	p.lastRecv.Store(clock())
 }
 
 // Feed decodes every complete frame at the start of b and returns how many
@@ -145,6 +164,7 @@ func (p *Protocol) Feed(b []byte) (int, error) {
 		return 0, nil
 	}
 	p.received.Store(true)
+	p.lastRecv.Store(p.clock())
 	p.bytesIn.Add(uint64(len(b)))
 	consumed := 0
 	for consumed < len(b) {
@@ -160,7 +180,7 @@ func (p *Protocol) Feed(b []byte) (int, error) {
 		}
 		consumed += n
 		p.framesIn.Add(1)
-		if err := p.handle(f, consumed == len(b)); err != nil {
+		if err := p.handle(f, consumed == len(b), b); err != nil {
 			return consumed, err
 		}
 	}
@@ -184,12 +204,12 @@ func protoErr(format string, args ...any) error {
 	return &wire.ProtocolError{Reason: fmt.Sprintf(format, args...)}
 }
 
-func (p *Protocol) handle(f wire.Frame, last bool) error {
+func (p *Protocol) handle(f wire.Frame, last bool, in []byte) error {
 	// One small function per type keeps each path's stack frame small: the
 	// reader's stack must not grow on the way to a request.
 	switch f.Type {
 	case wire.TypeRequest:
-		return p.handleRequest(f, last)
+		return p.handleRequest(f, last, in)
 	case wire.TypeResponse:
 		if p.role != RoleClient {
 			return protoErr("RESPONSE sent to a server")
@@ -208,7 +228,7 @@ func (p *Protocol) handle(f wire.Frame, last bool) error {
 	return protoErr("unknown frame type %d", f.Type)
 }
 
-func (p *Protocol) handleRequest(f wire.Frame, last bool) error {
+func (p *Protocol) handleRequest(f wire.Frame, last bool, in []byte) error {
 	if p.role != RoleServer {
 		return protoErr("REQUEST sent to a client")
 	}
@@ -230,15 +250,27 @@ func (p *Protocol) handleRequest(f wire.Frame, last bool) error {
 	}
 	p.inflight.Add(1)
 	p.mu.Unlock()
-	d := time.Duration(timeout) * time.Millisecond
 	if last && p.inlineOK {
 		// The last frame of the read owns the whole buffer: the transport
 		// runs it without copying its body.
-		p.inl = inlineRequest{pending: true, id: f.ID, timeout: d, method: method, body: body}
+		p.inl = inlineRequest{
+			id: f.ID, timeoutMillis: timeout, pending: true,
+			methodOff: uint32(len(in) - len(f.Payload) + 5), methodLen: uint32(len(method)),
+			bodyOff: uint32(len(in) - len(body)), bodyLen: uint32(len(body)),
+		}
 		return nil
 	}
-	p.h.HandleRequest(f.ID, d, method, body)
+	p.h.HandleRequest(f.ID, time.Duration(timeout)*time.Millisecond, method, body)
 	return nil
+}
+
+// takeInline returns the request Feed left pending in b, the buffer it was
+// given, and clears it.
+func (p *Protocol) takeInline(b []byte) (id uint64, timeout time.Duration, method, body []byte) {
+	r := p.inl
+	p.inl = inlineRequest{}
+	return r.id, time.Duration(r.timeoutMillis) * time.Millisecond,
+		b[r.methodOff : r.methodOff+r.methodLen], b[r.bodyOff : r.bodyOff+r.bodyLen]
 }
 
 func (p *Protocol) handlePing(f wire.Frame) error {
@@ -256,10 +288,10 @@ func (p *Protocol) handlePong(f wire.Frame) error {
 	if err != nil {
 		return err
 	}
-	if rtt := Mono() - int64(data); rtt >= 0 {
+	if rtt := p.clock() - int64(data); rtt >= 0 {
 		p.rtt.Store(rtt)
-		if p.OnRTT != nil {
-			p.OnRTT(time.Duration(rtt))
+		if r, ok := p.h.(RTTHandler); ok {
+			r.HeartbeatRTT(time.Duration(rtt))
 		}
 	}
 	return nil
@@ -296,42 +328,49 @@ func (p *Protocol) handleGoAway(f wire.Frame) error {
 	return nil
 }
 
-// Tick advances the protocol's clock to now: it sends a PING when nothing
-// was received for HeartbeatInterval and reports ErrPeerDead when nothing
+// Tick advances the protocol's clock: it sends a PING when nothing was
+// received for HeartbeatInterval and reports ErrPeerDead when nothing
 // answered it within HeartbeatTimeout, or ErrFrameTimeout when a frame has
-// been arriving for longer than FrameReadTimeout.
-func (p *Protocol) Tick(now time.Time) error {
-	if p.received.Swap(false) {
-		p.lastRecv = now
-		p.lastSeen.Store(now.UnixNano())
-		p.pingOut = false
-	}
-	if since := p.partialSince.Load(); since != 0 && time.Duration(Mono()-since) >= p.cfg.FrameReadTimeout {
+// been arriving for longer than FrameReadTimeout. Received bytes are timed
+// as they arrive, so a silent peer is declared dead at most one tick after
+// HeartbeatInterval+HeartbeatTimeout (or one tick after the PING, if that
+// went out late).
+func (p *Protocol) Tick() error {
+	now := p.clock()
+	if since := p.partialSince.Load(); since != 0 && time.Duration(now-since) >= p.cfg.FrameReadTimeout {
 		return ErrFrameTimeout
 	}
 	if !p.cfg.heartbeats() {
 		return nil
 	}
+	last := p.lastRecv.Load()
+	if p.pingOut && last > p.pingSent {
+		p.pingOut = false // something arrived after the PING: alive
+	}
 	if p.pingOut {
-		if now.Sub(p.pingSent) >= p.cfg.HeartbeatTimeout {
+		if time.Duration(now-p.pingSent) >= p.cfg.HeartbeatTimeout {
 			return ErrPeerDead
 		}
 		return nil
 	}
-	if now.Sub(p.lastRecv) >= p.cfg.HeartbeatInterval {
+	if time.Duration(now-last) >= p.cfg.HeartbeatInterval {
 		p.pingOut = true
 		p.pingSent = now
 		var b [wire.HeaderLen + 8]byte
-		p.send(wire.AppendPing(b[:0], uint64(Mono())))
+		p.send(wire.AppendPing(b[:0], uint64(now)))
 	}
 	return nil
 }
+
+// Idle reports, and resets, whether nothing was received since the last
+// call: the transport asks once per tick.
+func (p *Protocol) Idle() bool { return !p.received.Swap(false) }
 
 // MarkPartial records that a frame has started arriving and is incomplete;
 // fresh says it is a new frame rather than the one already pending.
 func (p *Protocol) MarkPartial(fresh bool) {
 	if fresh || p.partialSince.Load() == 0 {
-		p.partialSince.Store(Mono())
+		p.partialSince.Store(p.clock())
 	}
 }
 
@@ -387,8 +426,10 @@ func (p *Protocol) PeerGoingAway() (bool, uint64) {
 	return p.peerGoAway, p.peerLastID
 }
 
-// LastReceived is when a frame last arrived, to the monitor's tick.
-func (p *Protocol) LastReceived() time.Time { return time.Unix(0, p.lastSeen.Load()) }
+// SinceReceived is how long ago bytes last arrived.
+func (p *Protocol) SinceReceived() time.Duration {
+	return time.Duration(p.clock() - p.lastRecv.Load())
+}
 
 // RTT is the round trip of the last answered heartbeat, or 0.
 func (p *Protocol) RTT() time.Duration { return time.Duration(p.rtt.Load()) }

@@ -50,7 +50,16 @@ func (r *recorder) last() wire.Frame {
 	return r.out[len(r.out)-1]
 }
 
-var t0 = time.Unix(1_000_000, 0)
+// clock is a fake monotonic clock for driving a Protocol.
+type clock struct{ t time.Duration }
+
+func (c *clock) now() int64 { return int64(c.t) }
+
+// tickAt moves the clock to d and ticks.
+func tickAt(p *Protocol, c *clock, d time.Duration) error {
+	c.t = d
+	return p.Tick()
+}
 
 func testConfig() Config {
 	return Config{HeartbeatInterval: time.Second, HeartbeatTimeout: time.Second, MaxInFlight: 2}
@@ -58,37 +67,57 @@ func testConfig() Config {
 
 func TestHeartbeatSilentPeerIsDead(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleClient, testConfig(), r, r.send, t0)
-	if err := p.Tick(t0.Add(900 * time.Millisecond)); err != nil || len(r.out) != 0 {
+	clk := &clock{}
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, clk.now)
+	if err := tickAt(p, clk, 900*time.Millisecond); err != nil || len(r.out) != 0 {
 		t.Fatalf("before the interval: err %v, sent %d frames", err, len(r.out))
 	}
-	if err := p.Tick(t0.Add(time.Second)); err != nil {
+	if err := tickAt(p, clk, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if r.last().Type != wire.TypePing {
 		t.Fatalf("after the interval: want PING, got %v", r.last().Header)
 	}
-	if err := p.Tick(t0.Add(1900 * time.Millisecond)); err != nil {
+	if err := tickAt(p, clk, 1900*time.Millisecond); err != nil {
 		t.Fatalf("within the timeout: %v", err)
 	}
 	if len(r.out) != 1 {
 		t.Fatalf("sent %d PINGs, want exactly one per silence", len(r.out))
 	}
-	if err := p.Tick(t0.Add(2 * time.Second)); !errors.Is(err, ErrPeerDead) {
+	if err := tickAt(p, clk, 2*time.Second); !errors.Is(err, ErrPeerDead) {
 		t.Fatalf("after interval+timeout: err = %v, want ErrPeerDead", err)
+	}
+}
+
+// TestHeartbeatTimesArrivals: silence is measured from when bytes arrived,
+// not from the tick that noticed them.
+func TestHeartbeatTimesArrivals(t *testing.T) {
+	r := newRecorder()
+	clk := &clock{}
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, clk.now)
+	clk.t = 50 * time.Millisecond
+	if _, err := p.Feed(wire.AppendResponse(nil, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tickAt(p, clk, 1049*time.Millisecond); err != nil || len(r.out) != 0 {
+		t.Fatalf("PING %v before a full interval of silence (err %v)", r.out, err)
+	}
+	if err := tickAt(p, clk, 1050*time.Millisecond); err != nil || r.last().Type != wire.TypePing {
+		t.Fatalf("no PING after a full interval of silence (err %v)", err)
 	}
 }
 
 func TestHeartbeatAnyFrameProvesLife(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleClient, testConfig(), r, r.send, t0)
+	clk := &clock{}
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, clk.now)
 	// A busy connection: a response arrives every 500ms: no PING ever.
 	for i := 1; i <= 20; i++ {
-		now := t0.Add(time.Duration(i) * 500 * time.Millisecond)
+		clk.t = time.Duration(i) * 500 * time.Millisecond
 		if _, err := p.Feed(wire.AppendResponse(nil, uint64(i), []byte("x"))); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Tick(now); err != nil {
+		if err := p.Tick(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,25 +125,25 @@ func TestHeartbeatAnyFrameProvesLife(t *testing.T) {
 		t.Fatalf("a busy connection sent %d frames (PINGs)", len(r.out))
 	}
 	// Silence, a PING, then the PONG: alive again, and the RTT is known.
-	now := t0.Add(10*time.Second + time.Second)
-	if err := p.Tick(now); err != nil || r.last().Type != wire.TypePing {
+	if err := tickAt(p, clk, 11*time.Second); err != nil || r.last().Type != wire.TypePing {
 		t.Fatalf("want a PING, got %v (err %v)", r.last().Header, err)
 	}
 	data, _ := wire.ParsePing(r.last().Payload)
+	clk.t += 30 * time.Millisecond
 	if _, err := p.Feed(wire.AppendPong(nil, data)); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Tick(now.Add(1500 * time.Millisecond)); err != nil {
+	if err := tickAt(p, clk, 12500*time.Millisecond); err != nil {
 		t.Fatalf("after PONG: %v", err)
 	}
-	if p.RTT() < 0 {
-		t.Fatalf("RTT %v", p.RTT())
+	if p.RTT() != 30*time.Millisecond {
+		t.Fatalf("RTT %v, want 30ms", p.RTT())
 	}
 }
 
 func TestPingAnsweredWithPong(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleServer, testConfig(), r, r.send, t0)
+	p := NewProtocol(RoleServer, testConfig(), r, r.send, nil)
 	if _, err := p.Feed(wire.AppendPing(nil, 0xfeed)); err != nil {
 		t.Fatal(err)
 	}
@@ -129,15 +158,16 @@ func TestHeartbeatsDisabled(t *testing.T) {
 	r := newRecorder()
 	cfg := testConfig()
 	cfg.HeartbeatInterval = -1
-	p := NewProtocol(RoleClient, cfg, r, r.send, t0)
-	if err := p.Tick(t0.Add(time.Hour)); err != nil || len(r.out) != 0 {
+	clk := &clock{}
+	p := NewProtocol(RoleClient, cfg, r, r.send, clk.now)
+	if err := tickAt(p, clk, time.Hour); err != nil || len(r.out) != 0 {
 		t.Fatalf("disabled heartbeats: err %v, %d frames", err, len(r.out))
 	}
 }
 
 func TestFeedPartialFramesAndSplits(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleClient, testConfig(), r, r.send, t0)
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, nil)
 	var stream []byte
 	for i := uint64(1); i <= 3; i++ {
 		stream = wire.AppendResponse(stream, i, []byte("body"))
@@ -167,31 +197,27 @@ func TestFrameTimeoutOnlyForPartialFrames(t *testing.T) {
 	cfg := testConfig()
 	cfg.HeartbeatInterval = -1
 	cfg.FrameReadTimeout = 10 * time.Millisecond
-	p := NewProtocol(RoleServer, cfg, r, r.send, t0)
-	if err := p.Tick(t0.Add(time.Hour)); err != nil {
+	clk := &clock{}
+	p := NewProtocol(RoleServer, cfg, r, r.send, clk.now)
+	if err := tickAt(p, clk, time.Hour); err != nil {
 		t.Fatalf("idle connection: %v", err)
 	}
 	p.MarkPartial(true)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := p.Tick(t0)
-		if errors.Is(err, ErrFrameTimeout) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("partial frame never timed out")
-		}
-		time.Sleep(time.Millisecond) // the timer is the monotonic clock itself
+	if err := tickAt(p, clk, time.Hour+9*time.Millisecond); err != nil {
+		t.Fatalf("before the frame timeout: %v", err)
+	}
+	if err := tickAt(p, clk, time.Hour+10*time.Millisecond); !errors.Is(err, ErrFrameTimeout) {
+		t.Fatalf("err = %v, want ErrFrameTimeout", err)
 	}
 	p.ClearPartial()
-	if err := p.Tick(t0); err != nil {
+	if err := p.Tick(); err != nil {
 		t.Fatalf("after the frame completed: %v", err)
 	}
 }
 
 func TestServerInFlightLimitStopsFeeding(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleServer, testConfig(), r, r.send, t0) // MaxInFlight 2
+	p := NewProtocol(RoleServer, testConfig(), r, r.send, nil) // MaxInFlight 2
 	var stream []byte
 	for i := uint64(1); i <= 3; i++ {
 		stream = wire.AppendRequest(stream, i, 0, "m", nil)
@@ -222,7 +248,7 @@ func TestGoAwayDropsLaterRequests(t *testing.T) {
 	r := newRecorder()
 	cfg := testConfig()
 	cfg.MaxInFlight = 100
-	p := NewProtocol(RoleServer, cfg, r, r.send, t0)
+	p := NewProtocol(RoleServer, cfg, r, r.send, nil)
 	if _, err := p.Feed(wire.AppendRequest(wire.AppendRequest(nil, 1, 0, "m", nil), 2, 0, "m", nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +277,7 @@ func TestGoAwayDropsLaterRequests(t *testing.T) {
 
 func TestClientLearnsPeerGoAway(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleClient, testConfig(), r, r.send, t0)
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, nil)
 	if _, err := p.Feed(wire.AppendGoAway(nil, 7, wire.ReasonMaxAge, "old")); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +303,7 @@ func TestProtocolViolations(t *testing.T) {
 			r := newRecorder()
 			cfg := testConfig()
 			cfg.MaxInFlight = 10
-			p := NewProtocol(tc.role, cfg, r, r.send, t0)
+			p := NewProtocol(tc.role, cfg, r, r.send, nil)
 			if _, err := p.Feed(tc.input); !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
@@ -287,7 +313,7 @@ func TestProtocolViolations(t *testing.T) {
 
 func TestConnectionLevelErrorEndsConnection(t *testing.T) {
 	r := newRecorder()
-	p := NewProtocol(RoleClient, testConfig(), r, r.send, t0)
+	p := NewProtocol(RoleClient, testConfig(), r, r.send, nil)
 	_, err := p.Feed(wire.AppendError(nil, 0, wire.CodeBusy, "full"))
 	var re *RemoteError
 	if !errors.As(err, &re) || re.Code != wire.CodeBusy || !IsNotProcessed(err) {
