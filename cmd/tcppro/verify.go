@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -19,15 +20,118 @@ func init() {
 	register("verify", "run the fault scenarios on this machine (root) and measure them", runVerify)
 }
 
+// runArg makes `tcppro verify` the child that runs the scenarios (see
+// superviseVerify).
+const runArg = "__run"
+
 // runVerify runs the scenarios and prints the table (or JSON) on stdout,
 // progress on stderr. Exit status: 0 every row passes, 1 any fails, 2 on a
 // usage error or where the lab cannot run (not root, no ip or nft), 130
 // when interrupted.
 func runVerify(args []string) int {
-	// The client agent the scenarios start inside their client namespaces.
-	if len(args) > 0 && args[0] == verify.AgentArgs[1] {
-		return verify.AgentMain(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case verify.AgentArgs[1]:
+			// The client agent the scenarios start inside their client
+			// namespaces.
+			return verify.AgentMain(args[1:])
+		case runArg:
+			return runVerifyScenarios(args[1:])
+		}
 	}
+	// Usage errors and -h are answered here, before any child starts.
+	if _, code, ok := parseVerifyFlags(args); !ok {
+		return code
+	}
+	return superviseVerify(args)
+}
+
+// superviseVerify runs the scenarios in a child process (this program as
+// `tcppro verify __run ARGS`) and, whatever way it ends, removes the labs
+// it leaves: the scenarios run tcppro's server and client code in that
+// process, and a panic in one of their goroutines, or a SIGKILL, ends it
+// without its own cleanup. Ctrl-C reaches the child too (it removes its
+// labs and exits 130); SIGTERM sent to this process is passed on.
+func superviseVerify(args []string) int {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro verify: finding this program:", err)
+		return 2
+	}
+	cmd := exec.Command(exe, append([]string{"verify", runArg}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
+		return 2
+	}
+	go func() {
+		for sig := range sigs {
+			// A terminal's Ctrl-C reaches the child already; a second
+			// signal only confirms it.
+			_ = cmd.Process.Signal(sig)
+		}
+	}()
+	err = cmd.Wait()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	default:
+		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
+		code = 2
+	}
+	// The child's labs are named after its pid: any still there were left
+	// by a crash. CleanStale kills what runs in them and deletes them.
+	prefix := fmt.Sprintf("tcpprofl-%d-", cmd.Process.Pid)
+	if left := labsWithPrefix(prefix); len(left) > 0 {
+		cerr := faultnet.CleanStale()
+		if still := labsWithPrefix(prefix); len(still) > 0 || cerr != nil {
+			fmt.Fprintf(os.Stderr, "tcppro verify: the run ended abnormally (status %d) and its labs could not all be removed: %v %v\n", code, still, cerr)
+		} else {
+			fmt.Fprintf(os.Stderr, "tcppro verify: the run ended abnormally (status %d); the %d namespaces it left have been removed\n", code, len(left))
+		}
+		if code == 0 {
+			code = 2
+		}
+	}
+	return code
+}
+
+// labsWithPrefix lists the named network namespaces (`ip netns list`)
+// whose name starts with prefix.
+func labsWithPrefix(prefix string) []string {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// verifyFlags are the command's settings.
+type verifyFlags struct {
+	asJSON      bool
+	scenarios   []verify.Scenario
+	baselineCap time.Duration
+	serial      bool
+}
+
+// parseVerifyFlags parses the command line; when ok is false the command
+// ends with code (after -h, or a usage error it has reported).
+func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: tcppro verify [--json] [--scenario NAME[,NAME...]] [--baseline-cap D] [--serial]\n\n"+
@@ -51,18 +155,18 @@ func runVerify(args []string) int {
 	serial := fs.Bool("serial", false, "run the scenarios one after the other (default: all at once, each in its own lab)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return f, 0, false
 		}
 		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
-		return 2
+		return f, 2, false
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "tcppro verify: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return f, 2, false
 	}
 	if *baselineCap <= 0 {
 		fmt.Fprintf(os.Stderr, "tcppro verify: --baseline-cap=%v: must be positive\n", *baselineCap)
-		return 2
+		return f, 2, false
 	}
 	scenarios := verify.Scenarios()
 	if *only != "" {
@@ -71,11 +175,22 @@ func runVerify(args []string) int {
 			s, ok := verify.Lookup(strings.TrimSpace(name))
 			if !ok {
 				fmt.Fprintf(os.Stderr, "tcppro verify: no scenario %q; the scenarios are: %s\n", name, strings.Join(verify.Names(), ", "))
-				return 2
+				return f, 2, false
 			}
 			scenarios = append(scenarios, s)
 		}
 	}
+	return verifyFlags{asJSON: *asJSON, scenarios: scenarios, baselineCap: *baselineCap, serial: *serial}, 0, true
+}
+
+// runVerifyScenarios is the child: it runs the scenarios and prints the
+// report.
+func runVerifyScenarios(args []string) int {
+	f, code, ok := parseVerifyFlags(args)
+	if !ok {
+		return code
+	}
+	scenarios := f.scenarios
 
 	// Ctrl-C or SIGTERM cancels the context, which closes every lab: its
 	// processes are killed, its namespaces, links and nftables tables
@@ -92,12 +207,12 @@ func runVerify(args []string) int {
 		return 2
 	}
 	fmt.Fprintf(os.Stderr, "tcppro verify: running %d scenario(s)%s; plain-TCP baselines capped at %v\n",
-		len(scenarios), map[bool]string{true: " one after the other", false: " at once, each in its own lab"}[*serial], *baselineCap)
+		len(scenarios), map[bool]string{true: " one after the other", false: " at once, each in its own lab"}[f.serial], f.baselineCap)
 	start := time.Now()
 	results, err := verify.RunAll(ctx, scenarios, verify.Options{
-		BaselineCap: *baselineCap,
+		BaselineCap: f.baselineCap,
 		Progress:    os.Stderr,
-		Parallel:    !*serial,
+		Parallel:    !f.serial,
 	})
 	if ctx.Err() != nil {
 		stop()
@@ -109,7 +224,7 @@ func runVerify(args []string) int {
 		return 2
 	}
 	fmt.Fprintf(os.Stderr, "tcppro verify: done in %v\n", time.Since(start).Round(100*time.Millisecond))
-	if *asJSON {
+	if f.asJSON {
 		err = verify.WriteJSON(os.Stdout, results)
 	} else {
 		err = verify.WriteTable(os.Stdout, results)
