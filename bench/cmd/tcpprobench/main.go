@@ -1,0 +1,25 @@
+// Command tcpprobench benchmarks tcppro side by side against a minimal
+// goroutine-per-connection std-net echo server on 127.0.0.1, and prints the
+// ratios, the server CPU seconds per million requests and the server memory
+// per connection, each against its target.
+//
+//	cd bench && go run ./cmd/tcpprobench            # full run, 3 reps
+//	go run ./cmd/tcpprobench -quick                  # short smoke run
+//	go run ./cmd/tcpprobench -json -cpuprofile prof  # JSON report + server CPU profiles
+//
+// The servers and connection holders are this same binary re-exec'd as child
+// processes, so their CPU time and memory are measured alone.
+package main
+
+import (
+	"os"
+
+	"github.com/tcppro/tcppro/bench/internal/harness"
+)
+
+func main() {
+	if harness.IsChild() {
+		os.Exit(harness.ChildMain())
+	}
+	os.Exit(harness.Main(os.Args[1:], os.Stdout, os.Stderr))
+}

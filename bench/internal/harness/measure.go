@@ -1,0 +1,378 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	kindRaw    = "raw"
+	kindTcppro = "tcppro"
+)
+
+// serverProc is a running server child.
+type serverProc struct {
+	*child
+	addr string
+}
+
+func startServerChild(ctx context.Context, cfg *Config, kind string, maxConns int, lifetime time.Duration) (*serverProc, error) {
+	c, err := startChild(ctx, kind+" server", childSpec{
+		Role: "server", Kind: kind, MaxConns: maxConns, BufWrite: cfg.RawBufWrite, Lifetime: lifetime,
+	})
+	if err != nil {
+		return nil, err
+	}
+	addr, err := c.expect(ctx, "listen ", 15*time.Second)
+	if err != nil {
+		c.stop(time.Second)
+		return nil, err
+	}
+	return &serverProc{child: c, addr: addr}, nil
+}
+
+func (s *serverProc) stats(ctx context.Context, mode string) (serverStats, error) {
+	cmd := strings.TrimSpace("stats " + mode)
+	var st serverStats
+	line, err := s.call(ctx, cmd, "stats ", 30*time.Second)
+	if err != nil {
+		return st, err
+	}
+	err = json.Unmarshal([]byte(line), &st)
+	return st, err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// tputSample is one throughput measurement of one side.
+type tputSample struct {
+	Requests  uint64  `json:"requests"`
+	Window    float64 `json:"window_s"`
+	CPU       float64 `json:"server_cpu_s"`
+	RPS       float64 `json:"req_per_s"`
+	CPUPerM   float64 `json:"server_cpu_s_per_mreq"`
+	SysReads  float64 `json:"server_read_syscalls_per_req"`
+	SysWrites float64 `json:"server_write_syscalls_per_req"`
+	LoadCPU   float64 `json:"loadgen_cpu_s"`
+	LoadSys   float64 `json:"loadgen_read_write_syscalls_per_req"`
+	LoadPerM  float64 `json:"loadgen_cpu_s_per_mreq"`
+	Profile   string  `json:"cpu_profile,omitempty"`
+}
+
+// measureThroughput runs one side under load: a fresh server child, conns
+// connections with inflight calls each, a warm-up, then a measured window in
+// which completed requests and the server's CPU time are both sampled at the
+// window's two ends.
+func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, rep, conns, inflight int) (tputSample, error) {
+	var s tputSample
+	total := cfg.Warmup + cfg.Duration
+	srv, err := startServerChild(ctx, cfg, kind, conns+100, total+2*time.Minute)
+	if err != nil {
+		return s, err
+	}
+	defer srv.stop(3 * time.Second)
+
+	lg, err := newLoad(kind, srv.addr, conns, inflight)
+	if err != nil {
+		return s, err
+	}
+	defer lg.close()
+	hard := time.Now().Add(total + 30*time.Second)
+	// Count bound: far above what one loopback connection can do (~10^5/s),
+	// so only a runaway loop would ever reach it.
+	maxPerConn := uint64(total.Seconds()*200_000*float64(inflight)) + 1000
+	lg.start(hard, maxPerConn)
+	defer lg.stop()
+
+	if err := sleepCtx(ctx, cfg.Warmup); err != nil {
+		return s, err
+	}
+	if err := lg.err(); err != nil {
+		return s, fmt.Errorf("warm-up: %w", err)
+	}
+	if cfg.CPUProfileDir != "" {
+		s.Profile = filepath.Join(cfg.CPUProfileDir, fmt.Sprintf("%s-%s-rep%d.pprof", scenario, kind, rep+1))
+		if _, err := srv.call(ctx, "prof-start "+s.Profile, "ok", 10*time.Second); err != nil {
+			return s, err
+		}
+	}
+	self := os.Getpid()
+	cpu0, err := procCPU(srv.pid())
+	if err != nil {
+		return s, err
+	}
+	c0, t0 := lg.completed(), time.Now()
+	load0, err := procCPU(self)
+	if err != nil {
+		return s, err
+	}
+	r0, w0, err := procSyscalls(srv.pid())
+	if err != nil {
+		return s, err
+	}
+	lr0, lw0, err := procSyscalls(self)
+	if err != nil {
+		return s, err
+	}
+	if err := sleepCtx(ctx, cfg.Duration); err != nil {
+		return s, err
+	}
+	cpu1, err := procCPU(srv.pid())
+	if err != nil {
+		return s, err
+	}
+	c1, t1 := lg.completed(), time.Now()
+	load1, err := procCPU(self)
+	if err != nil {
+		return s, err
+	}
+	r1, w1, err := procSyscalls(srv.pid())
+	if err != nil {
+		return s, err
+	}
+	lr1, lw1, err := procSyscalls(self)
+	if err != nil {
+		return s, err
+	}
+	if cfg.CPUProfileDir != "" {
+		if _, err := srv.call(ctx, "prof-stop", "ok", 10*time.Second); err != nil {
+			return s, err
+		}
+	}
+	lg.stop()
+	if err := lg.err(); err != nil {
+		return s, err
+	}
+	s.Requests = c1 - c0
+	s.Window = t1.Sub(t0).Seconds()
+	s.CPU = cpu1 - cpu0
+	if s.Requests == 0 {
+		return s, fmt.Errorf("no request completed in the measured window")
+	}
+	s.RPS = float64(s.Requests) / s.Window
+	s.CPUPerM = s.CPU / float64(s.Requests) * 1e6
+	s.LoadCPU = load1 - load0
+	s.SysReads = float64(r1-r0) / float64(s.Requests)
+	s.SysWrites = float64(w1-w0) / float64(s.Requests)
+	s.LoadSys = float64(lr1-lr0+lw1-lw0) / float64(s.Requests)
+	s.LoadPerM = s.LoadCPU / float64(s.Requests) * 1e6
+	return s, nil
+}
+
+// memPoint is the server's memory at one moment.
+type memPoint struct {
+	RSS        int64       `json:"vm_rss"`
+	FDs        int         `json:"fds"`
+	Stats      serverStats `json:"runtime"`
+	HeapStacks uint64      `json:"heap_plus_stack"`
+}
+
+// memSample is one memory measurement of one side.
+type memSample struct {
+	Conns       int      `json:"conns"`
+	Base        memPoint `json:"base"`
+	Idle        memPoint `json:"idle"`
+	After       memPoint `json:"after_one_request"`
+	BaseFreed   memPoint `json:"base_freed"`
+	AfterFreed  memPoint `json:"after_one_request_freed"`
+	Alive       int      `json:"conns_alive_at_end"`
+	HeapProfile string   `json:"heap_profile,omitempty"`
+
+	RSSIdle    float64 `json:"rss_idle_kib_per_conn"`
+	RSSAfter   float64 `json:"rss_after_kib_per_conn"`
+	RSSFreed   float64 `json:"rss_after_freed_kib_per_conn"`
+	FreeRes    float64 `json:"heap_free_resident_after_kib_per_conn"`
+	HSIdle     float64 `json:"heap_stack_idle_kib_per_conn"`
+	HSAfter    float64 `json:"heap_stack_after_kib_per_conn"`
+	GorIdle    float64 `json:"goroutines_idle_per_conn"`
+	GorAfter   float64 `json:"goroutines_after_per_conn"`
+	Heartbeats bool    `json:"heartbeats_on"`
+}
+
+// point reads the server's memory after a GC (mode "gc"), or after
+// debug.FreeOSMemory (mode "free").
+func (s *serverProc) point(ctx context.Context, mode string) (memPoint, error) {
+	var p memPoint
+	st, err := s.stats(ctx, mode)
+	if err != nil {
+		return p, err
+	}
+	p.Stats = st
+	p.HeapStacks = st.HeapInuse + st.StackInuse
+	if p.RSS, err = procRSS(s.pid()); err != nil {
+		return p, err
+	}
+	p.FDs, err = procFDs(s.pid())
+	return p, err
+}
+
+// settle waits until the server's goroutine count has been unchanged for
+// three polls in a row (bounded), then for extra.
+func (s *serverProc) settle(ctx context.Context, extra time.Duration) error {
+	last, same := -1, 0
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && same < 3; {
+		st, err := s.stats(ctx, "")
+		if err != nil {
+			return err
+		}
+		if st.Goroutines == last {
+			same++
+		} else {
+			last, same = st.Goroutines, 0
+		}
+		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return sleepCtx(ctx, extra)
+}
+
+// measureMemory holds cfg.MemConns connections to a fresh server from a
+// separate holder process and reads the server's memory before, with the
+// connections idle, and after one request on each.
+func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memSample, error) {
+	n := cfg.MemConns
+	s := memSample{Conns: n, Heartbeats: kind == kindTcppro}
+	lifetime := 10*time.Minute + 2*cfg.MemSettle
+	srv, err := startServerChild(ctx, cfg, kind, n+100, lifetime)
+	if err != nil {
+		return s, err
+	}
+	defer srv.stop(5 * time.Second)
+
+	// Warm the server up with one connection and one request, so lazily
+	// initialised state is in the baseline and not charged to connections.
+	if err := warmOne(kind, srv.addr); err != nil {
+		return s, fmt.Errorf("warm-up: %w", err)
+	}
+	if err := srv.settle(ctx, 100*time.Millisecond); err != nil {
+		return s, err
+	}
+	if s.Base, err = srv.point(ctx, "gc"); err != nil {
+		return s, err
+	}
+	if s.BaseFreed, err = srv.point(ctx, "free"); err != nil {
+		return s, err
+	}
+
+	h, err := startChild(ctx, kind+" holder", childSpec{Role: "holder", Kind: kind, Addr: srv.addr, Conns: n, Lifetime: lifetime})
+	if err != nil {
+		return s, err
+	}
+	defer h.stop(5 * time.Second)
+	if _, err := h.expect(ctx, "connected ", 3*time.Minute); err != nil {
+		return s, err
+	}
+	// Every connection accepted: the server holds one more fd per connection.
+	for deadline := time.Now().Add(time.Minute); ; {
+		fds, err := procFDs(srv.pid())
+		if err != nil {
+			return s, err
+		}
+		if fds >= s.Base.FDs+n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return s, fmt.Errorf("server accepted only %d of %d connections", fds-s.Base.FDs, n)
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return s, err
+		}
+	}
+	if err := srv.settle(ctx, cfg.MemSettle); err != nil {
+		return s, err
+	}
+	if s.Idle, err = srv.point(ctx, "gc"); err != nil {
+		return s, err
+	}
+
+	line, err := h.call(ctx, "request", "requested ", 3*time.Minute)
+	if err != nil {
+		return s, err
+	}
+	var ok, failed int
+	parts := strings.SplitN(line, " ", 3)
+	if len(parts) >= 2 {
+		ok, _ = strconv.Atoi(parts[0])
+		failed, _ = strconv.Atoi(parts[1])
+	}
+	first := ""
+	if len(parts) == 3 {
+		first = parts[2]
+	}
+	if ok != n {
+		return s, fmt.Errorf("one request per connection: %d ok, %d failed (%s)", ok, failed, first)
+	}
+	if err := srv.settle(ctx, cfg.MemSettle); err != nil {
+		return s, err
+	}
+	if s.After, err = srv.point(ctx, "gc"); err != nil {
+		return s, err
+	}
+	if s.AfterFreed, err = srv.point(ctx, "free"); err != nil {
+		return s, err
+	}
+	if cfg.CPUProfileDir != "" {
+		s.HeapProfile = filepath.Join(cfg.CPUProfileDir, fmt.Sprintf("mem-%d-%s-rep%d.heap.pprof", n, kind, rep+1))
+		if _, err := srv.call(ctx, "heap-profile "+s.HeapProfile, "ok", 30*time.Second); err != nil {
+			return s, err
+		}
+	}
+	line, err = h.call(ctx, "alive", "alive ", time.Minute)
+	if err != nil {
+		return s, err
+	}
+	s.Alive, _ = strconv.Atoi(line)
+	if s.Alive != n {
+		return s, fmt.Errorf("only %d of %d held connections still open at the end", s.Alive, n)
+	}
+
+	kib := func(a, b int64) float64 { return float64(b-a) / 1024 / float64(n) }
+	s.RSSIdle = kib(s.Base.RSS, s.Idle.RSS)
+	s.RSSAfter = kib(s.Base.RSS, s.After.RSS)
+	s.RSSFreed = kib(s.BaseFreed.RSS, s.AfterFreed.RSS)
+	s.FreeRes = kib(int64(s.Base.Stats.HeapFreeResident), int64(s.After.Stats.HeapFreeResident))
+	s.HSIdle = kib(int64(s.Base.HeapStacks), int64(s.Idle.HeapStacks))
+	s.HSAfter = kib(int64(s.Base.HeapStacks), int64(s.After.HeapStacks))
+	s.GorIdle = float64(s.Idle.Stats.Goroutines-s.Base.Stats.Goroutines) / float64(n)
+	s.GorAfter = float64(s.After.Stats.Goroutines-s.Base.Stats.Goroutines) / float64(n)
+	return s, nil
+}
+
+// warmOne makes one connection, one verified request, and closes it.
+func warmOne(kind, addr string) error {
+	lg, err := newLoad(kind, addr, 1, 1)
+	if err != nil {
+		return err
+	}
+	defer lg.close()
+	const n = 10
+	deadline := time.Now().Add(10 * time.Second)
+	lg.start(deadline, n)
+	for lg.completed() < n && lg.err() == nil && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	lg.stop()
+	if err := lg.err(); err != nil {
+		return err
+	}
+	if got := lg.completed(); got < n {
+		return fmt.Errorf("%d of %d warm-up requests completed", got, n)
+	}
+	return nil
+}

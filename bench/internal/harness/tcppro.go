@@ -1,0 +1,252 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// ---- tcppro server ----
+
+// startTcpproServer serves ln with a tcppro server at its defaults
+// (heartbeats on), echoing every request body.
+func startTcpproServer(ln net.Listener, maxConns int) (stop func(), err error) {
+	cfg := server.DefaultConfig()
+	cfg.Addr = ln.Addr().String()
+	cfg.AllowEphemeralPort = true // the harness listens on 127.0.0.1:0
+	if cfg.MaxConns < maxConns {
+		cfg.MaxConns = maxConns
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := server.New(cfg, server.HandlerFunc(func(ctx context.Context, req *server.Request) ([]byte, error) {
+		return req.Body, nil
+	}))
+	if err != nil {
+		return nil, err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		select {
+		case err := <-served:
+			if err != nil && !errors.Is(err, server.ErrServerClosed) {
+				fmt.Fprintln(os.Stderr, "tcppro server:", err)
+			}
+		case <-ctx.Done():
+		}
+	}, nil
+}
+
+// ---- tcppro load generator: the client library ----
+
+type tcpproLoad struct {
+	clients  []*client.Client
+	inflight int
+	cancel   context.CancelFunc
+	base
+}
+
+// newTcpproLoad makes one client (one connection) per connection wanted.
+func newTcpproLoad(addr string, conns, inflight int) (*tcpproLoad, error) {
+	l := &tcpproLoad{inflight: inflight, cancel: func() {}}
+	l.init(conns * inflight)
+	for i := range conns {
+		ccfg := client.DefaultConfig()
+		ccfg.Addrs = []string{addr}
+		cl, err := client.New(ccfg)
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("tcppro client %d: %w", i, err)
+		}
+		l.clients = append(l.clients, cl)
+	}
+	return l, nil
+}
+
+func (l *tcpproLoad) start(hardDeadline time.Time, maxPerConn uint64) {
+	ctx, cancel := context.WithDeadline(context.Background(), hardDeadline)
+	l.cancel = cancel
+	perCaller := maxPerConn/uint64(l.inflight) + 1
+	for i, cl := range l.clients {
+		for j := range l.inflight {
+			id := i*l.inflight + j
+			ctr := &l.counters[id]
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				l.fail(tcpproCaller(ctx, cl, id, ctr, perCaller, &l.stopped))
+			}()
+		}
+	}
+}
+
+func tcpproCaller(ctx context.Context, cl *client.Client, id int, ctr *counter, max uint64, stopped *atomic.Bool) error {
+	var payload [msgSize]byte
+	for seq := uint64(0); seq < max; seq++ {
+		if stopped.Load() {
+			return nil
+		}
+		fillMsg(payload[:], id, seq)
+		resp, err := cl.Call(ctx, "echo", payload[:])
+		if err != nil {
+			return fmt.Errorf("caller %d seq %d: %w", id, seq, err)
+		}
+		if !bytes.Equal(resp, payload[:]) {
+			return fmt.Errorf("caller %d seq %d: echo mismatch: %q", id, seq, resp)
+		}
+		ctr.n.Add(1)
+	}
+	return nil
+}
+
+func (l *tcpproLoad) stop() {
+	l.stopOnce.Do(func() {
+		l.stopped.Store(true)
+		close(l.done)
+		l.cancel()
+	})
+	l.wg.Wait()
+}
+
+func (l *tcpproLoad) close() {
+	for _, cl := range l.clients {
+		_ = cl.Close()
+	}
+}
+
+// ---- tcppro holder (memory scenario): a minimal frame-level peer ----
+
+// tcpproHolder holds connections with wire.Framer: one reader goroutine per
+// connection that answers the server's PINGs with PONGs (so the server's
+// default heartbeats keep the connections alive) and hands RESPONSEs over.
+type tcpproHolder struct {
+	mu    sync.Mutex
+	conns []*heldConn
+}
+
+type heldConn struct {
+	c      net.Conn
+	fr     *wire.Framer
+	wmu    sync.Mutex // one writer at a time (PONGs vs the request)
+	resp   chan heldResult
+	closed atomic.Bool
+}
+
+type heldResult struct {
+	id   uint64
+	body []byte
+	err  error
+}
+
+func newTcpproHolder() *tcpproHolder { return &tcpproHolder{} }
+
+func (h *tcpproHolder) add(c net.Conn, i int) error {
+	hc := &heldConn{c: c, fr: wire.NewFramer(c, c), resp: make(chan heldResult, 1)}
+	h.mu.Lock()
+	for len(h.conns) <= i {
+		h.conns = append(h.conns, nil)
+	}
+	h.conns[i] = hc
+	h.mu.Unlock()
+	go hc.readLoop()
+	return nil
+}
+
+func (hc *heldConn) readLoop() {
+	defer hc.closed.Store(true)
+	for {
+		f, err := hc.fr.ReadFrame()
+		if err != nil {
+			hc.deliver(heldResult{err: err})
+			return
+		}
+		switch f.Type {
+		case wire.TypePing:
+			data, err := wire.ParsePing(f.Payload)
+			if err == nil {
+				hc.wmu.Lock()
+				err = hc.fr.WritePong(data)
+				hc.wmu.Unlock()
+			}
+			if err != nil {
+				hc.deliver(heldResult{err: err})
+				return
+			}
+		case wire.TypeResponse:
+			hc.deliver(heldResult{id: f.ID, body: bytes.Clone(f.Payload)})
+		case wire.TypeError:
+			code, msg, _ := wire.ParseError(f.Payload)
+			hc.deliver(heldResult{id: f.ID, err: fmt.Errorf("ERROR frame id=%d %v: %s", f.ID, code, msg)})
+		case wire.TypeGoAway:
+			hc.deliver(heldResult{err: fmt.Errorf("GOAWAY from server")})
+		}
+	}
+}
+
+func (hc *heldConn) deliver(r heldResult) {
+	select {
+	case hc.resp <- r:
+	default:
+	}
+}
+
+func (h *tcpproHolder) requestAll() (ok, failed int, first string) {
+	var mu sync.Mutex
+	forEachLimited(len(h.conns), 128, func(i int) {
+		hc := h.conns[i]
+		var body [msgSize]byte
+		fillMsg(body[:], i, 0)
+		const id = 1
+		hc.wmu.Lock()
+		err := hc.fr.WriteRequest(id, 10_000, "echo", body[:])
+		hc.wmu.Unlock()
+		if err == nil {
+			select {
+			case r := <-hc.resp:
+				switch {
+				case r.err != nil:
+					err = r.err
+				case r.id != id || !bytes.Equal(r.body, body[:]):
+					err = fmt.Errorf("bad response id=%d body=%q", r.id, r.body)
+				}
+			case <-time.After(10 * time.Second):
+				err = errors.New("no response within 10s")
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			if first == "" {
+				first = fmt.Sprintf("conn %d: %v", i, err)
+			}
+			return
+		}
+		ok++
+	})
+	return ok, failed, first
+}
+
+func (h *tcpproHolder) alive() int {
+	n := 0
+	for _, hc := range h.conns {
+		if !hc.closed.Load() {
+			n++
+		}
+	}
+	return n
+}
