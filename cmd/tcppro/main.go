@@ -1,8 +1,10 @@
 // Command tcppro runs the tcppro reference service and its tools:
 //
-//	tcppro serve    run the reference service
+//	tcppro serve    run the reference service (and its admin plane)
 //	tcppro call     call a running service with the client library
 //	tcppro doctor   audit this host against the TCP practices
+//	tcppro verify   prove the liveness and timeout behaviours under real
+//	                packet loss, in network namespaces (needs root)
 //
 // Every flag of every subcommand can also be set through an environment
 // variable named TCPPRO_<FLAG>, upper-cased with dashes turned into

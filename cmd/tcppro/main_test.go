@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the tcppro command: a child started
+// with TCPPRO_TEST_MAIN=1 runs main with its arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv("TCPPRO_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func tcppro(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "TCPPRO_TEST_MAIN=1")
+	return cmd
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestServeAndCall runs the README's first two commands as processes:
+// serve, call it, and stop it with SIGTERM (graceful, exit 0).
+func TestServeAndCall(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	serve := tcppro("serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port")
+	var logs bytes.Buffer
+	serve.Stderr = &logs
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- serve.Wait() }()
+	t.Cleanup(func() {
+		serve.Process.Kill()
+		<-done
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never listened: %v\n%s", err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	out, err := tcppro("call", "--addr", addr, "hello").Output()
+	if err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	line, _ := bufio.NewReader(bytes.NewReader(out)).ReadString('\n')
+	if f := strings.Split(strings.TrimSpace(line), "\t"); len(f) != 4 || f[1] != "ok" || f[3] != "hello" {
+		t.Fatalf("call printed %q", out)
+	}
+	if out, err := tcppro("call", "--addr", addr, "--count", "200", "--concurrency", "8", "--quiet", "x").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "200 calls, 0 failed") {
+		t.Fatalf("call --count: %v\n%s", err, out)
+	}
+
+	if err := serve.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not exit after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "effective") && !strings.Contains(logs.String(), "starting") {
+		t.Fatalf("the effective configuration was not logged:\n%s", logs.String())
+	}
+}
+
+func TestCallReportsTypedError(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens
+	out, err := tcppro("call", "--addr", addr, "--timeout", "2s", "x").CombinedOutput()
+	if err == nil {
+		t.Fatalf("call to nothing succeeded:\n%s", out)
+	}
+	if !strings.Contains(string(out), "no server available") {
+		t.Fatalf("call did not print the typed error:\n%s", out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"nope"}, {"serve", "--max-conns", "x"}, {}} {
+		err := tcppro(args...).Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("tcppro %v: %v, want exit status 2", args, err)
+		}
+	}
+}
