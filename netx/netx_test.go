@@ -1,0 +1,123 @@
+package netx
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/sysinfo"
+)
+
+// fixture writes a /proc tree with the given port range and reserved ports.
+func fixture(t *testing.T, portRange, reserved string) sysinfo.FS {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "proc/sys/net/ipv4")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{"ip_local_port_range": portRange, "ip_local_reserved_ports": reserved} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sysinfo.FS{Root: root}
+}
+
+func TestCheckPort(t *testing.T) {
+	fs := fixture(t, "32768\t60999", "40000,50000-50010")
+	cases := []struct {
+		port    int
+		refused bool
+	}{
+		{7420, false},  // below the range
+		{0, false},     // any free port: an explicit request
+		{32768, true},  // the range's first port
+		{40000, false}, // reserved
+		{50005, false}, // in a reserved range
+		{50011, true},
+		{60999, true},
+		{61000, false},
+	}
+	for _, tc := range cases {
+		err := CheckPort(fs, tc.port)
+		if got := errors.Is(err, ErrEphemeralPort); got != tc.refused {
+			t.Errorf("port %d: err %v, want refused=%v", tc.port, err, tc.refused)
+		}
+		var pe *PortPolicyError
+		if tc.refused && (!errors.As(err, &pe) || pe.Port != tc.port || pe.Range != (sysinfo.PortRange{Lo: 32768, Hi: 60999})) {
+			t.Errorf("port %d: %v is not a PortPolicyError naming the port and range", tc.port, err)
+		}
+	}
+	msg := CheckPort(fs, 33000).Error()
+	for _, want := range []string{"33000", "32768-60999", "ip_local_reserved_ports", "allow-ephemeral-port"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q does not mention %q", msg, want)
+		}
+	}
+	// An unreadable range is an error, not a silent pass.
+	if err := CheckPort(sysinfo.FS{Root: t.TempDir()}, 40000); err == nil || errors.Is(err, ErrEphemeralPort) {
+		t.Errorf("missing /proc files: %v", err)
+	}
+}
+
+func TestListenSetsReuseAddrAndPolicy(t *testing.T) {
+	ln, err := ListenConfig{}.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if ok, err := ReuseAddr(ln); err != nil || !ok {
+		t.Fatalf("SO_REUSEADDR = %v, %v", ok, err)
+	}
+	fs := fixture(t, "1024 65535", "")
+	if _, err := (ListenConfig{FS: fs}).Listen(context.Background(), "127.0.0.1:7999"); !errors.Is(err, ErrEphemeralPort) {
+		t.Fatalf("listen inside the range: %v", err)
+	}
+	if _, err := (ListenConfig{}).Listen(context.Background(), "no-port"); err == nil {
+		t.Fatal("a malformed address was accepted")
+	}
+}
+
+func TestDialerOptions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	d := Dialer{Timeout: time.Second, Options: Options{UserTimeout: 1500 * time.Millisecond}}
+	c, err := d.DialContext(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ut, err := UserTimeout(c); err != nil || ut != 1500*time.Millisecond {
+		t.Fatalf("TCP_USER_TIMEOUT = %v, %v", ut, err)
+	}
+	ti, err := GetTCPInfo(c)
+	if err != nil || ti.State != "ESTABLISHED" {
+		t.Fatalf("TCP_INFO = %+v, %v", ti, err)
+	}
+}
+
+func TestDialRefusedIsNotTimeout(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err := Dialer{Timeout: time.Second}.DialContext(context.Background(), addr)
+	var de *DialError
+	if !errors.As(err, &de) || de.Timeout || de.Addr != addr {
+		t.Fatalf("err = %v, want a refused DialError", err)
+	}
+}
