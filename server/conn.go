@@ -21,7 +21,7 @@ type conn struct {
 	lastMethod atomic.Pointer[string] // the last method name seen
 
 	// Owned by the monitor goroutine (onTick).
-	expiry time.Time
+	expiry int64 // Unix nanoseconds; 0: no maximum age
 	aged   bool
 }
 
@@ -45,7 +45,8 @@ func (c *conn) goAway(reason wire.Reason, msg string) {
 
 // Tick is called by the monitor: it enforces the maximum connection age.
 func (c *conn) Tick(now time.Time) {
-	if c.expiry.IsZero() || now.Before(c.expiry) {
+	ns := now.UnixNano()
+	if c.expiry == 0 || ns < c.expiry {
 		return
 	}
 	if !c.aged {
@@ -53,7 +54,7 @@ func (c *conn) Tick(now time.Time) {
 		c.goAway(wire.ReasonMaxAge, "maximum connection age reached")
 		return
 	}
-	if now.Sub(c.expiry) >= c.s.cfg.MaxConnAgeGrace {
+	if time.Duration(ns-c.expiry) >= c.s.cfg.MaxConnAgeGrace {
 		c.sc.Close(ErrMaxAge)
 	}
 }
@@ -66,9 +67,9 @@ func (c *conn) method(b []byte) string {
 	if p := c.lastMethod.Load(); p != nil && *p == string(b) {
 		return *p
 	}
-	m := string(b)
-	c.lastMethod.Store(&m)
-	return m
+	p := c.s.internMethod(b)
+	c.lastMethod.Store(p)
+	return *p
 }
 
 type request struct {

@@ -59,6 +59,9 @@ type Server struct {
 	rejectWG sync.WaitGroup
 	connWG   sync.WaitGroup
 
+	namesMu sync.RWMutex
+	names   map[string]*string // interned method names
+
 	stats stats
 }
 
@@ -80,6 +83,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		listeners:    make(map[*net.Listener]struct{}),
 		conns:        make(map[*conn]struct{}),
 		rejecting:    make(map[net.Conn]struct{}),
+		names:        make(map[string]*string),
 		closing:      make(chan struct{}),
 		gone:         make(chan struct{}, 1),
 		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
@@ -213,7 +217,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	c.sc = sc
 	if s.cfg.MaxConnAge > 0 {
 		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
-		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j))
+		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()
 	}
 	s.mu.Lock()
 	if s.shutdown.Load() {
@@ -398,6 +402,32 @@ func (s *Server) removeConn(c *conn, err error) {
 	}
 	s.obs.ConnClosed(c.remote, err, time.Since(c.sc.Created()))
 	s.connWG.Done()
+}
+
+// maxInterned bounds the method names the server keeps one shared copy
+// of; past it (a client inventing names) each new name is its own string.
+const maxInterned = 1024
+
+// internMethod returns a shared copy of the method name b, so that
+// connections hold a pointer to one string instead of a string each.
+func (s *Server) internMethod(b []byte) *string {
+	s.namesMu.RLock()
+	p, ok := s.names[string(b)]
+	s.namesMu.RUnlock()
+	if ok {
+		return p
+	}
+	m := string(b)
+	s.namesMu.Lock()
+	defer s.namesMu.Unlock()
+	if p, ok := s.names[m]; ok {
+		return p
+	}
+	if len(s.names) >= maxInterned {
+		return &m
+	}
+	s.names[m] = &m
+	return &m
 }
 
 // acquireWorker takes a worker slot if one is free.

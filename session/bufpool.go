@@ -9,8 +9,14 @@ import "sync"
 const maxPooled = 256 << 10
 
 // buffer is a pooled byte slice; pooling the holder keeps Put free of
-// allocations.
-type buffer struct{ b []byte }
+// allocations. n and err carry the result of the system call in progress on
+// it (read or write callbacks cannot return values), so that the connection
+// does not need fields of its own for them.
+type buffer struct {
+	b   []byte
+	n   int
+	err error
+}
 
 var pools sync.Map // size → *sync.Pool of *buffer
 
@@ -40,6 +46,6 @@ func (bp bufPool) put(b *buffer) {
 	if b == nil || cap(b.b) > maxPooled || cap(b.b) < bp.size {
 		return
 	}
-	b.b = b.b[:0]
+	b.b, b.n, b.err = b.b[:0], 0, nil
 	bp.p.Put(b)
 }

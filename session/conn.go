@@ -42,10 +42,8 @@ type Conn struct {
 	created int64   // Unix nanoseconds
 
 	// Reader state, owned by the reader role.
-	rb      *buffer
+	rb      *buffer // holds the read's result too (n, err)
 	rlen    int
-	rn      int
-	rerr    error
 	readFn  func(uintptr) bool
 	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 	peerFIN atomic.Bool
@@ -73,10 +71,9 @@ type Conn struct {
 	stalled    atomic.Int64 // Mono of the last progress of a blocked write, 0 when not blocked
 	halfClosed atomic.Int64 // Mono when our FIN went out, 0 before
 
-	// The flusher's own state (only one goroutine flushes at a time).
-	wpend   []byte
-	wn      int
-	werr    error
+	// The flusher's own state (only one goroutine flushes at a time): the
+	// batch being written, which also holds the progress (n, err).
+	wcur    *buffer
 	writeFn func(uintptr) bool
 
 	bytesOut atomic.Uint64
@@ -273,10 +270,13 @@ func (c *Conn) readLoop() bool {
 	discard := false // after a fatal protocol error: read and drop until the peer's FIN
 	for {
 		err := c.raw.Read(c.readFn)
-		n, rerr := c.rn, c.rerr
-		c.rn, c.rerr = 0, nil
-		if err == nil {
-			err = rerr
+		var n int
+		if c.rb != nil {
+			n = c.rb.n
+			if err == nil {
+				err = c.rb.err
+			}
+			c.rb.n, c.rb.err = 0, nil
 		}
 		if n > 0 {
 			if discard {
@@ -327,7 +327,7 @@ func (c *Conn) onReadable(fd uintptr) bool {
 		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
 		switch err {
 		case nil:
-			c.rn = n
+			c.rb.n = n
 			return true
 		case unix.EINTR:
 			continue
@@ -338,7 +338,7 @@ func (c *Conn) onReadable(fd uintptr) bool {
 			}
 			return false
 		default:
-			c.rerr = err
+			c.rb.err = err
 			return true
 		}
 	}
@@ -767,7 +767,7 @@ func (c *Conn) flushLocked(yield bool) error {
 		c.wb, c.spare = c.spare, nil
 		c.inWrite = len(batch.b)
 		c.wmu.Unlock()
-		n, err := c.write(batch.b, false)
+		n, err := c.write(batch, false)
 		c.wmu.Lock()
 		c.inWrite = 0
 		if err != nil {
@@ -817,7 +817,7 @@ func (c *Conn) flushBlocking() {
 		c.wb, c.spare = c.spare, nil
 		c.inWrite = len(batch.b)
 		c.wmu.Unlock()
-		_, err := c.write(batch.b, true)
+		_, err := c.write(batch, true)
 		c.wmu.Lock()
 		c.inWrite = 0
 		batch.b = batch.b[:0]
@@ -887,26 +887,29 @@ func (c *Conn) sendFIN() {
 	}
 }
 
-// write writes b to the socket. Without block it stops when the socket
-// buffer is full and reports how much went; with block it waits for the
-// socket until all of b is written or the connection closes.
-func (c *Conn) write(b []byte, block bool) (int, error) {
-	c.wpend, c.wn, c.werr, c.wblock = b, 0, nil, block
+// write writes the batch to the socket. Without block it stops when the
+// socket buffer is full and reports how much went; with block it waits for
+// the socket until all of it is written or the connection closes.
+func (c *Conn) write(batch *buffer, block bool) (int, error) {
+	batch.n, batch.err = 0, nil
+	c.wcur, c.wblock = batch, block
 	err := c.raw.Write(c.writeFn)
-	n, werr := c.wn, c.werr
-	c.wpend = nil
+	c.wcur = nil
+	n := batch.n
 	c.bytesOut.Add(uint64(n))
 	if err == nil {
-		err = werr
+		err = batch.err
 	}
+	batch.n, batch.err = 0, nil
 	return n, err
 }
 
 func (c *Conn) onWritable(fd uintptr) bool {
-	for c.wn < len(c.wpend) {
-		n, err := unix.Write(int(fd), c.wpend[c.wn:])
+	w := c.wcur
+	for w.n < len(w.b) {
+		n, err := unix.Write(int(fd), w.b[w.n:])
 		if n > 0 {
-			c.wn += n
+			w.n += n
 			c.writes.Add(1)
 			if c.wblock {
 				c.stalled.Store(Mono())
@@ -917,7 +920,7 @@ func (c *Conn) onWritable(fd uintptr) bool {
 		case unix.EAGAIN:
 			return !c.wblock
 		default:
-			c.werr = err
+			w.err = err
 			return true
 		}
 	}
