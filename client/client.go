@@ -36,7 +36,9 @@ type Config struct {
 	DialTimeout time.Duration
 
 	// CallTimeout is the deadline of a call whose context has none, so
-	// that no call can wait for ever. Default 30s.
+	// that no call can wait for ever. It is enforced by the connection's
+	// monitor, to within one tick (a tenth of the shortest session timer:
+	// 200 ms with the defaults). Default 30s.
 	CallTimeout time.Duration
 
 	// MaxRetries is how many times a call the server certainly did not
@@ -209,7 +211,7 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 	}
 	cl := getCall()
 	defer putCall(cl)
-	cl.timer.Reset(time.Until(deadline))
+	cl.deadline = deadline
 	var err error
 	for attempt := 0; attempt <= c.cfg.MaxRetries; attempt++ {
 		if attempt > 0 {
@@ -267,7 +269,7 @@ func (c *Client) pick(ctx context.Context, cl *call) (*clientConn, error) {
 		case <-ch:
 		case <-ctx.Done():
 			return nil, timeoutError{ctx.Err()}
-		case <-cl.timer.C:
+		case <-cl.expired():
 			return nil, timeoutError{context.DeadlineExceeded}
 		}
 	}
@@ -475,7 +477,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		case cc.sem <- struct{}{}:
 		case <-ctx.Done():
 			return nil, timeoutError{ctx.Err()}
-		case <-cl.timer.C:
+		case <-cl.expired():
 			return nil, timeoutError{context.DeadlineExceeded}
 		case <-cc.sc.Done():
 			return nil, notProcessed(connError(cc.sc.Err()))
@@ -494,20 +496,43 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		}
 		return nil, notProcessed(connError(err))
 	}
-	// Queued: the answer, a connection failure or GOAWAY completes it.
+	// Queued: the answer, a connection failure, GOAWAY or the deadline
+	// completes it. A context with a deadline ends the wait exactly; the
+	// client's own CallTimeout is enforced by the connection's monitor tick
+	// (Tick below), so the common call arms no timer at all.
+	done := ctx.Done()
+	if done == nil {
+		<-cl.done
+		return cl.resp, cl.err
+	}
 	select {
 	case <-cl.done:
 		return cl.resp, cl.err
-	case <-ctx.Done():
+	case <-done:
 		err = timeoutError{ctx.Err()}
-	case <-cl.timer.C:
-		err = timeoutError{context.DeadlineExceeded}
 	}
 	if cc.forget(id, cl) {
 		return nil, err
 	}
 	<-cl.done // being completed right now
 	return cl.resp, cl.err
+}
+
+// Tick is called by the monitor: it fails the calls whose deadline passed
+// (those whose context had none and got CallTimeout).
+func (cc *clientConn) Tick(now time.Time) {
+	var expired []*call
+	cc.mu.Lock()
+	for id, cl := range cc.pending {
+		if !now.Before(cl.deadline) {
+			expired = append(expired, cl)
+			delete(cc.pending, id)
+		}
+	}
+	cc.mu.Unlock()
+	for _, cl := range expired {
+		cl.complete(nil, timeoutError{context.DeadlineExceeded})
+	}
 }
 
 // forget removes a call that timed out; false means it is being completed.
@@ -584,25 +609,43 @@ func (cc *clientConn) failAll(err error) {
 
 // call is one call in flight; pooled.
 type call struct {
-	cc    *clientConn
-	done  chan struct{}
-	resp  []byte
-	err   error
-	timer *time.Timer
+	cc       *clientConn
+	done     chan struct{}
+	resp     []byte
+	err      error
+	deadline time.Time
+	timer    *time.Timer // armed only while waiting outside a connection
+	armed    bool
 }
 
 var callPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return &call{done: make(chan struct{}, 1), timer: t}
+	return &call{done: make(chan struct{}, 1)}
 }}
 
 func getCall() *call { return callPool.Get().(*call) }
 
 func putCall(cl *call) {
-	cl.timer.Stop()
+	if cl.armed {
+		cl.timer.Stop()
+		cl.armed = false
+	}
 	cl.cc, cl.resp, cl.err = nil, nil, nil
 	callPool.Put(cl)
+}
+
+// expired returns a channel that fires at the call's deadline, arming a
+// timer the first time: only calls that wait for a connection or a slot
+// need one.
+func (cl *call) expired() <-chan time.Time {
+	if !cl.armed {
+		if cl.timer == nil {
+			cl.timer = time.NewTimer(time.Until(cl.deadline))
+		} else {
+			cl.timer.Reset(time.Until(cl.deadline))
+		}
+		cl.armed = true
+	}
+	return cl.timer.C
 }
 
 // Register records the call under the id the connection assigned, unless
