@@ -10,55 +10,17 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tcppro/tcppro/faultnet"
 	"github.com/tcppro/tcppro/netx"
+	"github.com/tcppro/tcppro/refservice"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
-
-// referenceService is the reference service's methods, as `tcppro serve`
-// has them (package main cannot be imported):
-//
-//	echo   returns the request body.
-//	sleep  holds a worker for the duration in the body ("250ms"; a bare
-//	       number is milliseconds; default 1s), or until the request's
-//	       deadline or the connection ends.
-func referenceService() server.Handler {
-	mux := server.NewMux()
-	mux.HandleFunc("echo", func(ctx context.Context, req *server.Request) ([]byte, error) {
-		return req.Body, nil
-	})
-	mux.HandleFunc("sleep", func(ctx context.Context, req *server.Request) ([]byte, error) {
-		d := time.Second
-		if len(req.Body) > 0 {
-			v, err := time.ParseDuration(string(req.Body))
-			if err != nil {
-				if n, nerr := strconv.Atoi(string(req.Body)); nerr == nil {
-					v, err = time.Duration(n)*time.Millisecond, nil
-				}
-			}
-			if err != nil {
-				return nil, fmt.Errorf("sleep: body %q is not a duration", req.Body)
-			}
-			d = v
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return []byte("slept " + d.String()), nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	})
-	return mux
-}
 
 // helperMain is the tcppro program as the scenarios use it, for test
 // binaries (the helper-process pattern): "serve" with the flags the
@@ -99,7 +61,7 @@ func helperServe(args []string) int {
 		MaxConns: *maxConns,
 		Session:  session.Config{HeartbeatInterval: *hbInterval, HeartbeatTimeout: *hbTimeout, MaxInFlight: *maxInFlight},
 		Logger:   log,
-	}, referenceService())
+	}, refservice.Handler())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "serve:", err)
 		return 2
@@ -220,7 +182,7 @@ func (e *Env) startInProcServer(h *faultnet.Host, addr netip.AddrPort, mod func(
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := server.New(cfg, referenceService())
+	srv, err := server.New(cfg, refservice.Handler())
 	if err != nil {
 		return nil, nil, err
 	}

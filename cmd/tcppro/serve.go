@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/tcppro/tcppro/admin"
+	"github.com/tcppro/tcppro/refservice"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 )
@@ -94,7 +94,7 @@ func runServe(args []string) int {
 		admCfg.Metrics = admin.NewMetrics(nil)
 		cfg.Observer = admCfg.Metrics
 	}
-	srv, err := server.New(cfg, referenceService())
+	srv, err := server.New(cfg, refservice.Handler())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
 		return 2
@@ -167,41 +167,4 @@ func runServe(args []string) int {
 	stopAdmin()
 	log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
 	return 0
-}
-
-// referenceService is the reference service's methods:
-//
-//	echo   returns the request body.
-//	sleep  holds a worker for the duration in the body ("250ms", "2s";
-//	       default 1s), or until the request's deadline or connection ends;
-//	       used to show overload and isolation.
-func referenceService() server.Handler {
-	mux := server.NewMux()
-	mux.HandleFunc("echo", func(ctx context.Context, req *server.Request) ([]byte, error) {
-		return req.Body, nil
-	})
-	mux.HandleFunc("sleep", func(ctx context.Context, req *server.Request) ([]byte, error) {
-		d := time.Second
-		if len(req.Body) > 0 {
-			v, err := time.ParseDuration(string(req.Body))
-			if err != nil {
-				if n, nerr := strconv.Atoi(string(req.Body)); nerr == nil {
-					v, err = time.Duration(n)*time.Millisecond, nil
-				}
-			}
-			if err != nil {
-				return nil, fmt.Errorf("sleep: body %q is not a duration", req.Body)
-			}
-			d = v
-		}
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return []byte("slept " + d.String()), nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	})
-	return mux
 }
