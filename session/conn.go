@@ -763,18 +763,14 @@ func (c *Conn) flushLocked(yield bool) error {
 		c.wmu.Lock()
 	}
 	for c.wb != nil && len(c.wb.b) > 0 {
-		batch := c.wb
-		c.wb, c.spare = c.spare, nil
-		c.inWrite = len(batch.b)
+		batch := c.takeBatchLocked()
 		c.wmu.Unlock()
 		n, err := c.write(batch, false)
 		c.wmu.Lock()
 		c.inWrite = 0
 		if err != nil {
-			c.flushing = false
 			c.sh.wpool.put(batch)
-			c.wmu.Unlock()
-			c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
+			c.failFlushLocked(err)
 			return c.Err()
 		}
 		if n < len(batch.b) {
@@ -799,38 +795,22 @@ func (c *Conn) flushLocked(yield bool) error {
 		}
 		c.wakeLocked()
 	}
-	c.flushing = false
-	fin := c.idleLocked()
-	c.wmu.Unlock()
-	if fin {
-		c.sendFIN()
-	}
+	c.endFlushLocked()
 	return nil
 }
 
-// flushBlocking writes the queue, waiting for the socket, until it is
-// empty. The monitor cuts the connection if no byte moves for WriteTimeout.
-func (c *Conn) flushBlocking() {
-	c.wmu.Lock()
-	for c.wb != nil && len(c.wb.b) > 0 {
-		batch := c.wb
-		c.wb, c.spare = c.spare, nil
-		c.inWrite = len(batch.b)
-		c.wmu.Unlock()
-		_, err := c.write(batch, true)
-		c.wmu.Lock()
-		c.inWrite = 0
-		batch.b = batch.b[:0]
-		c.spare = batch
-		if err != nil {
-			c.flushing = false
-			c.stalled.Store(0)
-			c.wmu.Unlock()
-			c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
-			return
-		}
-		c.wakeLocked()
-	}
+// takeBatchLocked takes the queued bytes for writing; senders queue into
+// the spare buffer meanwhile.
+func (c *Conn) takeBatchLocked() *buffer {
+	batch := c.wb
+	c.wb, c.spare = c.spare, nil
+	c.inWrite = len(batch.b)
+	return batch
+}
+
+// endFlushLocked gives up the flusher role once the queue is empty, sends
+// a pending FIN, and unlocks wmu.
+func (c *Conn) endFlushLocked() {
 	c.stalled.Store(0)
 	c.flushing = false
 	fin := c.idleLocked()
@@ -838,6 +818,36 @@ func (c *Conn) flushBlocking() {
 	if fin {
 		c.sendFIN()
 	}
+}
+
+// failFlushLocked gives up the flusher role after a write error, unlocks
+// wmu and closes the connection.
+func (c *Conn) failFlushLocked(err error) {
+	c.stalled.Store(0)
+	c.flushing = false
+	c.wmu.Unlock()
+	c.Close(fmt.Errorf("%w: write: %w", ErrConnClosed, err))
+}
+
+// flushBlocking writes the queue, waiting for the socket, until it is
+// empty. The monitor cuts the connection if no byte moves for WriteTimeout.
+func (c *Conn) flushBlocking() {
+	c.wmu.Lock()
+	for c.wb != nil && len(c.wb.b) > 0 {
+		batch := c.takeBatchLocked()
+		c.wmu.Unlock()
+		_, err := c.write(batch, true)
+		c.wmu.Lock()
+		c.inWrite = 0
+		batch.b = batch.b[:0]
+		c.spare = batch
+		if err != nil {
+			c.failFlushLocked(err)
+			return
+		}
+		c.wakeLocked()
+	}
+	c.endFlushLocked()
 }
 
 // idleLocked returns the queue's buffers to the pool once nothing is queued
