@@ -61,6 +61,12 @@ type Config struct {
 
 	// Logger receives the client's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// Dial, if set, opens connections instead of the default dialer (a
+	// netx.Dialer with DialTimeout and Socket): for a network namespace, a
+	// proxy, a test. It must honour ctx and return a connection that
+	// implements syscall.Conn (a *net.TCPConn). Default nil.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Defaults, as documented on the Config fields.
@@ -162,7 +168,10 @@ func New(cfg Config) (*Client, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ready.Store(&[]*clientConn{})
 	for _, a := range cfg.Addrs {
-		ep := &endpoint{c: c, addr: a, dialer: netx.Dialer{Timeout: cfg.DialTimeout, Options: cfg.Socket}}
+		ep := &endpoint{c: c, addr: a, dial: cfg.Dial}
+		if ep.dial == nil {
+			ep.dial = netx.Dialer{Timeout: cfg.DialTimeout, Options: cfg.Socket}.DialContext
+		}
 		c.eps = append(c.eps, ep)
 	}
 	c.wg.Add(len(c.eps))
@@ -318,9 +327,9 @@ const (
 
 // endpoint keeps one connection to one address alive.
 type endpoint struct {
-	c      *Client
-	addr   string
-	dialer netx.Dialer
+	c    *Client
+	addr string
+	dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	// Under c.mu.
 	state   epState
@@ -374,7 +383,7 @@ func (ep *endpoint) run() {
 			}
 		}
 		c.stats.dials.Add(1)
-		nc, err := ep.dialer.DialContext(c.ctx, ep.addr)
+		nc, err := ep.dial(c.ctx, ep.addr)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return

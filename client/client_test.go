@@ -474,3 +474,19 @@ func TestRequestTooLargeFailsLocally(t *testing.T) {
 		t.Fatalf("server answered %d requests, want only the small one", n)
 	}
 }
+
+// TestDialHook: a configured Dial opens the connections.
+func TestDialHook(t *testing.T) {
+	_, addr := startServer(t, "", server.Config{}, echo)
+	var dials atomic.Int64
+	c := newClient(t, client.Config{Addrs: []string{"tcppro.invalid:7420"}, Dial: func(ctx context.Context, _ string) (net.Conn, error) {
+		dials.Add(1)
+		return netx.Dialer{}.DialContext(ctx, addr)
+	}})
+	if got, err := c.Call(context.Background(), "echo", []byte("via hook")); err != nil || string(got) != "via hook" {
+		t.Fatalf("Call = %q, %v", got, err)
+	}
+	if dials.Load() != 1 {
+		t.Fatalf("%d dials through the hook", dials.Load())
+	}
+}
