@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/sysinfo"
+
+	"go.uber.org/goleak"
 )
 
 // helperEnv selects a helper mode when the test binary re-executes itself,
@@ -25,7 +27,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(helper(mode))
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // helper listens on 127.0.0.1 on a kernel-chosen port (which comes from the
