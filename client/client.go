@@ -277,7 +277,7 @@ func (c *Client) pick(ctx context.Context, cl *call) (*clientConn, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, timeoutError{ctx.Err()}
+			return nil, ctxError(ctx)
 		case <-cl.expired():
 			return nil, timeoutError{context.DeadlineExceeded}
 		}
@@ -404,7 +404,8 @@ func (ep *endpoint) run() {
 		select {
 		case <-cc.sc.Done():
 			err := connError(cc.sc.Err())
-			if cc.sc.Protocol().FramesIn() > 0 {
+			var refused *CallError // BUSY or SHUTTING_DOWN: back off further
+			if cc.sc.Protocol().FramesIn() > 0 && !errors.As(err, &refused) {
 				failures = 1 // it worked: retry soon, but jittered
 			} else {
 				failures++
@@ -485,11 +486,13 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		select {
 		case cc.sem <- struct{}{}:
 		case <-ctx.Done():
-			return nil, timeoutError{ctx.Err()}
+			return nil, ctxError(ctx)
 		case <-cl.expired():
 			return nil, timeoutError{context.DeadlineExceeded}
 		case <-cc.sc.Done():
 			return nil, notProcessed(connError(cc.sc.Err()))
+		case <-cc.goAway:
+			return nil, session.NotProcessed(session.ErrGoAway)
 		}
 	}
 	defer func() { <-cc.sem }()
@@ -501,7 +504,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, len(cc.sem) > 1)
 	if err != nil && id == 0 {
 		if ctx.Err() != nil {
-			return nil, timeoutError{ctx.Err()}
+			return nil, ctxError(ctx)
 		}
 		return nil, notProcessed(connError(err))
 	}
@@ -518,7 +521,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	case <-cl.done:
 		return cl.resp, cl.err
 	case <-done:
-		err = timeoutError{ctx.Err()}
+		err = ctxError(ctx)
 	}
 	if cc.forget(id, cl) {
 		return nil, err
@@ -538,7 +541,11 @@ func (cc *clientConn) Tick(now time.Time) {
 			delete(cc.pending, id)
 		}
 	}
+	done := len(expired) > 0 && cc.drainedLocked()
 	cc.mu.Unlock()
+	if done {
+		cc.closeDrained()
+	}
 	for _, cl := range expired {
 		cl.complete(nil, timeoutError{context.DeadlineExceeded})
 	}
@@ -547,21 +554,38 @@ func (cc *clientConn) Tick(now time.Time) {
 // forget removes a call that timed out; false means it is being completed.
 func (cc *clientConn) forget(id uint64, cl *call) bool {
 	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.pending[id] == cl {
-		delete(cc.pending, id)
-		return true
+	if cc.pending[id] != cl {
+		cc.mu.Unlock()
+		return false
 	}
-	return false
+	delete(cc.pending, id)
+	done := cc.drainedLocked()
+	cc.mu.Unlock()
+	if done {
+		cc.closeDrained()
+	}
+	return true
 }
 
 func (cc *clientConn) take(id uint64) *call {
 	cc.mu.Lock()
 	cl := cc.pending[id]
 	delete(cc.pending, id)
+	done := cc.drainedLocked()
 	cc.mu.Unlock()
+	if done {
+		cc.closeDrained()
+	}
 	return cl
 }
+
+// drainedLocked reports whether the connection received GOAWAY and has no
+// call left: the client then closes it (protocol.md §8).
+func (cc *clientConn) drainedLocked() bool {
+	return cc.goingAway && len(cc.pending) == 0
+}
+
+func (cc *clientConn) closeDrained() { cc.sc.Finish() }
 
 func (cc *clientConn) HandleResponse(id uint64, body []byte) {
 	if cl := cc.take(id); cl != nil {
@@ -589,6 +613,7 @@ func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte
 			delete(cc.pending, id)
 		}
 	}
+	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	err := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
 	for _, cl := range retry {
@@ -596,6 +621,9 @@ func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte
 	}
 	cc.ep.c.stats.goAways.Add(1)
 	cc.goAwayOnce.Do(func() { close(cc.goAway) })
+	if done {
+		cc.closeDrained()
+	}
 }
 
 func (cc *clientConn) HandleRequest(uint64, time.Duration, []byte, []byte) {}

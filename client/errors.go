@@ -67,6 +67,16 @@ func (e timeoutError) Error() string   { return "client: call timed out: " + e.c
 func (e timeoutError) Is(t error) bool { return t == ErrTimeout }
 func (e timeoutError) Unwrap() error   { return e.cause }
 
+// ctxError is the error of a call whose context ended: a timeout when its
+// deadline passed, the context's own error (context.Canceled) otherwise.
+func ctxError(ctx context.Context) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return timeoutError{err}
+	}
+	return fmt.Errorf("client: call canceled: %w", err)
+}
+
 // UnavailableError says why no server could take a call.
 type UnavailableError struct {
 	Errs map[string]error // last error per endpoint address

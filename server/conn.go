@@ -38,9 +38,10 @@ func (c *conn) ConnClosed(err error) { c.s.removeConn(c, err) }
 func (c *conn) HeartbeatRTT(d time.Duration) { c.s.obs.HeartbeatRTT(d) }
 
 func (c *conn) goAway(reason wire.Reason, msg string) {
-	c.sc.GoAway(reason, msg)
-	c.s.stats.goAways.Add(1)
-	c.s.obs.GoAwaySent(reason)
+	if _, first := c.sc.GoAway(reason, msg); first {
+		c.s.stats.goAways.Add(1)
+		c.s.obs.GoAwaySent(reason)
+	}
 }
 
 // Tick is called by the monitor: it enforces the maximum connection age.

@@ -9,7 +9,8 @@ import (
 	"github.com/tcppro/tcppro/wire"
 )
 
-// Request is one call received by the server.
+// Request is one call received by the server. The Request and its Body
+// are recycled once the handler returns: a handler must not keep either.
 type Request struct {
 	// ID is the request id chosen by the client, unique on its connection.
 	ID uint64

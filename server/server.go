@@ -279,11 +279,9 @@ const maxLingering = 256
 // ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.beginShutdown()
-	s.mu.Lock()
-	for c := range s.conns {
+	for _, c := range s.snapshot() {
 		c.goAway(wire.ReasonShutdown, "server shutting down")
 	}
-	s.mu.Unlock()
 	for s.active.Load() > 0 {
 		select {
 		case <-s.gone:
@@ -325,11 +323,21 @@ func (s *Server) SetOffline(offline bool) {
 func (s *Server) Drain(reason wire.Reason) {
 	s.offline.Store(true)
 	s.draining.Store(true)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
+	for _, c := range s.snapshot() {
 		c.goAway(reason, "server draining")
 	}
+}
+
+// snapshot returns the open connections, so that they can be acted on
+// without holding s.mu (an Observer called meanwhile may call Stats).
+func (s *Server) snapshot() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
 }
 
 // Ready reports whether the server should receive traffic: it is accepting
@@ -366,11 +374,9 @@ func (s *Server) beginShutdown() {
 }
 
 func (s *Server) closeConns() {
-	s.mu.Lock()
-	for c := range s.conns {
+	for _, c := range s.snapshot() {
 		c.sc.Close(fmt.Errorf("%w: server closed", session.ErrConnClosed))
 	}
-	s.mu.Unlock()
 }
 
 // finish waits for the connection goroutines and stops the monitor.

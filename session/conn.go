@@ -283,6 +283,7 @@ func (c *Conn) readLoop() bool {
 				continue
 			}
 			c.rlen += n
+			c.p.Arrived(n)
 			switch c.process() {
 			case handedOff:
 				return false
@@ -295,7 +296,13 @@ func (c *Conn) readLoop() bool {
 			c.onPeerFIN()
 			break
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) && c.refresh.CompareAndSwap(true, false) {
+		if errors.Is(err, os.ErrDeadlineExceeded) && !c.refresh.CompareAndSwap(true, false) {
+			// A kick that arrived after its refresh was done: not a
+			// timeout of ours (we set no other read deadline).
+			_ = c.nc.SetReadDeadline(time.Time{})
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// Restart on a fresh goroutine: handlers run inline grew this
 			// one's stack, and an idle connection should not keep it.
 			_ = c.nc.SetReadDeadline(time.Time{})
@@ -370,10 +377,13 @@ func (c *Conn) process() outcome {
 			// The last frame of the read: it owns the whole buffer.
 			return c.runInline()
 		}
-		if !c.p.Blocked() {
+		if !c.p.Blocked() || c.rlen == 0 {
 			break
 		}
-		// At MaxInFlight: stop reading until a request completes.
+		// At MaxInFlight with a request waiting: stop reading until one
+		// completes. The waiting request is not slow-loris: its frame
+		// timer restarts when feeding resumes.
+		c.p.ClearPartial()
 		ch := c.unblock.Load()
 		if ch == nil {
 			nc := make(chan struct{}, 1)
@@ -398,7 +408,10 @@ func (c *Conn) process() outcome {
 	}
 	c.p.MarkPartial(consumedAny)
 	if need := c.p.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
-		nb := &buffer{b: make([]byte, need)}
+		// Grow in steps as bytes arrive, not to the declared length at
+		// once: a 16-byte header must not make us allocate 4 MiB.
+		size := min(need, max(2*len(c.rb.b), c.rlen+c.sh.cfg.ReadBufferSize))
+		nb := &buffer{b: make([]byte, size)}
 		copy(nb.b, c.rb.b[:c.rlen])
 		c.sh.rpool.put(c.rb)
 		c.rb = nb
@@ -507,12 +520,11 @@ func (c *Conn) onPeerFIN() {
 		return
 	}
 	// A server finishes what is in flight, answers, and closes.
-	c.setErr(fmt.Errorf("%w: by the peer", ErrConnClosed))
 	c.wmu.Lock()
 	fin := c.wfin
 	c.wmu.Unlock()
 	if fin {
-		c.Close(nil)
+		c.Close(errClosedByPeer)
 		return
 	}
 	c.draining.Store(true)
@@ -543,15 +555,18 @@ func (c *Conn) RequestDone() {
 
 // GoAway tells the peer that no request above the last one received will be
 // processed; the connection then finishes the requests in flight, sends
-// its FIN and closes. It returns the last id announced.
-func (c *Conn) GoAway(reason wire.Reason, msg string) uint64 {
-	id, _ := c.p.GoAway(reason, msg)
+// its FIN and closes. It returns the last id announced, and whether this
+// call sent the GOAWAY (false: it had been sent before).
+func (c *Conn) GoAway(reason wire.Reason, msg string) (lastID uint64, first bool) {
+	lastID, first = c.p.GoAway(reason, msg)
 	c.draining.Store(true)
 	if c.p.InFlight() == 0 {
 		c.requestFIN()
 	}
-	return id
+	return lastID, first
 }
+
+var errClosedByPeer = fmt.Errorf("%w: by the peer", ErrConnClosed)
 
 // Close closes the connection at once; requests in flight fail with err
 // (ErrConnClosed when nil, or the reason recorded earlier).
@@ -562,6 +577,12 @@ func (c *Conn) Close(err error) {
 		return
 	}
 	_ = c.nc.Close()
+	// A reader busy with an inline request would end the connection only
+	// when that request returns, and the monitor no longer ticks a closed
+	// connection: start the reader that ends it now.
+	if s := c.inlineSince.Load(); s != 0 && c.inlineSince.CompareAndSwap(s, 0) {
+		go c.Run()
+	}
 	c.errMu.Lock()
 	if c.closedCh != nil && !c.chClosed {
 		close(c.closedCh)
@@ -871,6 +892,11 @@ func (c *Conn) releaseIfIdleLocked() {
 	c.wb, c.spare = nil, nil
 }
 
+// Finish closes the connection gracefully: it sends our FIN once
+// everything queued is written, and closes when the peer's FIN arrives (or
+// after LingerTimeout). Nothing more can be sent.
+func (c *Conn) Finish() { c.requestFIN() }
+
 // requestFIN sends our FIN once everything queued is written.
 func (c *Conn) requestFIN() {
 	c.wmu.Lock()
@@ -892,7 +918,10 @@ func (c *Conn) sendFIN() {
 	c.halfClosed.Store(Mono())
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := c.nc.(closeWriter)
-	if !ok || cw.CloseWrite() != nil || c.peerFIN.Load() {
+	switch {
+	case c.peerFIN.Load():
+		c.Close(errClosedByPeer)
+	case !ok || cw.CloseWrite() != nil:
 		c.Close(nil)
 	}
 }

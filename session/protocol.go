@@ -153,9 +153,17 @@ func (p *Protocol) init(role Role, cfg *Config, h Handler, send func([]byte), cl
 	p.lastRecv.Store(clock())
 }
 
+// Arrived records that n bytes arrived from the peer now: any byte proves
+// the peer alive. The transport calls it for every read, before Feed.
+func (p *Protocol) Arrived(n int) {
+	p.received.Store(true)
+	p.lastRecv.Store(p.clock())
+	p.bytesIn.Add(uint64(n))
+}
+
 // Feed decodes every complete frame at the start of b and returns how many
-// bytes it consumed. It stops early, leaving bytes unconsumed, when a server
-// connection reaches MaxInFlight (Blocked then reports true). A non-nil error
+// bytes it consumed. It stops early, leaving bytes unconsumed, before a REQUEST
+// when a server connection is at MaxInFlight (Blocked then reports true). A non-nil error
 // is fatal to the connection: a *wire.FrameTooLargeError, a
 // *wire.ProtocolError, or a *RemoteError for a connection-level ERROR from
 // the peer.
@@ -163,13 +171,14 @@ func (p *Protocol) Feed(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	p.received.Store(true)
-	p.lastRecv.Store(p.clock())
-	p.bytesIn.Add(uint64(len(b)))
 	consumed := 0
 	for consumed < len(b) {
 		if p.role == RoleServer && int(p.inflight.Load()) >= p.cfg.MaxInFlight {
-			break
+			// At the in-flight limit only requests wait: PINGs, PONGs and
+			// the rest still flow, so the limit never starves liveness.
+			if rest := b[consumed:]; len(rest) < wire.HeaderLen || wire.Type(rest[4]) == wire.TypeRequest {
+				break
+			}
 		}
 		f, n, err := p.dec.Next(b[consumed:])
 		if err != nil {

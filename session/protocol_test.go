@@ -55,6 +55,12 @@ type clock struct{ t time.Duration }
 
 func (c *clock) now() int64 { return int64(c.t) }
 
+// deliver hands b to p as a transport does: an arrival, then the bytes.
+func deliver(p *Protocol, b []byte) (int, error) {
+	p.Arrived(len(b))
+	return p.Feed(b)
+}
+
 // tickAt moves the clock to d and ticks.
 func tickAt(p *Protocol, c *clock, d time.Duration) error {
 	c.t = d
@@ -96,7 +102,7 @@ func TestHeartbeatTimesArrivals(t *testing.T) {
 	clk := &clock{}
 	p := NewProtocol(RoleClient, testConfig(), r, r.send, clk.now)
 	clk.t = 50 * time.Millisecond
-	if _, err := p.Feed(wire.AppendResponse(nil, 1, nil)); err != nil {
+	if _, err := deliver(p, wire.AppendResponse(nil, 1, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tickAt(p, clk, 1049*time.Millisecond); err != nil || len(r.out) != 0 {
@@ -114,7 +120,7 @@ func TestHeartbeatAnyFrameProvesLife(t *testing.T) {
 	// A busy connection: a response arrives every 500ms: no PING ever.
 	for i := 1; i <= 20; i++ {
 		clk.t = time.Duration(i) * 500 * time.Millisecond
-		if _, err := p.Feed(wire.AppendResponse(nil, uint64(i), []byte("x"))); err != nil {
+		if _, err := deliver(p, wire.AppendResponse(nil, uint64(i), []byte("x"))); err != nil {
 			t.Fatal(err)
 		}
 		if err := p.Tick(); err != nil {
@@ -130,7 +136,7 @@ func TestHeartbeatAnyFrameProvesLife(t *testing.T) {
 	}
 	data, _ := wire.ParsePing(r.last().Payload)
 	clk.t += 30 * time.Millisecond
-	if _, err := p.Feed(wire.AppendPong(nil, data)); err != nil {
+	if _, err := deliver(p, wire.AppendPong(nil, data)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tickAt(p, clk, 12500*time.Millisecond); err != nil {
@@ -338,5 +344,24 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if got := DefaultConfig().TickInterval(); got != 200*time.Millisecond {
 		t.Fatalf("default tick %v", got)
+	}
+}
+
+// TestInFlightLimitLetsControlFramesThrough: at the limit only requests
+// wait; a PING behind them is still answered, so liveness never starves.
+func TestInFlightLimitLetsControlFramesThrough(t *testing.T) {
+	r := newRecorder()
+	p := NewProtocol(RoleServer, testConfig(), r, r.send, nil) // MaxInFlight 2
+	in := wire.AppendRequest(wire.AppendRequest(nil, 1, 0, "m", nil), 2, 0, "m", nil)
+	in = wire.AppendPing(in, 9)
+	n, err := p.Feed(in)
+	if err != nil || n != len(in) {
+		t.Fatalf("Feed = %d of %d, %v", n, len(in), err)
+	}
+	if f := r.last(); f.Type != wire.TypePong {
+		t.Fatalf("the PING behind two requests at the limit got %v, want PONG", f.Header)
+	}
+	if n, _ := p.Feed(wire.AppendRequest(nil, 3, 0, "m", nil)); n != 0 {
+		t.Fatal("a request over the limit was taken")
 	}
 }
