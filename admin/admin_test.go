@@ -109,6 +109,7 @@ func TestDrain(t *testing.T) {
 	e := startEnv(t, envOpts{})
 	e.client(client.Config{})
 	e.rawConns(2)
+	waitActive(t, e, 3) // the client's connection and the two raw ones
 
 	// A drain with a delay: not ready at once, GOAWAY later; online
 	// before the delay is over cancels it.
@@ -144,13 +145,23 @@ func TestDrain(t *testing.T) {
 
 	// A short delay: the GOAWAY follows by itself.
 	e.expect(e.post("/admin/online"), 200, "application/json")
+	before := e.srv.Stats().Accepted
 	e.rawConns(1)
+	// The ConnOpened event rawConns waits for may be an earlier one (the
+	// client's): wait for this connection itself before draining.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().Accepted == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the new connection was never accepted")
+		}
+		pollPause()
+	}
 	e.expect(e.post("/admin/drain?delay=20ms"), 202, "application/json")
 	r = e.get("/readyz")
 	if r.code != 503 {
 		t.Fatalf("readyz during the drain delay: %d %q", r.code, r.body)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(5 * time.Second)
 	for e.srv.Stats().GoAways < 4 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no GOAWAY after the drain delay: %+v", e.srv.Stats())
@@ -170,6 +181,18 @@ func TestDrain(t *testing.T) {
 // pollPause is the pause between two checks of a condition that the test
 // waits for with a deadline (a timer firing on its own in the code under
 // test, which nothing else can signal).
+// waitActive waits until the server holds n connections.
+func waitActive(t *testing.T, e *env, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().Active != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %d connections, want %d", e.srv.Stats().Active, n)
+		}
+		pollPause()
+	}
+}
+
 func pollPause() {
 	t := time.NewTimer(2 * time.Millisecond)
 	<-t.C
