@@ -2,7 +2,6 @@ package session
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/tcppro/tcppro/wire"
@@ -174,17 +173,4 @@ func (c Config) TickInterval() time.Duration {
 	}
 	d /= 10
 	return min(max(d, 5*time.Millisecond), time.Second)
-}
-
-var interned sync.Map // Config → *Config
-
-// intern returns a shared copy of c (with defaults), so that thousands of
-// connections with the same configuration hold one copy.
-func intern(c Config) *Config {
-	c = c.WithDefaults()
-	if v, ok := interned.Load(c); ok {
-		return v.(*Config)
-	}
-	v, _ := interned.LoadOrStore(c, &c)
-	return v.(*Config)
 }

@@ -136,7 +136,7 @@ type Protocol struct {
 // clock is a monotonic clock in nanoseconds (nil: Mono); tests pass a fake.
 func NewProtocol(role Role, cfg Config, h Handler, send func([]byte), clock func() int64) *Protocol {
 	p := new(Protocol)
-	p.init(role, intern(cfg), h, send, clock)
+	p.init(role, &sharedFor(cfg).cfg, h, send, clock)
 	return p
 }
 
