@@ -147,6 +147,15 @@ func startEnv(t *testing.T, o envOpts) *env {
 		e.svcAddr = ln.Addr().String()
 		svcDone = make(chan error, 1)
 		go func() { svcDone <- srv.Serve(ln) }()
+		// Serve registers its listener on its own goroutine: readiness
+		// depends on it.
+		deadline := time.Now().Add(5 * time.Second)
+		for len(srv.Addrs()) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the business server never started serving")
+			}
+			time.Sleep(time.Millisecond)
+		}
 	}
 	t.Cleanup(func() {
 		srv.Close()
@@ -186,6 +195,7 @@ func (e *env) client(cfg client.Config) *client.Client {
 	if _, err := c.Call(ctx, "echo", []byte("hello")); err != nil {
 		e.t.Fatalf("echo: %v", err)
 	}
+	e.waitOpened(1) // the client's connection: later waits count only theirs
 	return c
 }
 
