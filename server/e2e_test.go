@@ -391,26 +391,18 @@ func (p *rawPeer) expect(t *testing.T, timeout time.Duration, want wire.Type) fr
 // with no frame other than PINGs before it.
 func (p *rawPeer) expectEOF(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		f, err := p.next(time.Until(deadline))
-		if err == nil {
-			if f.Type == wire.TypePing {
-				continue
-			}
-			t.Fatalf("got frame %v, want end of stream", f)
-		}
-		if !errors.Is(err, io.EOF) {
-			t.Fatalf("want end of stream (EOF), got %v", err)
-		}
-		return
-	}
+	p.expectEnd(t, timeout, false)
 }
 
 // expectClosed is expectEOF that also accepts a reset: a peer that keeps
 // sending while the server closes gets a reset for the bytes the server
 // never read.
 func (p *rawPeer) expectClosed(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	p.expectEnd(t, timeout, true)
+}
+
+func (p *rawPeer) expectEnd(t *testing.T, timeout time.Duration, resetOK bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -419,10 +411,15 @@ func (p *rawPeer) expectClosed(t *testing.T, timeout time.Duration) {
 			if f.Type == wire.TypePing {
 				continue
 			}
-			t.Fatalf("got frame %v, want the connection closed", f)
+			t.Fatalf("got frame %v, want the end of the stream", f)
 		}
-		if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		switch {
+		case errors.Is(err, io.EOF):
+		case resetOK && errors.Is(err, syscall.ECONNRESET):
+		case resetOK:
 			t.Fatalf("want the connection closed (EOF or reset), got %v", err)
+		default:
+			t.Fatalf("want end of stream (EOF), got %v", err)
 		}
 		return
 	}
