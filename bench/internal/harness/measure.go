@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -110,6 +111,16 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 		if _, err := srv.call(ctx, "prof-start "+s.Profile, "ok", 10*time.Second); err != nil {
 			return s, err
 		}
+		// The load generator's own profile: what each side's client costs.
+		f, err := os.Create(filepath.Join(cfg.CPUProfileDir, fmt.Sprintf("%s-%s-rep%d.load.pprof", scenario, kind, rep+1)))
+		if err != nil {
+			return s, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return s, err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	self := os.Getpid()
 	cpu0, err := procCPU(srv.pid())
@@ -150,6 +161,7 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 		return s, err
 	}
 	if cfg.CPUProfileDir != "" {
+		pprof.StopCPUProfile()
 		if _, err := srv.call(ctx, "prof-stop", "ok", 10*time.Second); err != nil {
 			return s, err
 		}
