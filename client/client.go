@@ -443,23 +443,29 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.mon.Add(sc)
-	go func() {
-		defer c.wg.Done()
-		err := connError(sc.Run())
-		switch {
-		case errors.Is(err, session.ErrPeerDead):
-			c.stats.deadPeers.Add(1)
-		case errors.Is(err, session.ErrWriteTimeout):
-			c.stats.writeTimeouts.Add(1)
-		}
-		cc.unusable.Store(true)
-		ep.detach(cc, stateFailing, err)
-		cc.failAll(err)
-		c.mu.Lock()
-		delete(c.conns, cc)
-		c.mu.Unlock()
-	}()
+	go sc.Run() // the background reader, until callers read for themselves
 	return cc, nil
+}
+
+// ConnClosed is called once by whichever goroutine read the connection
+// last, when it has closed: it fails what is still pending and takes the
+// connection out of service.
+func (cc *clientConn) ConnClosed(err error) {
+	c := cc.ep.c
+	defer c.wg.Done()
+	err = connError(err)
+	switch {
+	case errors.Is(err, session.ErrPeerDead):
+		c.stats.deadPeers.Add(1)
+	case errors.Is(err, session.ErrWriteTimeout):
+		c.stats.writeTimeouts.Add(1)
+	}
+	cc.unusable.Store(true)
+	cc.ep.detach(cc, stateFailing, err)
+	cc.failAll(err)
+	c.mu.Lock()
+	delete(c.conns, cc)
+	c.mu.Unlock()
 }
 
 // clientConn is one connection's calls: the session.Handler that routes
@@ -513,6 +519,26 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	// client's own CallTimeout is enforced by the connection's monitor tick
 	// (Tick below), so the common call arms no timer at all.
 	done := ctx.Done()
+	if cc.sc.TryLead() {
+		// Read the connection on this goroutine until the call is answered
+		// or its context ends: no hand-off from another goroutine.
+		var stop func() bool
+		if done != nil {
+			stop = context.AfterFunc(ctx, cl.kick)
+		}
+		cc.sc.LeadUntil(cl)
+		if stop != nil && !stop() {
+			<-cl.kicked // the kick ran or is running: let it finish
+		}
+		if len(cl.done) == 0 {
+			err = ctxError(ctx)
+			if cc.forget(id, cl) {
+				return nil, err
+			}
+		}
+		<-cl.done
+		return cl.resp, cl.err
+	}
 	if done == nil {
 		<-cl.done
 		return cl.resp, cl.err
@@ -541,6 +567,7 @@ func (cc *clientConn) Tick(now time.Time) {
 			delete(cc.pending, id)
 		}
 	}
+	cc.sc.SetAwaited(len(cc.pending))
 	done := len(expired) > 0 && cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -548,6 +575,9 @@ func (cc *clientConn) Tick(now time.Time) {
 	}
 	for _, cl := range expired {
 		cl.complete(nil, timeoutError{context.DeadlineExceeded})
+	}
+	if len(expired) > 0 {
+		cc.sc.Kick() // one of them may be reading for itself
 	}
 }
 
@@ -559,6 +589,7 @@ func (cc *clientConn) forget(id uint64, cl *call) bool {
 		return false
 	}
 	delete(cc.pending, id)
+	cc.sc.SetAwaited(len(cc.pending))
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -571,6 +602,7 @@ func (cc *clientConn) take(id uint64) *call {
 	cc.mu.Lock()
 	cl := cc.pending[id]
 	delete(cc.pending, id)
+	cc.sc.SetAwaited(len(cc.pending))
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -613,6 +645,7 @@ func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte
 			delete(cc.pending, id)
 		}
 	}
+	cc.sc.SetAwaited(len(cc.pending))
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	err := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
@@ -638,6 +671,7 @@ func (cc *clientConn) failAll(err error) {
 		calls = append(calls, cl)
 		delete(cc.pending, id)
 	}
+	cc.sc.SetAwaited(0)
 	cc.mu.Unlock()
 	for _, cl := range calls {
 		cl.complete(nil, err)
@@ -648,6 +682,9 @@ func (cc *clientConn) failAll(err error) {
 type call struct {
 	cc       *clientConn
 	done     chan struct{}
+	kick     func()        // run when the context of a call reading for itself ends
+	kicked   chan struct{} // kick has run
+	gaveUp   atomic.Bool   // set by kick
 	resp     []byte
 	err      error
 	deadline time.Time
@@ -656,7 +693,9 @@ type call struct {
 }
 
 var callPool = sync.Pool{New: func() any {
-	return &call{done: make(chan struct{}, 1)}
+	cl := &call{done: make(chan struct{}, 1), kicked: make(chan struct{}, 1)}
+	cl.kick = cl.onContextDone
+	return cl
 }}
 
 func getCall() *call { return callPool.Get().(*call) }
@@ -667,8 +706,21 @@ func putCall(cl *call) {
 		cl.armed = false
 	}
 	cl.cc, cl.resp, cl.err = nil, nil, nil
+	cl.gaveUp.Store(false)
 	callPool.Put(cl)
 }
+
+// onContextDone interrupts the read of a call reading the connection for
+// itself (see roundTrip) when its context ends.
+func (cl *call) onContextDone() {
+	cl.gaveUp.Store(true)
+	cl.cc.sc.Kick()
+	cl.kicked <- struct{}{}
+}
+
+// Answered implements session.Waiter: the call's reading ends when it is
+// answered or its context ended.
+func (cl *call) Answered() bool { return len(cl.done) > 0 || cl.gaveUp.Load() }
 
 // expired returns a channel that fires at the call's deadline, arming a
 // timer the first time: only calls that wait for a connection or a slot
@@ -695,6 +747,7 @@ func (cl *call) Register(id uint64) bool {
 		return false
 	}
 	cc.pending[id] = cl
+	cc.sc.SetAwaited(len(cc.pending))
 	return true
 }
 

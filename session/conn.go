@@ -41,10 +41,29 @@ type Conn struct {
 	sh      *shared // configuration, buffer pools: one per configuration
 	created int64   // Unix nanoseconds
 
+	// The reader role: one goroutine at a time reads the socket. A server
+	// connection's reader holds it for the connection's life (passing it
+	// on to a fresh goroutine now and then); on a client connection the
+	// role passes between callers (see Lead) and a background reader.
+	// Odd values mean held, even ones vacant; every take and release adds
+	// one, so the monitor can tell a role left vacant for a whole tick.
+	role     atomic.Uint64
+	roleSeen uint64       // the monitor's last look at role
+	active   bool         // the monitor's: bytes arrived during the last tick
+	awaited  atomic.Int64 // client: requests sent and not yet answered (SetAwaited)
+
 	// Reader state, owned by the reader role.
 	rb      *buffer // holds the read's result too (n, err)
 	rlen    int
 	readFn  func(uintptr) bool
+	discard bool // after a fatal protocol error: read and drop until the peer's FIN
+
+	// A second descriptor for the same socket, made the first time a slow
+	// inline request keeps a server's reader busy: the reader that takes
+	// over waits on it, since the busy one still holds the first one's
+	// read lock. Readers alternate between the two.
+	alt     atomic.Pointer[altFD]
+	useAlt  atomic.Bool
 	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 	peerFIN atomic.Bool
 
@@ -136,7 +155,9 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 		sh:      sh,
 		created: now.UnixNano(),
 	}
-	c.readFn = c.onReadable
+	if role == RoleClient {
+		c.readFn = c.onReadable
+	}
 	c.writeFn = c.onWritable
 	c.p = &c.proto
 	c.p.init(role, &sh.cfg, h, c.sendControl, Mono)
@@ -244,12 +265,29 @@ func (c *Conn) FramesOut() uint64 {
 // why it ended (never nil). It is the connection's own goroutine. If a
 // request run on the reader (see InlineHandler) outlasts its budget,
 // another goroutine takes over reading and this Run returns
-// ErrReaderHandedOff as soon as the request is done; the OnClose callback,
-// not Run's return, is the reliable end-of-connection signal.
+// ErrReaderHandedOff as soon as the request is done. On a client
+// connection Run also returns ErrReaderHandedOff when its callers read for
+// themselves (see Lead), or at once if another goroutine is reading. The
+// OnClose callback, not Run's return, is the reliable end-of-connection
+// signal.
 func (c *Conn) Run() error {
-	if !c.readLoop() {
+	if !c.takeRole() {
 		return ErrReaderHandedOff
 	}
+	return c.run()
+}
+
+// run is Run for a goroutine that already holds the reader role.
+func (c *Conn) run() error {
+	if !c.readLoop(nil) {
+		return ErrReaderHandedOff
+	}
+	return c.endReader()
+}
+
+// endReader is the last act of the reader role once the connection has
+// ended: the role stays held for ever, so this runs once.
+func (c *Conn) endReader() error {
 	<-c.Done()
 	err := c.Err()
 	if h, ok := c.p.h.(CloseHandler); ok {
@@ -260,67 +298,363 @@ func (c *Conn) Run() error {
 
 // ErrReaderHandedOff is returned by a Run whose reader role passed to
 // another goroutine (after a slow inline request, or to restart an idle
-// reader on a fresh stack). A Handler implementing CloseHandler learns the
-// end of the connection reliably.
+// reader on a fresh stack, or to a client's callers). A Handler
+// implementing CloseHandler learns the end of the connection reliably.
 var ErrReaderHandedOff = errors.New("session: reader handed off to another goroutine")
 
-// readLoop is the reader role. It returns false if the role passed to
-// another goroutine (the caller must then touch no reader state).
-func (c *Conn) readLoop() bool {
-	discard := false // after a fatal protocol error: read and drop until the peer's FIN
+// takeRole takes the reader role if it is vacant.
+func (c *Conn) takeRole() bool {
+	v := c.role.Load()
+	return v&1 == 0 && c.role.CompareAndSwap(v, v+1)
+}
+
+// releaseRole leaves the reader role vacant; only its holder calls it.
+func (c *Conn) releaseRole() {
+	if c.rb != nil && c.rlen == 0 {
+		c.sh.rpool.put(c.rb)
+		c.rb = nil
+	}
+	c.role.Add(1)
+}
+
+// needsReader reports whether a client connection with a vacant reader
+// role must get a reader now rather than at the next tick: answers are
+// awaited, or the connection is ending (the peer's FIN must be read).
+func (c *Conn) needsReader() bool {
+	return c.awaited.Load() > 0 || c.halfClosed.Load() != 0 || c.isClosed.Load()
+}
+
+// ensureReader starts a reader goroutine if the role is vacant.
+func (c *Conn) ensureReader() {
+	if c.takeRole() {
+		go c.run()
+	}
+}
+
+// Waiter is a request's caller as Lead sees it.
+type Waiter interface {
+	// Answered reports whether the caller may stop reading: its request
+	// was answered or failed, or the caller gave up on it.
+	Answered() bool
+}
+
+// TryLead lets a client's caller read the connection itself while it
+// waits for its answer, instead of waiting for another goroutine to hand
+// the answer over: one call at a time then costs what a hand-written
+// blocking round trip costs. It takes the reader role and returns true if
+// nobody holds it; the caller must then call LeadUntil. It returns false if
+// another goroutine is reading (the caller then waits for the answer to be
+// handed over).
+func (c *Conn) TryLead() bool {
+	return c.p.role == RoleClient && c.takeRole()
+}
+
+// LeadUntil reads on the calling goroutine, which took the reader role
+// with TryLead, dispatching every frame to the Handler as the background
+// reader would, until w.Answered reports true; then it leaves the role.
+// Frames for other requests go to their callers as usual; when answers are
+// still awaited, a background reader takes over. A caller that gives up
+// (its context ends) makes Answered true and calls Kick to interrupt the
+// read.
+func (c *Conn) LeadUntil(w Waiter) {
+	if c.readLoop(w) {
+		c.endReader()
+	}
+}
+
+// Kick interrupts the goroutine reading a client connection (see Lead) so
+// that it checks whether its caller is answered.
+func (c *Conn) Kick() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) }
+
+// SetAwaited tells a client connection how many requests sent on it await
+// their answer; the client updates it whenever that number changes. A
+// connection with answers awaited always has a reader.
+func (c *Conn) SetAwaited(n int) { c.awaited.Store(int64(n)) }
+
+// giveUp leaves the reader role of a client connection whose answers have
+// all arrived, so that the next caller reads for itself (Lead). It
+// returns false, keeping the role, when a reader is still needed.
+func (c *Conn) giveUp() bool {
+	if c.needsReader() {
+		return false
+	}
+	c.releaseRole()
+	return !c.needsReader() || !c.takeRole()
+}
+
+// readLoop is the reader role; the caller holds it. It returns false if
+// the role passed to another goroutine or was left vacant (the caller must
+// then touch no reader state), true when the connection ended. With a
+// Waiter it stops, leaving the role, once w is answered; without one, a
+// client connection's reader leaves the role when no answer is awaited
+// after it delivered some.
+func (c *Conn) readLoop(w Waiter) bool {
+	if c.p.role == RoleServer {
+		return c.serveLoop()
+	}
 	for {
-		err := c.raw.Read(c.readFn)
-		var n int
-		if c.rb != nil {
-			n = c.rb.n
-			if err == nil {
-				err = c.rb.err
+		if w != nil && w.Answered() {
+			c.releaseRole()
+			if c.needsReader() {
+				c.ensureReader()
 			}
-			c.rb.n, c.rb.err = 0, nil
-		}
-		if n > 0 {
-			if discard {
-				continue
-			}
-			c.rlen += n
-			c.p.Arrived(n)
-			switch c.process() {
-			case handedOff:
-				return false
-			case failed:
-				discard = true
-			}
-			continue
-		}
-		if err == nil { // the peer's FIN
-			c.onPeerFIN()
-			break
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) && !c.refresh.CompareAndSwap(true, false) {
-			// A kick that arrived after its refresh was done: not a
-			// timeout of ours (we set no other read deadline).
-			_ = c.nc.SetReadDeadline(time.Time{})
-			continue
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			// Restart on a fresh goroutine: handlers run inline grew this
-			// one's stack, and an idle connection should not keep it.
-			_ = c.nc.SetReadDeadline(time.Time{})
-			if c.rb != nil && c.rlen == 0 {
-				c.sh.rpool.put(c.rb)
-				c.rb = nil
-			}
-			go c.Run()
 			return false
 		}
-		c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
-		break
+		switch c.readOnce() {
+		case stepEnded:
+			return true
+		case stepHandedOff:
+			return false
+		case stepAnswered:
+			if w == nil && c.giveUp() {
+				return false
+			}
+		}
 	}
+}
+
+type step int
+
+const (
+	stepRead step = iota
+	stepAnswered
+	stepEnded
+	stepHandedOff
+)
+
+// readOnce waits for one read from the socket and processes it.
+func (c *Conn) readOnce() step {
+	err := c.raw.Read(c.readFn)
+	var n int
+	if c.rb != nil {
+		n = c.rb.n
+		if err == nil {
+			err = c.rb.err
+		}
+		c.rb.n, c.rb.err = 0, nil
+	}
+	if n > 0 {
+		if c.discard {
+			return stepRead
+		}
+		c.rlen += n
+		c.p.Arrived(n)
+		answers := c.p.answers
+		switch c.process() {
+		case handedOff:
+			return stepHandedOff
+		case failed:
+			c.discard = true
+		}
+		if c.p.answers != answers {
+			return stepAnswered
+		}
+		return stepRead
+	}
+	if err == nil { // the peer's FIN
+		c.onPeerFIN()
+		c.dropReadBuffer()
+		return stepEnded
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A kick: to check a Lead's caller, or to restart an idle server
+		// reader (we set no other read deadline).
+		_ = c.nc.SetReadDeadline(time.Time{})
+		if !c.refresh.CompareAndSwap(true, false) {
+			return stepRead
+		}
+		// Restart on a fresh goroutine: handlers run inline grew this
+		// one's stack, and an idle connection should not keep it.
+		if c.rb != nil && c.rlen == 0 {
+			c.sh.rpool.put(c.rb)
+			c.rb = nil
+		}
+		go c.run()
+		return stepHandedOff
+	}
+	c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
+	c.dropReadBuffer()
+	return stepEnded
+}
+
+func (c *Conn) dropReadBuffer() {
 	if c.rb != nil {
 		c.sh.rpool.put(c.rb)
 		c.rb = nil
 	}
-	return true
+}
+
+// altFD is a duplicate descriptor of a server connection's socket with its
+// own poller registration.
+type altFD struct {
+	f   *os.File
+	raw syscall.RawConn
+}
+
+// source returns the descriptor the server's reader uses now, and the
+// function that sets its read deadline.
+func (c *Conn) source() (syscall.RawConn, func(time.Time) error) {
+	if c.useAlt.Load() {
+		if a := c.alt.Load(); a != nil {
+			return a.raw, a.f.SetReadDeadline
+		}
+	}
+	return c.raw, c.nc.SetReadDeadline
+}
+
+// switchSource points the next server reader at the descriptor the current
+// one is not holding, making the duplicate on first use. Without a
+// duplicate (the descriptor limit), the next reader waits for the current
+// one's lock: reading pauses until the slow request returns.
+func (c *Conn) switchSource() {
+	if c.useAlt.Load() {
+		c.useAlt.Store(false)
+		return
+	}
+	if c.alt.Load() == nil {
+		a, err := c.dupFD()
+		if err != nil {
+			return
+		}
+		c.alt.Store(a)
+		if c.isClosed.Load() {
+			_ = a.f.Close()
+			return
+		}
+	}
+	c.useAlt.Store(true)
+}
+
+func (c *Conn) dupFD() (*altFD, error) {
+	var nfd int
+	var derr error
+	if err := c.raw.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	// The descriptor shares the socket's O_NONBLOCK, so os.NewFile
+	// registers it with the poller.
+	f := os.NewFile(uintptr(nfd), "tcppro-reader")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return &altFD{f: f, raw: raw}, nil
+}
+
+// serveLoop is a server connection's reader. It stays inside one RawRead
+// and does its work in the read callback: after a short read (the socket
+// drained) it waits for the poller's next readiness edge directly, without
+// the read that would only report EAGAIN — one system call per request
+// fewer than a read loop that leaves RawRead after each read, since
+// entering RawRead forgets any readiness already signalled.
+func (c *Conn) serveLoop() bool {
+	r := &serverReader{c: c}
+	read := r.onReadable
+	for {
+		raw, setDeadline := c.source()
+		r.step = stepRead
+		err := raw.Read(read)
+		switch r.step {
+		case stepHandedOff:
+			return false
+		case stepEnded:
+			return true
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A kick to restart an idle reader (we set no other deadline).
+			_ = setDeadline(time.Time{})
+			if !c.refresh.CompareAndSwap(true, false) {
+				continue
+			}
+			// Restart on a fresh goroutine: handlers run inline grew this
+			// one's stack, and an idle connection should not keep it.
+			if c.rb != nil && c.rlen == 0 {
+				c.sh.rpool.put(c.rb)
+				c.rb = nil
+			}
+			go c.run()
+			return false
+		}
+		c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
+		c.dropReadBuffer()
+		return true
+	}
+}
+
+// serverReader is one goroutine's turn as a server connection's reader.
+type serverReader struct {
+	c    *Conn
+	step step // how the read callback ended
+}
+
+// onReadable is the server's read callback: it reads and processes until
+// the socket is drained (a read shorter than the room offered) and then
+// returns false to wait for readability. It returns true, with r.step
+// saying why, when the connection ended or the reader role moved on.
+func (r *serverReader) onReadable(fd uintptr) bool {
+	c := r.c
+	for {
+		if c.isClosed.Load() {
+			c.dropReadBuffer()
+			r.step = stepEnded
+			return true
+		}
+		if c.rb == nil {
+			c.rb = c.sh.rpool.get()
+			c.rb.b = c.rb.b[:cap(c.rb.b)]
+		}
+		room := len(c.rb.b) - c.rlen
+		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
+		if err != nil {
+			switch err {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				if c.rlen == 0 {
+					c.sh.rpool.put(c.rb)
+					c.rb = nil
+				}
+				return false
+			}
+			c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
+			c.dropReadBuffer()
+			r.step = stepEnded
+			return true
+		}
+		if n == 0 { // the peer's FIN
+			c.onPeerFIN()
+			c.dropReadBuffer()
+			r.step = stepEnded
+			return true
+		}
+		if !c.discard {
+			c.rlen += n
+			c.p.Arrived(n)
+			switch c.process() {
+			case handedOff:
+				r.step = stepHandedOff
+				return true
+			case failed:
+				c.discard = true
+			}
+		}
+		if n < room {
+			if c.rlen == 0 && c.rb != nil {
+				c.sh.rpool.put(c.rb)
+				c.rb = nil
+			}
+			return false
+		}
+	}
 }
 
 // onReadable is the raw read callback: it borrows a buffer only when the
@@ -463,7 +797,8 @@ func (c *Conn) takeOverReader(mono int64) {
 	}
 	if c.inlineSince.CompareAndSwap(s, 0) {
 		c.handoffs.Add(1)
-		go c.Run()
+		c.switchSource()
+		go c.run()
 	}
 }
 
@@ -484,7 +819,38 @@ func (c *Conn) refreshIdleReader(idle bool) {
 	}
 	c.inlineRan.Store(false)
 	c.refresh.Store(true)
-	_ = c.nc.SetReadDeadline(time.Unix(1, 0)) // wakes the reader
+	_, setDeadline := c.source()
+	_ = setDeadline(time.Unix(1, 0)) // wakes the reader
+}
+
+// checkFIN looks, once per quiet spell, for a FIN the server's reader may
+// not have seen. The reader waits for the poller's next edge after a short
+// read (see serveLoop); when the peer's FIN arrives together with its last
+// bytes, the poller may report both as one edge, the read returns the
+// bytes, and nothing signals the FIN again. So on the first tick with
+// nothing received after some activity, the monitor peeks at the socket,
+// and if the FIN (or any byte) is waiting it wakes the reader, which reads
+// it. A FIN is thus seen within two ticks, at one peek per connection per
+// quiet spell.
+func (c *Conn) checkFIN(idle bool) {
+	if !idle {
+		c.active = true
+		return
+	}
+	if !c.active {
+		return
+	}
+	c.active = false
+	pending := false
+	_ = c.raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		pending = err == nil && n >= 0
+	})
+	if pending {
+		_, setDeadline := c.source()
+		_ = setDeadline(time.Unix(1, 0)) // the reader reads again
+	}
 }
 
 // Handoffs counts the times a slow inline request made another goroutine
@@ -576,12 +942,20 @@ func (c *Conn) Close(err error) {
 	if !c.isClosed.CompareAndSwap(false, true) {
 		return
 	}
-	_ = c.nc.Close()
+	if c.p.role == RoleServer {
+		c.closeServerSocket()
+	} else {
+		_ = c.nc.Close()
+	}
 	// A reader busy with an inline request would end the connection only
 	// when that request returns, and the monitor no longer ticks a closed
-	// connection: start the reader that ends it now.
+	// connection: start the reader that ends it now (its read fails at
+	// once: both descriptors are closed).
 	if s := c.inlineSince.Load(); s != 0 && c.inlineSince.CompareAndSwap(s, 0) {
-		go c.Run()
+		go c.run()
+	}
+	if c.p.role == RoleClient {
+		c.ensureReader() // a vacant role: nobody would see the close
 	}
 	c.errMu.Lock()
 	if c.closedCh != nil && !c.chClosed {
@@ -602,6 +976,23 @@ func (c *Conn) Close(err error) {
 	}
 }
 
+// closeServerSocket ends a server connection's socket without waiting. The
+// reader runs requests inside its read callback, holding a reference to
+// the descriptor that makes net.Conn.Close wait until the callback
+// returns — for ever if Close is called from the callback itself. So the
+// socket is shut down at once (the peer sees the end now, and a reader
+// waiting for readability wakes up), and the descriptors are released by
+// a goroutine that waits for the callback to return.
+func (c *Conn) closeServerSocket() {
+	_ = c.raw.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	go func() {
+		_ = c.nc.Close()
+		if a := c.alt.Load(); a != nil {
+			_ = a.f.Close()
+		}
+	}()
+}
+
 // setErr records the first reason the connection ends.
 func (c *Conn) setErr(err error) {
 	if err == nil {
@@ -619,6 +1010,9 @@ func (c *Conn) Tick(now time.Time) {
 	if c.isClosed.Load() {
 		return
 	}
+	if c.p.role == RoleClient {
+		c.tickReader()
+	}
 	mono := Mono()
 	if s := c.stalled.Load(); s != 0 && time.Duration(mono-s) >= c.sh.cfg.WriteTimeout {
 		c.Close(ErrWriteTimeout)
@@ -635,6 +1029,9 @@ func (c *Conn) Tick(now time.Time) {
 		return
 	}
 	idle := c.p.Idle()
+	if c.p.role == RoleServer {
+		c.checkFIN(idle)
+	}
 	if c.p.inlineOK {
 		c.takeOverReader(mono)
 		c.refreshIdleReader(idle)
@@ -646,6 +1043,18 @@ func (c *Conn) Tick(now time.Time) {
 	if th, ok := c.p.h.(TickHandler); ok {
 		th.Tick(now)
 	}
+}
+
+// tickReader starts a background reader on a client connection whose
+// reader role stayed vacant for a whole tick, so that an idle connection
+// still reads PINGs, GOAWAY and the peer's FIN.
+func (c *Conn) tickReader() {
+	v := c.role.Load()
+	if v&1 == 0 && v == c.roleSeen && c.role.CompareAndSwap(v, v+1) {
+		go c.run()
+		v++
+	}
+	c.roleSeen = v
 }
 
 // sendControl queues a control frame from the protocol. Control frames are
@@ -916,6 +1325,9 @@ func (c *Conn) requestFIN() {
 // the reader sees; the monitor closes outright after LingerTimeout.
 func (c *Conn) sendFIN() {
 	c.halfClosed.Store(Mono())
+	if c.p.role == RoleClient {
+		c.ensureReader() // the peer's FIN must be read
+	}
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := c.nc.(closeWriter)
 	switch {

@@ -129,6 +129,10 @@ type Protocol struct {
 	// instead of calling HandleRequest; the transport runs it.
 	inlineOK bool
 	inl      inlineRequest
+
+	// answers counts the RESPONSE, ERROR and GOAWAY frames fed to a
+	// client; Feed's goroutine owns it.
+	answers uint64
 }
 
 // NewProtocol returns the logic for one connection. send is called with
@@ -223,6 +227,7 @@ func (p *Protocol) handle(f wire.Frame, last bool, in []byte) error {
 		if p.role != RoleClient {
 			return protoErr("RESPONSE sent to a server")
 		}
+		p.answers++
 		p.h.HandleResponse(f.ID, f.Payload)
 		return nil
 	case wire.TypePing:
@@ -317,6 +322,7 @@ func (p *Protocol) handleError(f wire.Frame) error {
 	if p.role != RoleClient {
 		return protoErr("ERROR for a request sent to a server")
 	}
+	p.answers++
 	p.h.HandleError(f.ID, code, msg)
 	return nil
 }
@@ -333,6 +339,7 @@ func (p *Protocol) handleGoAway(f wire.Frame) error {
 	p.peerGoAway = true
 	p.peerLastID = lastID
 	p.mu.Unlock()
+	p.answers++
 	p.h.HandleGoAway(lastID, reason, msg)
 	return nil
 }

@@ -1,0 +1,137 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// warm sends n echo requests one at a time from id first on, so that the
+// server's reader runs the next request itself (inline).
+func (p *rawPeer) warm(t *testing.T, first uint64, n int) uint64 {
+	t.Helper()
+	id := first
+	for range n {
+		p.send(t, id, "echo", []byte("warm"))
+		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
+			t.Fatalf("response id %d, want %d", f.ID, id)
+		}
+		id++
+	}
+	return id
+}
+
+func (p *rawPeer) send(t *testing.T, id uint64, method string, body []byte) {
+	t.Helper()
+	p.wmu.Lock()
+	err := p.fr.WriteRequest(id, 10_000, method, body)
+	p.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSlowInlineRequestKeepsConnectionServed: a request run on the
+// connection's reader that blocks does not stop the connection: another
+// goroutine takes over reading (on a second descriptor, the first one's
+// read lock being held), so a later request on the same connection is
+// answered and heartbeats flow while the slow one waits. Three rounds make
+// the readers alternate between the two descriptors and back.
+func TestSlowInlineRequestKeepsConnectionServed(t *testing.T) {
+	mux := echoMux()
+	gates := make(chan *gate, 3)
+	mux.HandleFunc("slow", func(ctx context.Context, req *server.Request) ([]byte, error) {
+		return (<-gates).ServeTCP(ctx, req)
+	})
+	ts := startServer(t, baseConfig(), mux)
+	p := dialRaw(t, ts.addr, true)
+	id := uint64(1)
+	for round := range 3 {
+		g := newGate(t)
+		gates <- g
+		id = p.warm(t, id, 5)
+		slow := id
+		p.send(t, slow, "slow", nil)
+		g.waitStarted(t, 2*time.Second)
+		// Longer than the heartbeat bound: the connection must stay alive.
+		deadline := time.Now().Add(hbInterval + hbTimeout + 100*time.Millisecond)
+		for time.Now().Before(deadline) {
+			id++
+			p.send(t, id, "echo", []byte("while slow"))
+			if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
+				t.Fatalf("round %d: response id %d while the slow request runs, want %d", round, f.ID, id)
+			}
+			pollPause(20 * time.Millisecond)
+		}
+		g.Release()
+		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != slow || string(f.Payload) != "released" {
+			t.Fatalf("round %d: got %v, want the slow request's response", round, f)
+		}
+		id++
+	}
+}
+
+// TestCloseWithInlineRequestBlocked: closing the server while a request
+// blocks on a connection's reader ends the connection at once; the peer
+// does not wait for the handler to return.
+func TestCloseWithInlineRequestBlocked(t *testing.T) {
+	mux := echoMux()
+	g := newGate(t)
+	mux.Handle("stuck", g)
+	ts := startServer(t, baseConfig(), mux)
+	t.Cleanup(g.Release) // before the server's cleanup, which waits for handlers
+	p := dialRaw(t, ts.addr, true)
+	id := p.warm(t, 1, 5)
+	p.send(t, id, "stuck", nil)
+	g.waitStarted(t, 2*time.Second)
+	start := time.Now()
+	ts.Close()
+	p.expectClosed(t, time.Second)
+	t.Logf("TIMING peer saw the close %v after Close", time.Since(start))
+}
+
+// TestRequestAndFINTogether: a peer that sends a request and half-closes
+// at once gets its answer and then the server's FIN promptly, even when
+// the FIN arrives with the request's bytes (one readiness event for both:
+// see session.Conn.checkFIN). Heartbeats are slow here, so only that check
+// can end these connections in time.
+func TestRequestAndFINTogether(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Session.HeartbeatInterval = 5 * time.Second
+	cfg.Session.HeartbeatTimeout = 5 * time.Second
+	mux := echoMux()
+	mux.HandleFunc("nap", func(context.Context, *server.Request) ([]byte, error) {
+		time.Sleep(5 * time.Millisecond) // the FIN arrives while the request runs
+		return []byte("rested"), nil
+	})
+	ts := startServer(t, cfg, mux)
+	var worst time.Duration
+	for i := range 20 {
+		p := dialRaw(t, ts.addr, false)
+		id := uint64(1)
+		if i%2 == 1 {
+			id = p.warm(t, id, 3) // the last request runs inline
+		}
+		p.send(t, id, "nap", nil)
+		start := time.Now()
+		if err := p.conn.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
+			t.Fatalf("conn %d: response id %d, want %d", i, f.ID, id)
+		}
+		_, err := p.next(time.Second)
+		if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("conn %d: want the server's FIN within 1 s of ours, got %v", i, err)
+		}
+		worst = max(worst, time.Since(start))
+		p.Close()
+	}
+	t.Logf("TIMING worst FIN-to-FIN %v over 20 connections", worst)
+}
