@@ -506,7 +506,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	if left := time.Until(deadline); left > time.Millisecond {
 		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
 	}
-	cl.cc = cc
+	cl.cc, cl.ctx = cc, ctx
 	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, len(cc.sem) > 1)
 	if err != nil && id == 0 {
 		if ctx.Err() != nil {
@@ -521,17 +521,16 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	done := ctx.Done()
 	if cc.sc.TryLead() {
 		// Read the connection on this goroutine until the call is answered
-		// or its context ends: no hand-off from another goroutine.
-		var stop func() bool
-		if done != nil {
-			stop = context.AfterFunc(ctx, cl.kick)
-		}
-		cc.sc.LeadUntil(cl)
-		if stop != nil && !stop() {
-			<-cl.kicked // the kick ran or is running: let it finish
-		}
+		// or its deadline passes: no hand-off from another goroutine. The
+		// deadline is the socket's; a context cancelled earlier is seen by
+		// the monitor's next tick (Tick below).
+		expired := cc.sc.LeadUntil(cl, deadline)
 		if len(cl.done) == 0 {
-			err = ctxError(ctx)
+			if expired {
+				err = timeoutError{context.DeadlineExceeded}
+			} else {
+				err = ctxError(ctx)
+			}
 			if cc.forget(id, cl) {
 				return nil, err
 			}
@@ -557,14 +556,21 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 }
 
 // Tick is called by the monitor: it fails the calls whose deadline passed
-// (those whose context had none and got CallTimeout).
+// (those whose context had none and got CallTimeout), and interrupts a
+// call reading the connection for itself whose context was cancelled.
 func (cc *clientConn) Tick(now time.Time) {
 	var expired []*call
+	kick := false
 	cc.mu.Lock()
 	for id, cl := range cc.pending {
 		if !now.Before(cl.deadline) {
 			expired = append(expired, cl)
 			delete(cc.pending, id)
+			continue
+		}
+		if cl.ctx != nil && !cl.gaveUp.Load() && cl.ctx.Err() != nil {
+			cl.gaveUp.Store(true)
+			kick = true
 		}
 	}
 	cc.sc.SetAwaited(len(cc.pending))
@@ -576,8 +582,8 @@ func (cc *clientConn) Tick(now time.Time) {
 	for _, cl := range expired {
 		cl.complete(nil, timeoutError{context.DeadlineExceeded})
 	}
-	if len(expired) > 0 {
-		cc.sc.Kick() // one of them may be reading for itself
+	if kick || len(expired) > 0 {
+		cc.sc.Kick() // the call reading for itself may be one of them
 	}
 }
 
@@ -682,9 +688,8 @@ func (cc *clientConn) failAll(err error) {
 type call struct {
 	cc       *clientConn
 	done     chan struct{}
-	kick     func()        // run when the context of a call reading for itself ends
-	kicked   chan struct{} // kick has run
-	gaveUp   atomic.Bool   // set by kick
+	ctx      context.Context
+	gaveUp   atomic.Bool // its context ended while it read the connection (see Tick)
 	resp     []byte
 	err      error
 	deadline time.Time
@@ -693,9 +698,7 @@ type call struct {
 }
 
 var callPool = sync.Pool{New: func() any {
-	cl := &call{done: make(chan struct{}, 1), kicked: make(chan struct{}, 1)}
-	cl.kick = cl.onContextDone
-	return cl
+	return &call{done: make(chan struct{}, 1)}
 }}
 
 func getCall() *call { return callPool.Get().(*call) }
@@ -705,21 +708,13 @@ func putCall(cl *call) {
 		cl.timer.Stop()
 		cl.armed = false
 	}
-	cl.cc, cl.resp, cl.err = nil, nil, nil
+	cl.cc, cl.ctx, cl.resp, cl.err = nil, nil, nil, nil
 	cl.gaveUp.Store(false)
 	callPool.Put(cl)
 }
 
-// onContextDone interrupts the read of a call reading the connection for
-// itself (see roundTrip) when its context ends.
-func (cl *call) onContextDone() {
-	cl.gaveUp.Store(true)
-	cl.cc.sc.Kick()
-	cl.kicked <- struct{}{}
-}
-
 // Answered implements session.Waiter: the call's reading ends when it is
-// answered or its context ended.
+// answered or its context was cancelled.
 func (cl *call) Answered() bool { return len(cl.done) > 0 || cl.gaveUp.Load() }
 
 // expired returns a channel that fires at the call's deadline, arming a

@@ -279,7 +279,7 @@ func (c *Conn) Run() error {
 
 // run is Run for a goroutine that already holds the reader role.
 func (c *Conn) run() error {
-	if !c.readLoop(nil) {
+	if !c.readLoop() {
 		return ErrReaderHandedOff
 	}
 	return c.endReader()
@@ -351,15 +351,36 @@ func (c *Conn) TryLead() bool {
 
 // LeadUntil reads on the calling goroutine, which took the reader role
 // with TryLead, dispatching every frame to the Handler as the background
-// reader would, until w.Answered reports true; then it leaves the role.
-// Frames for other requests go to their callers as usual; when answers are
-// still awaited, a background reader takes over. A caller that gives up
-// (its context ends) makes Answered true and calls Kick to interrupt the
-// read.
-func (c *Conn) LeadUntil(w Waiter) {
-	if c.readLoop(w) {
-		c.endReader()
+// reader would, until w.Answered reports true or the deadline (zero: none)
+// passes; then it leaves the role and reports whether the deadline passed
+// first. The deadline is the socket's read deadline, so it costs no timer
+// of its own. Frames for other requests go to their callers as usual;
+// when answers are still awaited, a background reader takes over. A caller
+// that gives up early makes Answered true and calls Kick.
+func (c *Conn) LeadUntil(w Waiter, deadline time.Time) (expired bool) {
+	_ = c.nc.SetReadDeadline(deadline)
+	for !w.Answered() {
+		st := c.readOnce()
+		if st == stepEnded {
+			c.endReader()
+			return false
+		}
+		if st != stepDeadline || w.Answered() {
+			continue
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			expired = true
+			break
+		}
+		// A kick meant for an earlier reader: read on.
+		_ = c.nc.SetReadDeadline(deadline)
 	}
+	// The deadline stays set: the next reader sets its own.
+	c.releaseRole()
+	if c.needsReader() {
+		c.ensureReader()
+	}
+	return expired
 }
 
 // Kick interrupts the goroutine reading a client connection (see Lead) so
@@ -384,29 +405,22 @@ func (c *Conn) giveUp() bool {
 
 // readLoop is the reader role; the caller holds it. It returns false if
 // the role passed to another goroutine or was left vacant (the caller must
-// then touch no reader state), true when the connection ended. With a
-// Waiter it stops, leaving the role, once w is answered; without one, a
-// client connection's reader leaves the role when no answer is awaited
-// after it delivered some.
-func (c *Conn) readLoop(w Waiter) bool {
+// then touch no reader state), true when the connection ended. A client
+// connection's background reader leaves the role when no answer is
+// awaited after it delivered some.
+func (c *Conn) readLoop() bool {
 	if c.p.role == RoleServer {
 		return c.serveLoop()
 	}
+	_ = c.nc.SetReadDeadline(time.Time{}) // a caller's, left behind
 	for {
-		if w != nil && w.Answered() {
-			c.releaseRole()
-			if c.needsReader() {
-				c.ensureReader()
-			}
-			return false
-		}
 		switch c.readOnce() {
 		case stepEnded:
 			return true
-		case stepHandedOff:
-			return false
+		case stepDeadline:
+			_ = c.nc.SetReadDeadline(time.Time{}) // a kick meant for a caller
 		case stepAnswered:
-			if w == nil && c.giveUp() {
+			if c.giveUp() {
 				return false
 			}
 		}
@@ -418,11 +432,13 @@ type step int
 const (
 	stepRead step = iota
 	stepAnswered
+	stepDeadline
 	stepEnded
 	stepHandedOff
 )
 
-// readOnce waits for one read from the socket and processes it.
+// readOnce waits for one read from a client connection's socket and
+// processes it.
 func (c *Conn) readOnce() step {
 	err := c.raw.Read(c.readFn)
 	var n int
@@ -457,20 +473,7 @@ func (c *Conn) readOnce() step {
 		return stepEnded
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// A kick: to check a Lead's caller, or to restart an idle server
-		// reader (we set no other read deadline).
-		_ = c.nc.SetReadDeadline(time.Time{})
-		if !c.refresh.CompareAndSwap(true, false) {
-			return stepRead
-		}
-		// Restart on a fresh goroutine: handlers run inline grew this
-		// one's stack, and an idle connection should not keep it.
-		if c.rb != nil && c.rlen == 0 {
-			c.sh.rpool.put(c.rb)
-			c.rb = nil
-		}
-		go c.run()
-		return stepHandedOff
+		return stepDeadline // a caller's deadline, or a kick
 	}
 	c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
 	c.dropReadBuffer()
