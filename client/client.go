@@ -207,6 +207,12 @@ func (c *Client) Close() error {
 // matching ErrTimeout, ErrPeerDead, ErrConnClosed, ErrServerBusy,
 // ErrUnavailable or ErrClosed. Calls the server certainly did not process
 // are retried up to MaxRetries times.
+//
+// A context cancelled before its deadline ends the call at once when the
+// call waits for its answer to be handed over, and within one monitor tick
+// (see CallTimeout) when the call is reading the connection itself, which
+// is what a call does when it is alone on its connection: watching the
+// context there would cost every call a registration on it.
 func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
 	if err := wire.ValidMethod(method); err != nil {
 		return nil, err

@@ -36,7 +36,6 @@ var ErrNotSyscallConn = errors.New("session: connection does not implement sysca
 type Conn struct {
 	nc      net.Conn
 	raw     syscall.RawConn
-	p       *Protocol // &proto
 	proto   Protocol
 	sh      *shared // configuration, buffer pools: one per configuration
 	created int64   // Unix nanoseconds
@@ -44,36 +43,37 @@ type Conn struct {
 	// The reader role: one goroutine at a time reads the socket. A server
 	// connection's reader holds it for the connection's life (passing it
 	// on to a fresh goroutine now and then); on a client connection the
-	// role passes between callers (see Lead) and a background reader.
+	// role passes between callers (see TryLead) and a background reader.
 	// Odd values mean held, even ones vacant; every take and release adds
 	// one, so the monitor can tell a role left vacant for a whole tick.
-	role     atomic.Uint64
-	roleSeen uint64       // the monitor's last look at role
-	active   bool         // the monitor's: bytes arrived during the last tick
-	awaited  atomic.Int64 // client: requests sent and not yet answered (SetAwaited)
+	// (A client's count of answers awaited is its Protocol's in-flight
+	// count: see SetAwaited.)
+	role     atomic.Uint32
+	roleSeen uint32 // the monitor's last look at role
 
 	// Reader state, owned by the reader role.
 	rb      *buffer // holds the read's result too (n, err)
 	rlen    int
 	readFn  func(uintptr) bool
-	discard bool // after a fatal protocol error: read and drop until the peer's FIN
+	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 
 	// A second descriptor for the same socket, made the first time a slow
 	// inline request keeps a server's reader busy: the reader that takes
 	// over waits on it, since the busy one still holds the first one's
-	// read lock. Readers alternate between the two.
-	alt     atomic.Pointer[altFD]
-	useAlt  atomic.Bool
-	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
-	peerFIN atomic.Bool
+	// read lock. Readers alternate between the two (useAlt).
+	alt atomic.Pointer[altFD]
 
+	peerFIN atomic.Bool
+	useAlt  atomic.Bool
 	// Inline requests: the reader runs the last request of a read itself.
-	inlineRan   atomic.Bool  // an inline request ran since the reader was last refreshed
-	refresh     atomic.Bool  // the monitor asked the reader to restart on a fresh stack
-	warm        atomic.Bool  // a request arrived within the last tick: run the next inline
-	inlineSince atomic.Int64 // Mono when the running inline request started; 0 when none
-	handoffs    atomic.Uint64
-	eofAt       atomic.Int64 // Mono when the peer's FIN arrived with requests in flight
+	inlineRan   atomic.Bool // an inline request ran since the reader was last refreshed
+	refresh     atomic.Bool // the monitor asked the reader to restart on a fresh stack
+	warm        atomic.Bool // a request arrived within the last tick: run the next inline
+	draining    atomic.Bool // end the connection when no request is in flight
+	isClosed    atomic.Bool
+	handoffs    atomic.Uint32 // slow inline requests that moved reading elsewhere
+	inlineSince atomic.Int64  // Mono when the running inline request started; 0 when none
+	eofAt       atomic.Int64  // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
 	wmu        sync.Mutex
@@ -81,6 +81,9 @@ type Conn struct {
 	finPending bool    // send FIN once the queue is empty
 	wfin       bool    // FIN sent: nothing more can be written
 	wblock     bool    // the flusher's: waiting for the socket
+	active     bool    // the monitor's: bytes arrived during the last tick
+	discard    bool    // the reader's: after a fatal protocol error, drop until the peer's FIN
+	chClosed   bool    // closedCh is closed, under errMu
 	wb         *buffer // queued bytes
 	spare      *buffer
 	inWrite    int // bytes of the batch being written
@@ -97,13 +100,10 @@ type Conn struct {
 
 	bytesOut atomic.Uint64
 	writes   atomic.Uint64 // write system calls that moved bytes
-	draining atomic.Bool   // end the connection when no request is in flight
-	isClosed atomic.Bool
 
 	errMu    sync.Mutex
 	err      error
 	closedCh chan struct{}           // made on first use of Done, under errMu
-	chClosed bool                    // closedCh is closed, under errMu
 	hooks    map[*CloseHook]struct{} // under errMu
 	mon      atomic.Pointer[Monitor]
 }
@@ -159,16 +159,15 @@ func NewConn(nc net.Conn, role Role, cfg Config, h Handler) (*Conn, error) {
 		c.readFn = c.onReadable
 	}
 	c.writeFn = c.onWritable
-	c.p = &c.proto
-	c.p.init(role, &sh.cfg, h, c.sendControl, Mono)
+	c.proto.init(role, &sh.cfg, h, c.sendControl, Mono)
 	if _, ok := h.(InlineHandler); ok && role == RoleServer {
-		c.p.inlineOK = true
+		c.proto.inlineOK = true
 	}
 	return c, nil
 }
 
 // Protocol returns the connection's protocol state.
-func (c *Conn) Protocol() *Protocol { return c.p }
+func (c *Conn) Protocol() *Protocol { return &c.proto }
 
 // Context is cancelled when the connection closes. It costs nothing: it is
 // the connection itself seen as a context.
@@ -290,7 +289,7 @@ func (c *Conn) run() error {
 func (c *Conn) endReader() error {
 	<-c.Done()
 	err := c.Err()
-	if h, ok := c.p.h.(CloseHandler); ok {
+	if h, ok := c.proto.h.(CloseHandler); ok {
 		h.ConnClosed(err)
 	}
 	return err
@@ -321,7 +320,7 @@ func (c *Conn) releaseRole() {
 // role must get a reader now rather than at the next tick: answers are
 // awaited, or the connection is ending (the peer's FIN must be read).
 func (c *Conn) needsReader() bool {
-	return c.awaited.Load() > 0 || c.halfClosed.Load() != 0 || c.isClosed.Load()
+	return c.proto.inflight.Load() > 0 || c.halfClosed.Load() != 0 || c.isClosed.Load()
 }
 
 // ensureReader starts a reader goroutine if the role is vacant.
@@ -346,7 +345,7 @@ type Waiter interface {
 // another goroutine is reading (the caller then waits for the answer to be
 // handed over).
 func (c *Conn) TryLead() bool {
-	return c.p.role == RoleClient && c.takeRole()
+	return c.proto.role == RoleClient && c.takeRole()
 }
 
 // LeadUntil reads on the calling goroutine, which took the reader role
@@ -390,7 +389,7 @@ func (c *Conn) Kick() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) }
 // SetAwaited tells a client connection how many requests sent on it await
 // their answer; the client updates it whenever that number changes. A
 // connection with answers awaited always has a reader.
-func (c *Conn) SetAwaited(n int) { c.awaited.Store(int64(n)) }
+func (c *Conn) SetAwaited(n int) { c.proto.inflight.Store(int32(n)) }
 
 // giveUp leaves the reader role of a client connection whose answers have
 // all arrived, so that the next caller reads for itself (Lead). It
@@ -409,7 +408,7 @@ func (c *Conn) giveUp() bool {
 // connection's background reader leaves the role when no answer is
 // awaited after it delivered some.
 func (c *Conn) readLoop() bool {
-	if c.p.role == RoleServer {
+	if c.proto.role == RoleServer {
 		return c.serveLoop()
 	}
 	_ = c.nc.SetReadDeadline(time.Time{}) // a caller's, left behind
@@ -433,6 +432,7 @@ const (
 	stepRead step = iota
 	stepAnswered
 	stepDeadline
+	stepProcess
 	stepEnded
 	stepHandedOff
 )
@@ -454,15 +454,15 @@ func (c *Conn) readOnce() step {
 			return stepRead
 		}
 		c.rlen += n
-		c.p.Arrived(n)
-		answers := c.p.answers
+		c.proto.Arrived(n)
+		answers := c.proto.answers
 		switch c.process() {
 		case handedOff:
 			return stepHandedOff
 		case failed:
 			c.discard = true
 		}
-		if c.p.answers != answers {
+		if c.proto.answers != answers {
 			return stepAnswered
 		}
 		return stepRead
@@ -568,6 +568,14 @@ func (c *Conn) serveLoop() bool {
 			return false
 		case stepEnded:
 			return true
+		case stepProcess:
+			switch c.process() {
+			case handedOff:
+				return false
+			case failed:
+				c.discard = true
+			}
+			continue
 		}
 		if err == nil {
 			continue
@@ -597,6 +605,18 @@ func (c *Conn) serveLoop() bool {
 type serverReader struct {
 	c    *Conn
 	step step // how the read callback ended
+}
+
+// oneWarmRequest reports whether the read buffer holds exactly one whole
+// REQUEST on a warm connection: the request/response fast path, run inside
+// the read callback.
+func (c *Conn) oneWarmRequest() bool {
+	b := c.rb.b[:c.rlen]
+	if !c.warm.Load() || len(b) < wire.HeaderLen || wire.Type(b[4]) != wire.TypeRequest {
+		return false
+	}
+	h, err := wire.ParseHeader(b)
+	return err == nil && wire.HeaderLen+int(h.Length) == len(b)
 }
 
 // onReadable is the server's read callback: it reads and processes until
@@ -641,7 +661,14 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 		}
 		if !c.discard {
 			c.rlen += n
-			c.p.Arrived(n)
+			c.proto.Arrived(n)
+			if !c.oneWarmRequest() {
+				// Anything but the fast path is processed after RawRead
+				// returns, on a shallower stack: an idle connection's
+				// reader must keep its first small stack.
+				r.step = stepProcess
+				return true
+			}
 			switch c.process() {
 			case handedOff:
 				r.step = stepHandedOff
@@ -701,7 +728,7 @@ const (
 func (c *Conn) process() outcome {
 	consumedAny := false
 	for {
-		n, err := c.p.Feed(c.rb.b[:c.rlen])
+		n, err := c.proto.Feed(c.rb.b[:c.rlen])
 		if n > 0 {
 			consumedAny = true
 			c.rlen = copy(c.rb.b, c.rb.b[n:c.rlen])
@@ -710,23 +737,23 @@ func (c *Conn) process() outcome {
 			c.fatal(err)
 			return failed
 		}
-		if c.p.inl.pending {
+		if c.proto.inl.pending {
 			// The last frame of the read: it owns the whole buffer.
 			return c.runInline()
 		}
-		if !c.p.Blocked() || c.rlen == 0 {
+		if !c.proto.Blocked() || c.rlen == 0 {
 			break
 		}
 		// At MaxInFlight with a request waiting: stop reading until one
 		// completes. The waiting request is not slow-loris: its frame
 		// timer restarts when feeding resumes.
-		c.p.ClearPartial()
+		c.proto.ClearPartial()
 		ch := c.unblock.Load()
 		if ch == nil {
 			nc := make(chan struct{}, 1)
 			c.unblock.Store(&nc)
 			ch = &nc
-			if !c.p.Blocked() { // a request completed before the channel existed
+			if !c.proto.Blocked() { // a request completed before the channel existed
 				continue
 			}
 		}
@@ -737,14 +764,14 @@ func (c *Conn) process() outcome {
 		}
 	}
 	if c.rlen == 0 {
-		c.p.ClearPartial()
+		c.proto.ClearPartial()
 		if cap(c.rb.b) != c.sh.rpool.size {
 			c.rb = nil // drop a buffer grown for one large frame
 		}
 		return ok
 	}
-	c.p.MarkPartial(consumedAny)
-	if need := c.p.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
+	c.proto.MarkPartial(consumedAny)
+	if need := c.proto.Need(c.rb.b[:c.rlen]); need > len(c.rb.b) {
 		// Grow in steps as bytes arrive, not to the declared length at
 		// once: a 16-byte header must not make us allocate 4 MiB.
 		size := min(need, max(2*len(c.rb.b), c.rlen+c.sh.cfg.ReadBufferSize))
@@ -770,18 +797,18 @@ func (c *Conn) process() outcome {
 func (c *Conn) runInline() outcome {
 	buf := c.rb
 	c.rb = nil
-	id, timeout, method, body := c.p.takeInline(buf.b)
-	c.p.ClearPartial()
+	id, timeout, method, body := c.proto.takeInline(buf.b)
+	c.proto.ClearPartial()
 	if !c.warm.Load() {
 		// Cold: the Handler copies the body and starts a goroutine.
 		c.warm.Store(true)
-		c.p.h.HandleRequest(id, timeout, method, body)
+		c.proto.h.HandleRequest(id, timeout, method, body)
 		c.rb = buf
 		return ok
 	}
 	since := Mono()
 	c.inlineSince.Store(since)
-	c.p.h.(InlineHandler).ServeInline(id, timeout, method, body)
+	c.proto.h.(InlineHandler).ServeInline(id, timeout, method, body)
 	c.inlineRan.Store(true)
 	c.sh.rpool.put(buf)
 	if !c.inlineSince.CompareAndSwap(since, 0) {
@@ -858,7 +885,7 @@ func (c *Conn) checkFIN(idle bool) {
 
 // Handoffs counts the times a slow inline request made another goroutine
 // take over reading.
-func (c *Conn) Handoffs() uint64 { return c.handoffs.Load() }
+func (c *Conn) Handoffs() uint64 { return uint64(c.handoffs.Load()) }
 
 // fatal ends the connection after a decoding error: it tells the peer why
 // (where the protocol has a code for it), stops processing, and closes once
@@ -884,7 +911,7 @@ func (c *Conn) fatal(err error) {
 
 func (c *Conn) onPeerFIN() {
 	c.peerFIN.Store(true)
-	if c.p.Role() == RoleClient {
+	if c.proto.Role() == RoleClient {
 		c.Close(fmt.Errorf("%w: by the peer", ErrConnClosed))
 		return
 	}
@@ -897,7 +924,7 @@ func (c *Conn) onPeerFIN() {
 		return
 	}
 	c.draining.Store(true)
-	if c.p.InFlight() == 0 {
+	if c.proto.InFlight() == 0 {
 		c.requestFIN()
 	} else {
 		c.eofAt.Store(Mono())
@@ -908,7 +935,7 @@ func (c *Conn) onPeerFIN() {
 // been answered. It wakes a reader held at MaxInFlight and ends a draining
 // connection once nothing is in flight.
 func (c *Conn) RequestDone() {
-	n := c.p.Done()
+	n := c.proto.Done()
 	if n == c.sh.cfg.MaxInFlight-1 {
 		if ch := c.unblock.Load(); ch != nil {
 			select {
@@ -927,9 +954,9 @@ func (c *Conn) RequestDone() {
 // its FIN and closes. It returns the last id announced, and whether this
 // call sent the GOAWAY (false: it had been sent before).
 func (c *Conn) GoAway(reason wire.Reason, msg string) (lastID uint64, first bool) {
-	lastID, first = c.p.GoAway(reason, msg)
+	lastID, first = c.proto.GoAway(reason, msg)
 	c.draining.Store(true)
-	if c.p.InFlight() == 0 {
+	if c.proto.InFlight() == 0 {
 		c.requestFIN()
 	}
 	return lastID, first
@@ -945,7 +972,7 @@ func (c *Conn) Close(err error) {
 	if !c.isClosed.CompareAndSwap(false, true) {
 		return
 	}
-	if c.p.role == RoleServer {
+	if c.proto.role == RoleServer {
 		c.closeServerSocket()
 	} else {
 		_ = c.nc.Close()
@@ -957,7 +984,7 @@ func (c *Conn) Close(err error) {
 	if s := c.inlineSince.Load(); s != 0 && c.inlineSince.CompareAndSwap(s, 0) {
 		go c.run()
 	}
-	if c.p.role == RoleClient {
+	if c.proto.role == RoleClient {
 		c.ensureReader() // a vacant role: nobody would see the close
 	}
 	c.errMu.Lock()
@@ -1013,7 +1040,7 @@ func (c *Conn) Tick(now time.Time) {
 	if c.isClosed.Load() {
 		return
 	}
-	if c.p.role == RoleClient {
+	if c.proto.role == RoleClient {
 		c.tickReader()
 	}
 	mono := Mono()
@@ -1031,19 +1058,19 @@ func (c *Conn) Tick(now time.Time) {
 		c.Close(fmt.Errorf("%w: requests in flight did not finish after the peer's FIN", ErrConnClosed))
 		return
 	}
-	idle := c.p.Idle()
-	if c.p.role == RoleServer {
+	idle := c.proto.Idle()
+	if c.proto.role == RoleServer {
 		c.checkFIN(idle)
 	}
-	if c.p.inlineOK {
+	if c.proto.inlineOK {
 		c.takeOverReader(mono)
 		c.refreshIdleReader(idle)
 	}
-	if err := c.p.Tick(); err != nil {
+	if err := c.proto.Tick(); err != nil {
 		c.Close(err)
 		return
 	}
-	if th, ok := c.p.h.(TickHandler); ok {
+	if th, ok := c.proto.h.(TickHandler); ok {
 		th.Tick(now)
 	}
 }
@@ -1083,7 +1110,7 @@ func (c *Conn) SendResponse(id uint64, body []byte) error {
 	}
 	c.wb.b = wire.AppendResponse(c.wb.b, id, body)
 	c.framesOut++
-	return c.flushLocked(c.p.InFlight() > 1)
+	return c.flushLocked(c.proto.InFlight() > 1)
 }
 
 // SendError queues an ERROR (id 0: about the whole connection).
@@ -1095,7 +1122,7 @@ func (c *Conn) SendError(id uint64, code wire.Code, msg string) error {
 	}
 	c.wb.b = wire.AppendError(c.wb.b, id, code, msg)
 	c.framesOut++
-	return c.flushLocked(c.p.InFlight() > 1)
+	return c.flushLocked(c.proto.InFlight() > 1)
 }
 
 // Registrar learns the id of a request just before it is queued, so that
@@ -1328,7 +1355,7 @@ func (c *Conn) requestFIN() {
 // the reader sees; the monitor closes outright after LingerTimeout.
 func (c *Conn) sendFIN() {
 	c.halfClosed.Store(Mono())
-	if c.p.role == RoleClient {
+	if c.proto.role == RoleClient {
 		c.ensureReader() // the peer's FIN must be read
 	}
 	type closeWriter interface{ CloseWrite() error }

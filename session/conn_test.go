@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/tcppro/tcppro/wire"
 )
@@ -154,5 +155,13 @@ func TestStalledWriteIsCut(t *testing.T) {
 	wg.Wait()
 	if !errors.Is(c.Err(), ErrWriteTimeout) {
 		t.Fatalf("closed with %v, want ErrWriteTimeout", c.Err())
+	}
+}
+
+// TestConnSize keeps the per-connection transport within its allocation
+// size class: every byte here is paid by every idle connection.
+func TestConnSize(t *testing.T) {
+	if n := unsafe.Sizeof(Conn{}); n > 512 {
+		t.Fatalf("Conn is %d bytes, want at most 512 (the 512-byte size class)", n)
 	}
 }

@@ -10,6 +10,16 @@
 // pooled buffers so that an idle connection holds none. Monitor drives the
 // timers of every connection from one goroutine.
 //
+// Who reads: a server connection's reader stays inside one RawRead and runs
+// the last request of each read in its read callback, so a request costs
+// one read and one write system call (it waits for the poller's next edge
+// after a short read instead of reading again for EAGAIN). On a client
+// connection the reader role passes between goroutines: a caller that finds
+// nobody reading reads its own answer (TryLead, LeadUntil), so one call at
+// a time involves no goroutine hand-off; a background reader serves the
+// others, and the monitor starts one on a connection left unread for a
+// whole tick.
+//
 // Liveness: any frame received proves the peer alive. After
 // HeartbeatInterval with nothing received a side sends PING; if nothing at
 // all arrives within HeartbeatTimeout the connection is closed with

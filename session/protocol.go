@@ -94,16 +94,23 @@ type CloseHandler interface {
 // Feed is called from one goroutine (the reader), Tick from one goroutine
 // (the monitor); GoAway, Done and the accessors are safe from any goroutine.
 type Protocol struct {
-	role Role
-	cfg  *Config
-	h    Handler
-	send func([]byte)
-	dec  wire.Decoder
+	role     Role
+	pingOut  bool // Tick's own
+	inlineOK bool // Feed may leave the last request of its input in inl for the transport to run
+	// Under mu: goAway says we sent GOAWAY, peerGoAway that the peer did.
+	goAway     bool
+	peerGoAway bool
+	dec        wire.Decoder
+	cfg        *Config
+	h          Handler
+	send       func([]byte)
 
 	// Liveness. received is set by Feed and consumed by Tick; the rest is
 	// Tick's own.
 	received atomic.Bool
-	pingOut  bool
+	// inflight is the number of requests being processed (server) or of
+	// answers awaited (client, see Conn.SetAwaited).
+	inflight atomic.Int32
 	lastRecv atomic.Int64 // clock time of the last bytes received
 	pingSent int64
 	clock    func() int64 // monotonic nanoseconds: Mono, or a test's fake
@@ -113,22 +120,15 @@ type Protocol struct {
 	// pending started arriving, or 0.
 	partialSince atomic.Int64
 
-	inflight atomic.Int32
-
 	mu         sync.Mutex
 	highestID  uint64 // server: highest request id received
-	goAway     bool   // we sent GOAWAY
 	lastID     uint64 // the last id in our GOAWAY
-	peerGoAway bool
 	peerLastID uint64
 
 	framesIn atomic.Uint64
 	bytesIn  atomic.Uint64
 
-	// inlineOK lets Feed leave the last request of its input in inl
-	// instead of calling HandleRequest; the transport runs it.
-	inlineOK bool
-	inl      inlineRequest
+	inl inlineRequest
 
 	// answers counts the RESPONSE, ERROR and GOAWAY frames fed to a
 	// client; Feed's goroutine owns it.
@@ -419,7 +419,8 @@ func (p *Protocol) GoAway(reason wire.Reason, msg string) (lastID uint64, first 
 // returns the number still in flight.
 func (p *Protocol) Done() int { return int(p.inflight.Add(-1)) }
 
-// InFlight is the number of requests being processed (server side).
+// InFlight is the number of requests being processed (server side), or of
+// answers awaited (client side, as the client reports them).
 func (p *Protocol) InFlight() int { return int(p.inflight.Load()) }
 
 // Blocked reports whether a server connection is at MaxInFlight, so its

@@ -449,7 +449,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	writeAligned(w, t, "lllrcl")
 	if c.CPUProfileDir != "" {
-		fmt.Fprintf(w, "\nserver CPU profiles (measured window only; profiling adds a little CPU to both sides) and heap profiles (memory scenario, after one request) in %s\n", c.CPUProfileDir)
+		fmt.Fprintf(w, "\nCPU profiles of server and load generator (measured window only, *.load.pprof for the load generator; profiling adds a little CPU to both sides) and heap profiles (memory scenario, after one request) in %s\n", c.CPUProfileDir)
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintln(w, "\nerrors:")
@@ -528,7 +528,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	memSettle := fs.Duration("mem-settle", def.MemSettle, "idle time before each memory reading with connections held (longer than the heartbeat interval)")
 	only := fs.String("only", "", "comma-separated scenario families to run: rr, pipe, mem (default all)")
 	rawBuf := fs.Bool("raw-bufwrite", false, "raw server coalesces echoes with a bufio.Writer (a tougher baseline)")
-	prof := fs.String("cpuprofile", "", "write a CPU profile of each server child's measured window (and a heap profile in the memory scenario) into this directory")
+	prof := fs.String("cpuprofile", "", "write CPU profiles of each measured window, server child and load generator (and a heap profile in the memory scenario), into this directory")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	strict := fs.Bool("strict", false, "exit with status 3 when a target is missed")
 	if err := fs.Parse(args); err != nil {
