@@ -309,10 +309,7 @@ func (c *Conn) takeRole() bool {
 
 // releaseRole leaves the reader role vacant; only its holder calls it.
 func (c *Conn) releaseRole() {
-	if c.rb != nil && c.rlen == 0 {
-		c.sh.rpool.put(c.rb)
-		c.rb = nil
-	}
+	c.returnEmptyReadBuffer()
 	c.role.Add(1)
 }
 
@@ -480,6 +477,23 @@ func (c *Conn) readOnce() step {
 	return stepEnded
 }
 
+// borrowReadBuffer makes sure the reader has a buffer to read into.
+func (c *Conn) borrowReadBuffer() {
+	if c.rb == nil {
+		c.rb = c.sh.rpool.get()
+		c.rb.b = c.rb.b[:cap(c.rb.b)]
+	}
+}
+
+// returnEmptyReadBuffer gives the read buffer back to the pool unless it
+// holds the start of a frame: a waiting reader holds no buffer.
+func (c *Conn) returnEmptyReadBuffer() {
+	if c.rb != nil && c.rlen == 0 {
+		c.sh.rpool.put(c.rb)
+		c.rb = nil
+	}
+}
+
 func (c *Conn) dropReadBuffer() {
 	if c.rb != nil {
 		c.sh.rpool.put(c.rb)
@@ -588,10 +602,7 @@ func (c *Conn) serveLoop() bool {
 			}
 			// Restart on a fresh goroutine: handlers run inline grew this
 			// one's stack, and an idle connection should not keep it.
-			if c.rb != nil && c.rlen == 0 {
-				c.sh.rpool.put(c.rb)
-				c.rb = nil
-			}
+			c.returnEmptyReadBuffer()
 			go c.run()
 			return false
 		}
@@ -631,10 +642,7 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 			r.step = stepEnded
 			return true
 		}
-		if c.rb == nil {
-			c.rb = c.sh.rpool.get()
-			c.rb.b = c.rb.b[:cap(c.rb.b)]
-		}
+		c.borrowReadBuffer()
 		room := len(c.rb.b) - c.rlen
 		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
 		if err != nil {
@@ -642,10 +650,7 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 			case unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				if c.rlen == 0 {
-					c.sh.rpool.put(c.rb)
-					c.rb = nil
-				}
+				c.returnEmptyReadBuffer()
 				return false
 			}
 			c.Close(fmt.Errorf("%w: read: %w", ErrConnClosed, err))
@@ -678,10 +683,7 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 			}
 		}
 		if n < room {
-			if c.rlen == 0 && c.rb != nil {
-				c.sh.rpool.put(c.rb)
-				c.rb = nil
-			}
+			c.returnEmptyReadBuffer()
 			return false
 		}
 	}
@@ -690,10 +692,7 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 // onReadable is the raw read callback: it borrows a buffer only when the
 // socket has bytes for it.
 func (c *Conn) onReadable(fd uintptr) bool {
-	if c.rb == nil {
-		c.rb = c.sh.rpool.get()
-		c.rb.b = c.rb.b[:cap(c.rb.b)]
-	}
+	c.borrowReadBuffer()
 	for {
 		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
 		switch err {
@@ -703,10 +702,7 @@ func (c *Conn) onReadable(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if c.rlen == 0 {
-				c.sh.rpool.put(c.rb)
-				c.rb = nil
-			}
+			c.returnEmptyReadBuffer()
 			return false
 		default:
 			c.rb.err = err
