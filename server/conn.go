@@ -94,9 +94,10 @@ func (c *conn) HandleRequest(id uint64, timeout time.Duration, method, body []by
 	go c.serve(r, timeout)
 }
 
-// ServeInline runs the last request of a read on the reader itself, with
-// the body still in the read buffer: no copy and no goroutine hand-off.
-// The session moves reading elsewhere if the handler is slow.
+// ServeInline runs the last request of a read on the calling goroutine
+// (the reader itself, or a goroutine the session started for the first
+// request after an idle spell), with the body still in the read buffer: no
+// copy. The session moves reading elsewhere if the handler is slow.
 func (c *conn) ServeInline(id uint64, timeout time.Duration, method, body []byte) {
 	if !c.s.acquireWorker() {
 		c.overloaded(id)

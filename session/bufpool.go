@@ -16,6 +16,7 @@ type buffer struct {
 	b   []byte
 	n   int
 	err error
+	inl inlineRequest // a request read into b, for the goroutine serving it
 }
 
 var pools sync.Map // size → *sync.Pool of *buffer

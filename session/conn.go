@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -423,7 +424,7 @@ func (c *Conn) readLoop() bool {
 	}
 }
 
-type step int
+type step uint8
 
 const (
 	stepRead step = iota
@@ -571,6 +572,8 @@ func (c *Conn) dupFD() (*altFD, error) {
 // fewer than a read loop that leaves RawRead after each read, since
 // entering RawRead forgets any readiness already signalled.
 func (c *Conn) serveLoop() bool {
+	// The step is the reader's own: a reader that took over after a slow
+	// inline request runs while this one is still inside its callback.
 	r := &serverReader{c: c}
 	read := r.onReadable
 	for {
@@ -787,30 +790,38 @@ func (c *Conn) process() outcome {
 // monitor watches the time it takes; past the inline budget it starts
 // another reader, and this goroutine gives the reader role up when the
 // request is done. A cold reader (the first request after it started, or
-// after an idle period) hands the request to a new goroutine instead, so
-// that a connection serving a request now and then never grows its
-// reader's stack.
+// after an idle period) hands the request, with the read buffer it sits
+// in, to a new goroutine instead, before any work that could grow the
+// reader's stack: an idle reader's stack stays at its first 2 KiB, which a
+// request served on it would double.
 func (c *Conn) runInline() outcome {
 	buf := c.rb
 	c.rb = nil
-	id, timeout, method, body := c.proto.takeInline(buf.b)
+	buf.inl = c.proto.takeInline()
 	c.proto.ClearPartial()
 	if !c.warm.Load() {
-		// Cold: the Handler copies the body and starts a goroutine.
+		// Cold: the request goes to a goroutine of its own with the read
+		// buffer, before any work that would deepen the reader's stack.
 		c.warm.Store(true)
-		c.proto.h.HandleRequest(id, timeout, method, body)
-		c.rb = buf
+		go c.serveCold(buf)
 		return ok
 	}
 	since := Mono()
 	c.inlineSince.Store(since)
-	c.proto.h.(InlineHandler).ServeInline(id, timeout, method, body)
+	c.proto.h.(InlineHandler).ServeInline(buf.inl.in(buf.b))
 	c.inlineRan.Store(true)
 	c.sh.rpool.put(buf)
 	if !c.inlineSince.CompareAndSwap(since, 0) {
 		return handedOff
 	}
 	return ok
+}
+
+// serveCold runs a cold reader's request on a goroutine of its own, which
+// owns the read buffer the request sits in until the handler returns.
+func (c *Conn) serveCold(buf *buffer) {
+	c.proto.h.(InlineHandler).ServeInline(buf.inl.in(buf.b))
+	c.sh.rpool.put(buf)
 }
 
 // inlineBudget is how long a request may run on the reader before another
@@ -869,14 +880,23 @@ func (c *Conn) checkFIN(idle bool) {
 	c.active = false
 	pending := false
 	_ = c.raw.Control(func(fd uintptr) {
-		var b [1]byte
-		n, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		pending = err == nil && n >= 0
+		pending = peekable(fd)
 	})
 	if pending {
 		_, setDeadline := c.source()
 		_ = setDeadline(time.Unix(1, 0)) // the reader reads again
 	}
+}
+
+// peekable reports whether a read from fd would return at once: a byte or
+// the peer's FIN is waiting. It calls recvfrom directly because
+// unix.Recvfrom allocates the sender's address, and the monitor peeks at
+// every connection that goes quiet.
+func peekable(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno == 0
 }
 
 // Handoffs counts the times a slow inline request made another goroutine

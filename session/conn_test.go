@@ -165,3 +165,57 @@ func TestConnSize(t *testing.T) {
 		t.Fatalf("Conn is %d bytes, want at most 512 (the 512-byte size class)", n)
 	}
 }
+
+// TestPeekable: the monitor's FIN check sees waiting bytes and a FIN,
+// consumes neither, and allocates nothing (it runs for every connection
+// that goes quiet).
+func TestPeekable(t *testing.T) {
+	a, b := tcpPair(t)
+	defer a.Close()
+	raw, err := a.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peek := func() (got bool) {
+		if err := raw.Control(func(fd uintptr) { got = peekable(fd) }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if peek() {
+		t.Fatal("peekable with nothing sent")
+	}
+	if allocs := testing.AllocsPerRun(100, func() { peek() }); allocs != 0 {
+		t.Fatalf("peekable allocates %.0f times per call", allocs)
+	}
+	if _, err := b.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if !waitUntil(2*time.Second, peek) {
+		t.Fatal("a waiting byte not seen")
+	}
+	var buf [2]byte
+	if n, err := a.Read(buf[:]); n != 1 || err != nil {
+		t.Fatalf("read %d, %v after peeking; want the byte still there", n, err)
+	}
+	if peek() {
+		t.Fatal("peekable after the byte was read")
+	}
+	_ = b.Close()
+	if !waitUntil(2*time.Second, peek) {
+		t.Fatal("the peer's FIN not seen")
+	}
+}
+
+// waitUntil polls cond every millisecond until it holds or timeout passes
+// (a condition checked until a deadline, not a sleep as synchronisation).
+func waitUntil(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}

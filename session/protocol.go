@@ -46,10 +46,12 @@ type Handler interface {
 }
 
 // InlineHandler is implemented by a server Handler that can run a request
-// on the connection's reader goroutine. The transport uses it for the last
-// request of a read (the common case of one request per read), saving a
-// goroutine hand-off; body aliases a buffer that stays valid until
-// ServeInline returns. The handler must answer the request and call Done
+// on the goroutine that calls it, with the body left in the read buffer.
+// The transport uses it for the last request of a read (the common case of
+// one request per read): on the connection's reader, saving a goroutine
+// hand-off, or, for the first request after an idle spell, on a goroutine
+// of its own. body aliases a buffer that stays valid until ServeInline
+// returns. The handler must answer the request and call Done
 // before returning. A slow request is safe: the transport moves reading to
 // another goroutine after a short budget.
 type InlineHandler interface {
@@ -278,11 +280,15 @@ func (p *Protocol) handleRequest(f wire.Frame, last bool, in []byte) error {
 	return nil
 }
 
-// takeInline returns the request Feed left pending in b, the buffer it was
-// given, and clears it.
-func (p *Protocol) takeInline(b []byte) (id uint64, timeout time.Duration, method, body []byte) {
+// takeInline returns the request Feed left pending and clears it.
+func (p *Protocol) takeInline() inlineRequest {
 	r := p.inl
 	p.inl = inlineRequest{}
+	return r
+}
+
+// in returns the request's fields in b, the buffer Feed was given.
+func (r *inlineRequest) in(b []byte) (id uint64, timeout time.Duration, method, body []byte) {
 	return r.id, time.Duration(r.timeoutMillis) * time.Millisecond,
 		b[r.methodOff : r.methodOff+r.methodLen], b[r.bodyOff : r.bodyOff+r.bodyLen]
 }
