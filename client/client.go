@@ -513,24 +513,18 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
 	}
 	cl.cc, cl.ctx = cc, ctx
-	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, len(cc.sem) > 1)
-	if err != nil && id == 0 {
-		if ctx.Err() != nil {
-			return nil, ctxError(ctx)
-		}
-		return nil, notProcessed(connError(err))
-	}
-	// Queued: the answer, a connection failure, GOAWAY or the deadline
-	// completes it. A context with a deadline ends the wait exactly; the
-	// client's own CallTimeout is enforced by the connection's monitor tick
-	// (Tick below), so the common call arms no timer at all.
-	done := ctx.Done()
+	more := len(cc.sem) > 1
 	if cc.sc.TryLead() {
-		// Read the connection on this goroutine until the call is answered
-		// or its deadline passes: no hand-off from another goroutine. The
-		// deadline is the socket's; a context cancelled earlier is seen by
-		// the monitor's next tick (Tick below).
-		expired := cc.sc.LeadUntil(cl, deadline)
+		// Send, then read the connection on this goroutine until the call
+		// is answered or its deadline passes: no hand-off from another
+		// goroutine. The deadline is the socket's; a context cancelled
+		// earlier is seen by the monitor's next tick (Tick below).
+		cl.lead = session.Lead{Ctx: ctx, TimeoutMillis: ms, Method: method, Body: body, Registrar: cl, More: more}
+		expired := cc.sc.SendAndLead(&cl.lead, cl, deadline)
+		id, err := cl.lead.ID, cl.lead.Err
+		if id == 0 {
+			return nil, sendError(ctx, err)
+		}
 		if len(cl.done) == 0 {
 			if expired {
 				err = timeoutError{context.DeadlineExceeded}
@@ -544,6 +538,15 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		<-cl.done
 		return cl.resp, cl.err
 	}
+	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, more)
+	if err != nil && id == 0 {
+		return nil, sendError(ctx, err)
+	}
+	// Queued: the answer, a connection failure, GOAWAY or the deadline
+	// completes it. A context with a deadline ends the wait exactly; the
+	// client's own CallTimeout is enforced by the connection's monitor tick
+	// (Tick below), so the common call arms no timer at all.
+	done := ctx.Done()
 	if done == nil {
 		<-cl.done
 		return cl.resp, cl.err
@@ -559,6 +562,14 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	}
 	<-cl.done // being completed right now
 	return cl.resp, cl.err
+}
+
+// sendError is the error of a call whose request was not sent.
+func sendError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxError(ctx)
+	}
+	return notProcessed(connError(err))
 }
 
 // Tick is called by the monitor: it fails the calls whose deadline passed
@@ -701,6 +712,7 @@ type call struct {
 	deadline time.Time
 	timer    *time.Timer // armed only while waiting outside a connection
 	armed    bool
+	lead     session.Lead // the request, when the call reads for itself
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -715,6 +727,7 @@ func putCall(cl *call) {
 		cl.armed = false
 	}
 	cl.cc, cl.ctx, cl.resp, cl.err = nil, nil, nil, nil
+	cl.lead = session.Lead{}
 	cl.gaveUp.Store(false)
 	callPool.Put(cl)
 }

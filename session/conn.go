@@ -56,6 +56,7 @@ type Conn struct {
 	rb      *buffer // holds the read's result too (n, err)
 	rlen    int
 	readFn  func(uintptr) bool
+	lead    *Lead                         // a request the read callback sends first (SendAndLead)
 	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 
 	// A second descriptor for the same socket, made the first time a slow
@@ -337,11 +338,11 @@ type Waiter interface {
 
 // TryLead lets a client's caller read the connection itself while it
 // waits for its answer, instead of waiting for another goroutine to hand
-// the answer over: one call at a time then costs what a hand-written
-// blocking round trip costs. It takes the reader role and returns true if
-// nobody holds it; the caller must then call LeadUntil. It returns false if
-// another goroutine is reading (the caller then waits for the answer to be
-// handed over).
+// the answer over: one call at a time then costs less than a hand-written
+// blocking round trip. It takes the reader role and returns true if nobody
+// holds it; the caller must then call SendAndLead or LeadUntil. It returns
+// false if another goroutine is reading (the caller then waits for the
+// answer to be handed over).
 func (c *Conn) TryLead() bool {
 	return c.proto.role == RoleClient && c.takeRole()
 }
@@ -356,28 +357,109 @@ func (c *Conn) TryLead() bool {
 // that gives up early makes Answered true and calls Kick.
 func (c *Conn) LeadUntil(w Waiter, deadline time.Time) (expired bool) {
 	_ = c.nc.SetReadDeadline(deadline)
-	for !w.Answered() {
-		st := c.readOnce()
+	return c.leadFrom(stepRead, w, deadline)
+}
+
+// leadFrom is LeadUntil's loop, from the outcome st of a first read.
+func (c *Conn) leadFrom(st step, w Waiter, deadline time.Time) (expired bool) {
+	for {
 		if st == stepEnded {
 			c.endReader()
 			return false
 		}
-		if st != stepDeadline || w.Answered() {
-			continue
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			expired = true
+		if w.Answered() {
 			break
 		}
-		// A kick meant for an earlier reader: read on.
-		_ = c.nc.SetReadDeadline(deadline)
+		if st == stepDeadline {
+			if !deadline.IsZero() && !time.Now().Before(deadline) {
+				expired = true
+				break
+			}
+			// A kick meant for an earlier reader: read on.
+			_ = c.nc.SetReadDeadline(deadline)
+		}
+		st = c.readOnce()
 	}
 	// The deadline stays set: the next reader sets its own.
+	c.leaveLead()
+	return expired
+}
+
+// leaveLead leaves the reader role a caller took with TryLead.
+func (c *Conn) leaveLead() {
 	c.releaseRole()
 	if c.needsReader() {
 		c.ensureReader()
 	}
-	return expired
+}
+
+// Lead is a request whose caller sends it and reads its answer itself
+// (SendAndLead). The caller fills in the request; SendAndLead sets ID and
+// Err as SendRequest would return them.
+type Lead struct {
+	Ctx           context.Context
+	TimeoutMillis uint32
+	Method        string
+	Body          []byte
+	Registrar     Registrar
+	More          bool // as SendRequest's more
+
+	ID  uint64
+	Err error
+}
+
+// SendAndLead is SendRequest followed by LeadUntil, for a caller that took
+// the reader role with TryLead, with one system call fewer: the request is
+// sent from inside the read call, once the read is registered with the
+// poller, so the read then waits for the answer's arrival directly instead
+// of first trying a read that could only find the socket empty. Entering a
+// read forgets readiness signalled before it, but the answer arrives after
+// the request leaves, so its arrival is always seen; bytes that arrived
+// earlier (a PING, another caller's answer) are read with it. Frames that
+// make the answer never come (GOAWAY, a BUSY refusal, the peer's FIN) may
+// have arrived earlier too, so the first wait lasts at most unseenBound: a
+// call not answered by then reads the socket once and then waits until its
+// deadline. If the request cannot be sent (l.ID is 0), SendAndLead leaves
+// the reader role at once.
+func (c *Conn) SendAndLead(l *Lead, w Waiter, deadline time.Time) (expired bool) {
+	first := time.Now().Add(unseenBound)
+	if !deadline.IsZero() && deadline.Before(first) {
+		first = deadline
+	}
+	_ = c.nc.SetReadDeadline(first)
+	l.ID, l.Err = 0, nil
+	c.lead = l
+	err := c.raw.Read(c.readFn)
+	if c.lead != nil {
+		// The read ended before its callback ran (the connection is
+		// closing, or the deadline has passed): send and read as usual.
+		c.lead = nil
+		l.ID, l.Err = c.SendRequest(l.Ctx, l.TimeoutMillis, l.Method, l.Body, l.Registrar, l.More)
+		if l.ID == 0 {
+			c.leaveLead()
+			return false
+		}
+		return c.leadFrom(stepRead, w, deadline)
+	}
+	if l.ID == 0 {
+		c.leaveLead()
+		return false
+	}
+	return c.leadFrom(c.afterRead(err), w, deadline)
+}
+
+// unseenBound bounds how long frames that arrived just before a call
+// entered its read can go unread (see SendAndLead). A call that takes
+// longer costs one extra wake-up and read.
+const unseenBound = 10 * time.Millisecond
+
+// sendLead sends the leading caller's request from the read callback. It
+// returns false, to wait for readability with no read first, once the
+// request is queued, and true (nothing read) if it was not.
+func (c *Conn) sendLead(l *Lead) bool {
+	c.lead = nil
+	l.ID, l.Err = c.SendRequest(l.Ctx, l.TimeoutMillis, l.Method, l.Body, l.Registrar, l.More)
+	return l.ID == 0
 }
 
 // Kick interrupts the goroutine reading a client connection (see Lead) so
@@ -437,8 +519,11 @@ const (
 
 // readOnce waits for one read from a client connection's socket and
 // processes it.
-func (c *Conn) readOnce() step {
-	err := c.raw.Read(c.readFn)
+func (c *Conn) readOnce() step { return c.afterRead(c.raw.Read(c.readFn)) }
+
+// afterRead processes what a client connection's read callback read; err
+// is what RawRead returned.
+func (c *Conn) afterRead(err error) step {
 	var n int
 	if c.rb != nil {
 		n = c.rb.n
@@ -695,6 +780,9 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 // onReadable is the raw read callback: it borrows a buffer only when the
 // socket has bytes for it.
 func (c *Conn) onReadable(fd uintptr) bool {
+	if l := c.lead; l != nil {
+		return c.sendLead(l)
+	}
 	c.borrowReadBuffer()
 	for {
 		n, err := unix.Read(int(fd), c.rb.b[c.rlen:])
@@ -988,11 +1076,7 @@ func (c *Conn) Close(err error) {
 	if !c.isClosed.CompareAndSwap(false, true) {
 		return
 	}
-	if c.proto.role == RoleServer {
-		c.closeServerSocket()
-	} else {
-		_ = c.nc.Close()
-	}
+	c.closeSocket()
 	// A reader busy with an inline request would end the connection only
 	// when that request returns, and the monitor no longer ticks a closed
 	// connection: start the reader that ends it now (its read fails at
@@ -1022,14 +1106,15 @@ func (c *Conn) Close(err error) {
 	}
 }
 
-// closeServerSocket ends a server connection's socket without waiting. The
-// reader runs requests inside its read callback, holding a reference to
-// the descriptor that makes net.Conn.Close wait until the callback
-// returns — for ever if Close is called from the callback itself. So the
-// socket is shut down at once (the peer sees the end now, and a reader
-// waiting for readability wakes up), and the descriptors are released by
-// a goroutine that waits for the callback to return.
-func (c *Conn) closeServerSocket() {
+// closeSocket ends the connection's socket without waiting. A server's
+// reader runs requests inside its read callback, and a client's caller
+// sends its request from there (SendAndLead), holding a reference to the
+// descriptor that makes net.Conn.Close wait until the callback returns —
+// for ever if Close is called from the callback itself. So the socket is
+// shut down at once (the peer sees the end now, and a reader waiting for
+// readability wakes up), and the descriptors are released by a goroutine
+// that waits for the callback to return.
+func (c *Conn) closeSocket() {
 	_ = c.raw.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 	go func() {
 		_ = c.nc.Close()

@@ -15,10 +15,11 @@
 // one read and one write system call (it waits for the poller's next edge
 // after a short read instead of reading again for EAGAIN). On a client
 // connection the reader role passes between goroutines: a caller that finds
-// nobody reading reads its own answer (TryLead, LeadUntil), so one call at
-// a time involves no goroutine hand-off; a background reader serves the
-// others, and the monitor starts one on a connection left unread for a
-// whole tick.
+// nobody reading sends its request from inside its own read call and reads
+// its answer (TryLead, SendAndLead), so one call at a time involves no
+// goroutine hand-off and costs one write and one read system call; a
+// background reader serves the others, and the monitor starts one on a
+// connection left unread for a whole tick.
 //
 // Liveness: any frame received proves the peer alive. After
 // HeartbeatInterval with nothing received a side sends PING; if nothing at
