@@ -582,7 +582,7 @@ func (cc *clientConn) Tick(now time.Time) {
 	for id, cl := range cc.pending {
 		if !now.Before(cl.deadline) {
 			expired = append(expired, cl)
-			delete(cc.pending, id)
+			cc.removePendingLocked(id)
 			continue
 		}
 		if cl.ctx != nil && !cl.gaveUp.Load() && cl.ctx.Err() != nil {
@@ -590,7 +590,6 @@ func (cc *clientConn) Tick(now time.Time) {
 			kick = true
 		}
 	}
-	cc.sc.SetAwaited(len(cc.pending))
 	done := len(expired) > 0 && cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -611,8 +610,7 @@ func (cc *clientConn) forget(id uint64, cl *call) bool {
 		cc.mu.Unlock()
 		return false
 	}
-	delete(cc.pending, id)
-	cc.sc.SetAwaited(len(cc.pending))
+	cc.removePendingLocked(id)
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -624,14 +622,26 @@ func (cc *clientConn) forget(id uint64, cl *call) bool {
 func (cc *clientConn) take(id uint64) *call {
 	cc.mu.Lock()
 	cl := cc.pending[id]
-	delete(cc.pending, id)
-	cc.sc.SetAwaited(len(cc.pending))
+	cc.removePendingLocked(id)
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
 		cc.closeDrained()
 	}
 	return cl
+}
+
+// addPendingLocked and removePendingLocked change the calls awaiting an
+// answer, keeping the session's count of them (SetAwaited) in step: a
+// connection with answers awaited always has a reader.
+func (cc *clientConn) addPendingLocked(id uint64, cl *call) {
+	cc.pending[id] = cl
+	cc.sc.SetAwaited(len(cc.pending))
+}
+
+func (cc *clientConn) removePendingLocked(id uint64) {
+	delete(cc.pending, id)
+	cc.sc.SetAwaited(len(cc.pending))
 }
 
 // drainedLocked reports whether the connection received GOAWAY and has no
@@ -665,10 +675,9 @@ func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte
 	for id, cl := range cc.pending {
 		if id > lastID {
 			retry = append(retry, cl)
-			delete(cc.pending, id)
+			cc.removePendingLocked(id)
 		}
 	}
-	cc.sc.SetAwaited(len(cc.pending))
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	err := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
@@ -692,9 +701,8 @@ func (cc *clientConn) failAll(err error) {
 	calls := make([]*call, 0, len(cc.pending))
 	for id, cl := range cc.pending {
 		calls = append(calls, cl)
-		delete(cc.pending, id)
+		cc.removePendingLocked(id)
 	}
-	cc.sc.SetAwaited(0)
 	cc.mu.Unlock()
 	for _, cl := range calls {
 		cl.complete(nil, err)
@@ -760,8 +768,7 @@ func (cl *call) Register(id uint64) bool {
 	if cc.goingAway || cc.closed {
 		return false
 	}
-	cc.pending[id] = cl
-	cc.sc.SetAwaited(len(cc.pending))
+	cc.addPendingLocked(id, cl)
 	return true
 }
 

@@ -539,10 +539,7 @@ func (c *Conn) afterRead(err error) step {
 		c.rlen += n
 		c.proto.Arrived(n)
 		answers := c.proto.answers
-		switch c.process() {
-		case handedOff:
-			return stepHandedOff
-		case failed:
+		if c.process() == failed { // a client runs nothing inline: never handedOff
 			c.discard = true
 		}
 		if c.proto.answers != answers {
