@@ -430,22 +430,21 @@ func (c *Conn) SendAndLead(l *Lead, w Waiter, deadline time.Time) (expired bool)
 	l.ID, l.Err = 0, nil
 	c.lead = l
 	err := c.raw.Read(c.readFn)
-	if c.lead != nil {
+	sentInRead := c.lead == nil
+	if !sentInRead {
 		// The read ended before its callback ran (the connection is
 		// closing, or the deadline has passed): send and read as usual.
-		c.lead = nil
-		l.ID, l.Err = c.SendRequest(l.Ctx, l.TimeoutMillis, l.Method, l.Body, l.Registrar, l.More)
-		if l.ID == 0 {
-			c.leaveLead()
-			return false
-		}
-		return c.leadFrom(stepRead, w, deadline)
+		c.sendLead(l)
 	}
 	if l.ID == 0 {
 		c.leaveLead()
 		return false
 	}
-	return c.leadFrom(c.afterRead(err), w, deadline)
+	st := stepRead
+	if sentInRead {
+		st = c.afterRead(err)
+	}
+	return c.leadFrom(st, w, deadline)
 }
 
 // unseenBound bounds how long frames that arrived just before a call
