@@ -51,6 +51,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
@@ -137,27 +138,13 @@ func (c Config) withDefaults() Config {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}
-	if c.ConnzLimit == 0 {
-		c.ConnzLimit = DefaultConnzLimit
-	}
-	if c.ConnzMaxLimit == 0 {
-		c.ConnzMaxLimit = DefaultConnzMaxLimit
-	}
-	if c.RefreshInterval == 0 {
-		c.RefreshInterval = DefaultRefreshInterval
-	}
-	if c.ReadHeaderTimeout == 0 {
-		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = DefaultReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
+	defaults.Set(&c.ConnzLimit, DefaultConnzLimit)
+	defaults.Set(&c.ConnzMaxLimit, DefaultConnzMaxLimit)
+	defaults.Set(&c.RefreshInterval, DefaultRefreshInterval)
+	defaults.Set(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	defaults.Set(&c.ReadTimeout, DefaultReadTimeout)
+	defaults.Set(&c.WriteTimeout, DefaultWriteTimeout)
+	defaults.Set(&c.IdleTimeout, DefaultIdleTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

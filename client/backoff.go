@@ -3,6 +3,8 @@ package client
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/defaults"
 )
 
 // Backoff is exponential backoff with full jitter: before retry n (n = 0
@@ -24,15 +26,9 @@ const (
 )
 
 func (b Backoff) withDefaults() Backoff {
-	if b.Base == 0 {
-		b.Base = DefaultBackoffBase
-	}
-	if b.Multiplier == 0 {
-		b.Multiplier = DefaultBackoffMultiplier
-	}
-	if b.Max == 0 {
-		b.Max = DefaultBackoffMax
-	}
+	defaults.Set(&b.Base, DefaultBackoffBase)
+	defaults.Set(&b.Multiplier, DefaultBackoffMultiplier)
+	defaults.Set(&b.Max, DefaultBackoffMax)
 	return b
 }
 

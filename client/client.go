@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -81,23 +82,15 @@ const (
 func DefaultConfig() Config { return Config{}.withDefaults() }
 
 func (c Config) withDefaults() Config {
-	if c.DialTimeout == 0 {
-		c.DialTimeout = DefaultDialTimeout
-	}
-	if c.CallTimeout == 0 {
-		c.CallTimeout = DefaultCallTimeout
-	}
-	if c.MaxRetries == 0 {
-		c.MaxRetries = DefaultMaxRetries
-	}
+	defaults.Set(&c.DialTimeout, DefaultDialTimeout)
+	defaults.Set(&c.CallTimeout, DefaultCallTimeout)
+	defaults.Set(&c.MaxRetries, DefaultMaxRetries)
 	if c.MaxRetries < 0 {
 		c.MaxRetries = 0
 	}
 	c.Backoff = c.Backoff.withDefaults()
 	c.Session = c.Session.WithDefaults()
-	if c.Socket.UserTimeout == 0 && c.Session.HeartbeatInterval > 0 {
-		c.Socket.UserTimeout = c.Session.HeartbeatInterval + c.Session.HeartbeatTimeout
-	}
+	defaults.Set(&c.Socket.UserTimeout, c.Session.HeartbeatBound())
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/sysinfo"
 )
 
@@ -59,15 +60,9 @@ type KeepAlive struct {
 var DefaultKeepAlive = KeepAlive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3}
 
 func (k KeepAlive) withDefaults() KeepAlive {
-	if k.Idle == 0 {
-		k.Idle = DefaultKeepAlive.Idle
-	}
-	if k.Interval == 0 {
-		k.Interval = DefaultKeepAlive.Interval
-	}
-	if k.Count == 0 {
-		k.Count = DefaultKeepAlive.Count
-	}
+	defaults.Set(&k.Idle, DefaultKeepAlive.Idle)
+	defaults.Set(&k.Interval, DefaultKeepAlive.Interval)
+	defaults.Set(&k.Count, DefaultKeepAlive.Count)
 	return k
 }
 
@@ -290,9 +285,7 @@ func (e *DialError) Unwrap() error { return e.Err }
 // DialContext connects to addr over TCP.
 func (d Dialer) DialContext(ctx context.Context, addr string) (net.Conn, error) {
 	timeout := d.Timeout
-	if timeout == 0 {
-		timeout = DefaultDialTimeout
-	}
+	defaults.Set(&timeout, DefaultDialTimeout)
 	nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
 	c, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {

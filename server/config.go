@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/sysinfo"
@@ -102,34 +103,16 @@ func (c Config) withDefaults() Config {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}
-	if c.MaxConns == 0 {
-		c.MaxConns = DefaultMaxConns
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
-	if c.MaxConnAge == 0 {
-		c.MaxConnAge = DefaultMaxConnAge
-	}
-	if c.MaxConnAgeJitter == 0 {
-		c.MaxConnAgeJitter = DefaultMaxConnAgeJitter
-	}
-	if c.MaxConnAgeGrace == 0 {
-		c.MaxConnAgeGrace = DefaultMaxConnAgeGrace
-	}
-	if c.AcceptBackoffMin == 0 {
-		c.AcceptBackoffMin = DefaultAcceptBackoffMin
-	}
-	if c.AcceptBackoffMax == 0 {
-		c.AcceptBackoffMax = DefaultAcceptBackoffMax
-	}
-	if c.RejectLinger == 0 {
-		c.RejectLinger = DefaultRejectLinger
-	}
+	defaults.Set(&c.MaxConns, DefaultMaxConns)
+	defaults.Set(&c.Workers, DefaultWorkers)
+	defaults.Set(&c.MaxConnAge, DefaultMaxConnAge)
+	defaults.Set(&c.MaxConnAgeJitter, DefaultMaxConnAgeJitter)
+	defaults.Set(&c.MaxConnAgeGrace, DefaultMaxConnAgeGrace)
+	defaults.Set(&c.AcceptBackoffMin, DefaultAcceptBackoffMin)
+	defaults.Set(&c.AcceptBackoffMax, DefaultAcceptBackoffMax)
+	defaults.Set(&c.RejectLinger, DefaultRejectLinger)
 	c.Session = c.Session.WithDefaults()
-	if c.Socket.UserTimeout == 0 && c.Session.HeartbeatInterval > 0 {
-		c.Socket.UserTimeout = c.Session.HeartbeatInterval + c.Session.HeartbeatTimeout
-	}
+	defaults.Set(&c.Socket.UserTimeout, c.Session.HeartbeatBound())
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -102,33 +103,15 @@ func (e *ConfigError) Error() string {
 // WithDefaults returns c with every zero field replaced by its default.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = d.HeartbeatInterval
-	}
-	if c.HeartbeatTimeout == 0 {
-		c.HeartbeatTimeout = d.HeartbeatTimeout
-	}
-	if c.FrameReadTimeout == 0 {
-		c.FrameReadTimeout = d.FrameReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = d.WriteTimeout
-	}
-	if c.MaxFrameSize == 0 {
-		c.MaxFrameSize = d.MaxFrameSize
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = d.MaxInFlight
-	}
-	if c.WriteQueueSize == 0 {
-		c.WriteQueueSize = d.WriteQueueSize
-	}
-	if c.ReadBufferSize == 0 {
-		c.ReadBufferSize = d.ReadBufferSize
-	}
-	if c.LingerTimeout == 0 {
-		c.LingerTimeout = d.LingerTimeout
-	}
+	defaults.Set(&c.HeartbeatInterval, d.HeartbeatInterval)
+	defaults.Set(&c.HeartbeatTimeout, d.HeartbeatTimeout)
+	defaults.Set(&c.FrameReadTimeout, d.FrameReadTimeout)
+	defaults.Set(&c.WriteTimeout, d.WriteTimeout)
+	defaults.Set(&c.MaxFrameSize, d.MaxFrameSize)
+	defaults.Set(&c.MaxInFlight, d.MaxInFlight)
+	defaults.Set(&c.WriteQueueSize, d.WriteQueueSize)
+	defaults.Set(&c.ReadBufferSize, d.ReadBufferSize)
+	defaults.Set(&c.LingerTimeout, d.LingerTimeout)
 	return c
 }
 
@@ -159,6 +142,16 @@ func (c Config) Validate() error {
 
 // heartbeats reports whether heartbeats are enabled.
 func (c Config) heartbeats() bool { return c.HeartbeatInterval > 0 }
+
+// HeartbeatBound is how long heartbeats take at most to find a dead peer,
+// HeartbeatInterval+HeartbeatTimeout, or 0 with heartbeats off. The server
+// and the client set TCP_USER_TIMEOUT to it unless told otherwise.
+func (c Config) HeartbeatBound() time.Duration {
+	if !c.heartbeats() {
+		return 0
+	}
+	return c.HeartbeatInterval + c.HeartbeatTimeout
+}
 
 // TickInterval is how often a Monitor should tick connections with this
 // configuration: a tenth of the shortest timer, kept within [5ms, 1s]. It is
