@@ -135,3 +135,48 @@ func TestRequestAndFINTogether(t *testing.T) {
 	}
 	t.Logf("TIMING worst FIN-to-FIN %v over 20 connections", worst)
 }
+
+// TestSeveralSlowRequestsKeepConnectionServed: slow requests sent one
+// after the other on a warm connection, each in its own read, while the
+// earlier ones still run. The reader that takes over from a slow inline
+// request must not run the next one inline too: with two descriptors, the
+// reader after it would wait for a read lock held until a slow request
+// returns, and the connection would go unread (its PINGs unanswered, the
+// peer declared dead). So requests and heartbeats keep flowing.
+func TestSeveralSlowRequestsKeepConnectionServed(t *testing.T) {
+	mux := echoMux()
+	g := newGate(t)
+	mux.Handle("slow", g)
+	ts := startServer(t, baseConfig(), mux)
+	t.Cleanup(g.Release) // before the server's cleanup, which waits for handlers
+	p := dialRaw(t, ts.addr, true)
+	id := p.warm(t, 1, 5)
+	const slow = 4
+	first := id
+	for range slow {
+		p.send(t, id, "slow", nil)
+		g.waitStarted(t, 2*time.Second) // each one in its own read
+		id++
+	}
+	// Longer than the heartbeat bound: the connection must stay alive.
+	deadline := time.Now().Add(hbInterval + hbTimeout + 100*time.Millisecond)
+	for time.Now().Before(deadline) {
+		p.send(t, id, "echo", []byte("while slow"))
+		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
+			t.Fatalf("response id %d while %d slow requests run, want %d", f.ID, slow, id)
+		}
+		id++
+		pollPause(20 * time.Millisecond)
+	}
+	g.Release()
+	got := map[uint64]bool{}
+	for range slow {
+		f := p.expect(t, 2*time.Second, wire.TypeResponse)
+		got[f.ID] = true
+	}
+	for i := first; i < first+slow; i++ {
+		if !got[i] {
+			t.Fatalf("slow request %d not answered after release (got %v)", i, got)
+		}
+	}
+}

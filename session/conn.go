@@ -75,6 +75,7 @@ type Conn struct {
 	isClosed    atomic.Bool
 	handoffs    atomic.Uint32 // slow inline requests that moved reading elsewhere
 	inlineSince atomic.Int64  // Mono when the running inline request started; 0 when none
+	stuck       atomic.Int32  // readers whose inline request outlived their turn (see detachInline)
 	eofAt       atomic.Int64  // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
@@ -707,7 +708,7 @@ type serverReader struct {
 // the read callback.
 func (c *Conn) oneWarmRequest() bool {
 	b := c.rb.b[:c.rlen]
-	if !c.warm.Load() || len(b) < wire.HeaderLen || wire.Type(b[4]) != wire.TypeRequest {
+	if !c.warm.Load() || c.stuck.Load() != 0 || len(b) < wire.HeaderLen || wire.Type(b[4]) != wire.TypeRequest {
 		return false
 	}
 	h, err := wire.ParseHeader(b)
@@ -883,9 +884,11 @@ func (c *Conn) runInline() outcome {
 	c.rb = nil
 	buf.inl = c.proto.takeInline()
 	c.proto.ClearPartial()
-	if !c.warm.Load() {
-		// Cold: the request goes to a goroutine of its own with the read
-		// buffer, before any work that would deepen the reader's stack.
+	if !c.warm.Load() || c.stuck.Load() != 0 {
+		// Cold, or a slow inline request still holds a descriptor's read
+		// lock: the request goes to a goroutine of its own with the read
+		// buffer, before any work that would deepen the reader's stack or
+		// hold this reader.
 		c.warm.Store(true)
 		go c.serveCold(buf)
 		return ok
@@ -896,6 +899,7 @@ func (c *Conn) runInline() outcome {
 	c.inlineRan.Store(true)
 	c.sh.rpool.put(buf)
 	if !c.inlineSince.CompareAndSwap(since, 0) {
+		c.stuck.Add(-1) // detached meanwhile: reading moved on
 		return handedOff
 	}
 	return ok
@@ -908,19 +912,34 @@ func (c *Conn) serveCold(buf *buffer) {
 	c.sh.rpool.put(buf)
 }
 
-// inlineBudget is how long a request may run on the reader before another
-// goroutine takes over reading: one monitor tick, so a PING waits at most
-// about two ticks (a fifth of the shortest timer) for its PONG.
+// takeOverReader starts another reader when the running inline request
+// has held the reader for the inline budget: one monitor tick, so a PING
+// waits at most about two ticks (a fifth of the shortest timer) for its
+// PONG.
 func (c *Conn) takeOverReader(mono int64) {
 	s := c.inlineSince.Load()
 	if s == 0 || time.Duration(mono-s) < c.sh.inlineBudget {
 		return
 	}
-	if c.inlineSince.CompareAndSwap(s, 0) {
+	if c.detachInline(s) {
 		c.handoffs.Add(1)
 		c.switchSource()
 		go c.run()
 	}
+}
+
+// detachInline takes the reader role away from the inline request that
+// started at s, if it still runs: its reader gives the role up when the
+// request returns. Until then that reader holds its descriptor's read
+// lock, so no request runs inline: with two descriptors, a second stuck
+// request would leave the next reader waiting for a lock, and the
+// connection unread.
+func (c *Conn) detachInline(s int64) bool {
+	if s == 0 || !c.inlineSince.CompareAndSwap(s, 0) {
+		return false
+	}
+	c.stuck.Add(1)
+	return true
 }
 
 // refreshIdleReader cools a connection idle for a whole tick (its next
@@ -1077,7 +1096,7 @@ func (c *Conn) Close(err error) {
 	// when that request returns, and the monitor no longer ticks a closed
 	// connection: start the reader that ends it now (its read fails at
 	// once: both descriptors are closed).
-	if s := c.inlineSince.Load(); s != 0 && c.inlineSince.CompareAndSwap(s, 0) {
+	if c.detachInline(c.inlineSince.Load()) {
 		go c.run()
 	}
 	if c.proto.role == RoleClient {
