@@ -27,6 +27,25 @@ func (p *rawPeer) warm(t *testing.T, first uint64, n int) uint64 {
 	return id
 }
 
+// echoPastHeartbeatBound sends echo requests from id first on, one every
+// 20 ms, each answered before the next, for longer than the heartbeat
+// bound (the connection must stay alive meanwhile), and returns the next
+// free id.
+func (p *rawPeer) echoPastHeartbeatBound(t *testing.T, first uint64) uint64 {
+	t.Helper()
+	id := first
+	deadline := time.Now().Add(hbInterval + hbTimeout + 100*time.Millisecond)
+	for time.Now().Before(deadline) {
+		p.send(t, id, "echo", []byte("while slow"))
+		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
+			t.Fatalf("response id %d while slow requests run, want %d", f.ID, id)
+		}
+		id++
+		pollPause(20 * time.Millisecond)
+	}
+	return id
+}
+
 func (p *rawPeer) send(t *testing.T, id uint64, method string, body []byte) {
 	t.Helper()
 	p.wmu.Lock()
@@ -59,21 +78,11 @@ func TestSlowInlineRequestKeepsConnectionServed(t *testing.T) {
 		slow := id
 		p.send(t, slow, "slow", nil)
 		g.waitStarted(t, 2*time.Second)
-		// Longer than the heartbeat bound: the connection must stay alive.
-		deadline := time.Now().Add(hbInterval + hbTimeout + 100*time.Millisecond)
-		for time.Now().Before(deadline) {
-			id++
-			p.send(t, id, "echo", []byte("while slow"))
-			if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
-				t.Fatalf("round %d: response id %d while the slow request runs, want %d", round, f.ID, id)
-			}
-			pollPause(20 * time.Millisecond)
-		}
+		id = p.echoPastHeartbeatBound(t, slow+1)
 		g.Release()
 		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != slow || string(f.Payload) != "released" {
 			t.Fatalf("round %d: got %v, want the slow request's response", round, f)
 		}
-		id++
 	}
 }
 
@@ -158,16 +167,7 @@ func TestSeveralSlowRequestsKeepConnectionServed(t *testing.T) {
 		g.waitStarted(t, 2*time.Second) // each one in its own read
 		id++
 	}
-	// Longer than the heartbeat bound: the connection must stay alive.
-	deadline := time.Now().Add(hbInterval + hbTimeout + 100*time.Millisecond)
-	for time.Now().Before(deadline) {
-		p.send(t, id, "echo", []byte("while slow"))
-		if f := p.expect(t, 2*time.Second, wire.TypeResponse); f.ID != id {
-			t.Fatalf("response id %d while %d slow requests run, want %d", f.ID, slow, id)
-		}
-		id++
-		pollPause(20 * time.Millisecond)
-	}
+	p.echoPastHeartbeatBound(t, id)
 	g.Release()
 	got := map[uint64]bool{}
 	for range slow {
