@@ -423,10 +423,9 @@ func (ep *endpoint) run() {
 
 func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	cc := &clientConn{
-		ep:      ep,
-		pending: make(map[uint64]*call),
-		sem:     make(chan struct{}, c.cfg.Session.MaxInFlight),
-		goAway:  make(chan struct{}),
+		ep:     ep,
+		slots:  newSlots(c.cfg.Session.MaxInFlight),
+		goAway: make(chan struct{}),
 	}
 	sc, err := session.NewConn(nc, session.RoleClient, c.cfg.Session, cc)
 	if err != nil {
@@ -442,7 +441,7 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	c.wg.Add(1)
 	c.mu.Unlock()
 	c.mon.Add(sc)
-	go sc.Run() // the background reader, until callers read for themselves
+	sc.Start() // the background reader, until callers read for themselves
 	return cc, nil
 }
 
@@ -470,14 +469,14 @@ func (cc *clientConn) ConnClosed(err error) {
 // clientConn is one connection's calls: the session.Handler that routes
 // responses to waiting callers.
 type clientConn struct {
-	ep  *endpoint
-	sc  *session.Conn
-	sem chan struct{} // in-flight slots
+	ep    *endpoint
+	sc    *session.Conn
+	slots *slots // calls in flight
 
 	unusable atomic.Bool // GOAWAY received or closed: pick skips it
 
 	mu         sync.Mutex
-	pending    map[uint64]*call
+	pending    pendingCalls
 	closed     bool
 	goingAway  bool
 	goAway     chan struct{}
@@ -485,28 +484,19 @@ type clientConn struct {
 }
 
 func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, body []byte, deadline time.Time) ([]byte, error) {
-	select {
-	case cc.sem <- struct{}{}:
-	default:
-		select {
-		case cc.sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, ctxError(ctx)
-		case <-cl.expired():
-			return nil, timeoutError{context.DeadlineExceeded}
-		case <-cc.sc.Done():
-			return nil, notProcessed(connError(cc.sc.Err()))
-		case <-cc.goAway:
-			return nil, session.NotProcessed(session.ErrGoAway)
+	if !cc.slots.tryTake() {
+		if err := cc.waitSlot(ctx, cl); err != nil {
+			return nil, err
 		}
 	}
-	defer func() { <-cc.sem }()
+	defer cc.slots.give()
 	ms := uint32(1)
 	if left := time.Until(deadline); left > time.Millisecond {
 		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
 	}
 	cl.cc, cl.ctx = cc, ctx
-	more := len(cc.sem) > 1
+	cl.state.Store(callRunning) // an earlier attempt completed it
+	more := cc.slots.inUse() > 1
 	if cc.sc.TryLead() {
 		// Send, then read the connection on this goroutine until the call
 		// is answered or its deadline passes: no hand-off from another
@@ -518,7 +508,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		if id == 0 {
 			return nil, sendError(ctx, err)
 		}
-		if len(cl.done) == 0 {
+		if cl.state.Load() != callDone {
 			if expired {
 				err = timeoutError{context.DeadlineExceeded}
 			} else {
@@ -528,7 +518,7 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 				return nil, err
 			}
 		}
-		<-cl.done
+		cl.wait() // being completed right now, if not yet done
 		return cl.resp, cl.err
 	}
 	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, more)
@@ -541,20 +531,40 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 	// (Tick below), so the common call arms no timer at all.
 	done := ctx.Done()
 	if done == nil {
-		<-cl.done
+		cl.wait()
 		return cl.resp, cl.err
 	}
-	select {
-	case <-cl.done:
-		return cl.resp, cl.err
-	case <-done:
-		err = ctxError(ctx)
+	if cl.state.CompareAndSwap(callRunning, callParked) {
+		select {
+		case <-cl.done:
+		case <-done:
+			if cc.forget(id, cl) {
+				return nil, ctxError(ctx)
+			}
+			<-cl.done // being completed right now
+		}
 	}
-	if cc.forget(id, cl) {
-		return nil, err
-	}
-	<-cl.done // being completed right now
 	return cl.resp, cl.err
+}
+
+// waitSlot waits until the call gets a slot (MaxInFlight) on this
+// connection, and fails it if its context or deadline ends first or the
+// connection becomes unusable.
+func (cc *clientConn) waitSlot(ctx context.Context, cl *call) error {
+	return cc.slots.acquire(func(freed <-chan struct{}) error {
+		select {
+		case <-freed:
+			return nil
+		case <-ctx.Done():
+			return ctxError(ctx)
+		case <-cl.expired():
+			return timeoutError{context.DeadlineExceeded}
+		case <-cc.sc.Done():
+			return notProcessed(connError(cc.sc.Err()))
+		case <-cc.goAway:
+			return session.NotProcessed(session.ErrGoAway)
+		}
+	})
 }
 
 // sendError is the error of a call whose request was not sent.
@@ -572,17 +582,19 @@ func (cc *clientConn) Tick(now time.Time) {
 	var expired []*call
 	kick := false
 	cc.mu.Lock()
-	for id, cl := range cc.pending {
+	cc.removeWhereLocked(func(_ uint64, cl *call) bool {
 		if !now.Before(cl.deadline) {
 			expired = append(expired, cl)
-			cc.removePendingLocked(id)
-			continue
+			return true
 		}
-		if cl.ctx != nil && !cl.gaveUp.Load() && cl.ctx.Err() != nil {
+		if cl.ctx != nil && (cl.gaveUp.Load() || cl.ctx.Err() != nil) {
+			// Kicked at every tick until the call is gone: a kick can
+			// be lost to the reader setting its deadline at that moment.
 			cl.gaveUp.Store(true)
 			kick = true
 		}
-	}
+		return false
+	})
 	done := len(expired) > 0 && cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -599,7 +611,7 @@ func (cc *clientConn) Tick(now time.Time) {
 // forget removes a call that timed out; false means it is being completed.
 func (cc *clientConn) forget(id uint64, cl *call) bool {
 	cc.mu.Lock()
-	if cc.pending[id] != cl {
+	if cc.pending.get(id) != cl {
 		cc.mu.Unlock()
 		return false
 	}
@@ -614,8 +626,7 @@ func (cc *clientConn) forget(id uint64, cl *call) bool {
 
 func (cc *clientConn) take(id uint64) *call {
 	cc.mu.Lock()
-	cl := cc.pending[id]
-	cc.removePendingLocked(id)
+	cl := cc.removePendingLocked(id)
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	if done {
@@ -624,30 +635,40 @@ func (cc *clientConn) take(id uint64) *call {
 	return cl
 }
 
-// addPendingLocked and removePendingLocked change the calls awaiting an
-// answer, keeping the session's count of them (SetAwaited) in step: a
-// connection with answers awaited always has a reader.
+// addPendingLocked, removePendingLocked and removeWhereLocked change the
+// calls awaiting an answer, keeping the session's count of them
+// (SetAwaited) in step: a connection with answers awaited always has a
+// reader.
 func (cc *clientConn) addPendingLocked(id uint64, cl *call) {
-	cc.pending[id] = cl
-	cc.sc.SetAwaited(len(cc.pending))
+	cc.pending.add(id, cl)
+	cc.sc.SetAwaited(cc.pending.len())
 }
 
-func (cc *clientConn) removePendingLocked(id uint64) {
-	delete(cc.pending, id)
-	cc.sc.SetAwaited(len(cc.pending))
+func (cc *clientConn) removePendingLocked(id uint64) *call {
+	cl := cc.pending.remove(id)
+	cc.sc.SetAwaited(cc.pending.len())
+	return cl
+}
+
+// removeWhereLocked removes the calls for which f returns true.
+func (cc *clientConn) removeWhereLocked(f func(id uint64, cl *call) bool) {
+	cc.pending.each(f)
+	cc.sc.SetAwaited(cc.pending.len())
 }
 
 // drainedLocked reports whether the connection received GOAWAY and has no
 // call left: the client then closes it (protocol.md §8).
 func (cc *clientConn) drainedLocked() bool {
-	return cc.goingAway && len(cc.pending) == 0
+	return cc.goingAway && cc.pending.len() == 0
 }
 
 func (cc *clientConn) closeDrained() { cc.sc.Finish() }
 
 func (cc *clientConn) HandleResponse(id uint64, body []byte) {
 	if cl := cc.take(id); cl != nil {
-		cl.complete(append([]byte(nil), body...), nil)
+		resp := make([]byte, len(body))
+		copy(resp, body)
+		cl.complete(resp, nil)
 	}
 }
 
@@ -665,12 +686,13 @@ func (cc *clientConn) HandleGoAway(lastID uint64, reason wire.Reason, msg []byte
 	cc.mu.Lock()
 	cc.goingAway = true
 	var retry []*call
-	for id, cl := range cc.pending {
+	cc.removeWhereLocked(func(id uint64, cl *call) bool {
 		if id > lastID {
 			retry = append(retry, cl)
-			cc.removePendingLocked(id)
+			return true
 		}
-	}
+		return false
+	})
 	done := cc.drainedLocked()
 	cc.mu.Unlock()
 	err := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
@@ -691,11 +713,11 @@ func (cc *clientConn) failAll(err error) {
 	cc.unusable.Store(true)
 	cc.mu.Lock()
 	cc.closed = true
-	calls := make([]*call, 0, len(cc.pending))
-	for id, cl := range cc.pending {
+	calls := make([]*call, 0, cc.pending.len())
+	cc.removeWhereLocked(func(_ uint64, cl *call) bool {
 		calls = append(calls, cl)
-		cc.removePendingLocked(id)
-	}
+		return true
+	})
 	cc.mu.Unlock()
 	for _, cl := range calls {
 		cl.complete(nil, err)
@@ -705,7 +727,8 @@ func (cc *clientConn) failAll(err error) {
 // call is one call in flight; pooled.
 type call struct {
 	cc       *clientConn
-	done     chan struct{}
+	state    atomic.Uint32 // callRunning, callParked or callDone
+	done     chan struct{} // capacity 1: completes a parked call
 	ctx      context.Context
 	gaveUp   atomic.Bool // its context ended while it read the connection (see Tick)
 	resp     []byte
@@ -730,12 +753,29 @@ func putCall(cl *call) {
 	cl.cc, cl.ctx, cl.resp, cl.err = nil, nil, nil, nil
 	cl.lead = session.Lead{}
 	cl.gaveUp.Store(false)
+	cl.state.Store(callRunning)
 	callPool.Put(cl)
+}
+
+// A call's state: complete makes it callDone, and wakes its caller only
+// if the caller parked (callParked) to wait for that. A call answered on
+// its caller's own goroutine (see Lead) thus costs no channel operation.
+const (
+	callRunning uint32 = iota
+	callParked
+	callDone
+)
+
+// wait returns once the call is complete.
+func (cl *call) wait() {
+	if cl.state.CompareAndSwap(callRunning, callParked) {
+		<-cl.done
+	}
 }
 
 // Answered implements session.Waiter: the call's reading ends when it is
 // answered or its context was cancelled.
-func (cl *call) Answered() bool { return len(cl.done) > 0 || cl.gaveUp.Load() }
+func (cl *call) Answered() bool { return cl.state.Load() == callDone || cl.gaveUp.Load() }
 
 // expired returns a channel that fires at the call's deadline, arming a
 // timer the first time: only calls that wait for a connection or a slot
@@ -767,7 +807,9 @@ func (cl *call) Register(id uint64) bool {
 
 func (cl *call) complete(resp []byte, err error) {
 	cl.resp, cl.err = resp, err
-	cl.done <- struct{}{}
+	if cl.state.Swap(callDone) == callParked {
+		cl.done <- struct{}{}
+	}
 }
 
 type stats struct {

@@ -3,11 +3,15 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
 )
 
 // warmCalls makes n calls one at a time: after the first, each call reads
@@ -93,4 +97,104 @@ func TestIdleClientSeesGoAway(t *testing.T) {
 	}
 	waitFor(t, 2*time.Second, func() bool { return c.Stats().GoAways == 1 })
 	t.Logf("TIMING idle client closed its side %v after Shutdown began", time.Since(start))
+}
+
+// TestReadingCallSeesFrameThatArrivedUnseen: a GOAWAY that reached the
+// socket while nobody read it, just before a call began to read the
+// connection itself, is read within a couple of monitor ticks (the call
+// has read nothing for a tick, so the monitor kicks it), and the call,
+// above the GOAWAY's last id, is sent again on a fresh connection. The
+// server answers no PING, so without the kick the call would wait until a
+// read deadline left by an earlier call, or its own.
+func TestReadingCallSeesFrameThatArrivedUnseen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type peer struct {
+		fr  *wire.Framer
+		wmu sync.Mutex
+		ids chan uint64
+	}
+	peers := make(chan *peer, 4)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, nc := range open {
+			nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open = append(open, nc)
+			mu.Unlock()
+			p := &peer{fr: wire.NewFramer(nc, nc), ids: make(chan uint64, 16)}
+			peers <- p
+			wg.Go(func() {
+				for {
+					f, err := p.fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					if f.Type != wire.TypeRequest { // PINGs go unanswered
+						continue
+					}
+					p.ids <- f.ID
+					if n > 0 || f.ID <= 2 { // the first connection answers ids 1 and 2 only
+						p.wmu.Lock()
+						p.fr.WriteResponse(f.ID, []byte("ok"))
+						p.wmu.Unlock()
+					}
+				}
+			})
+		}
+	})
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: time.Second}
+	c := newClient(t, client.Config{Addrs: []string{ln.Addr().String()}, Session: cfg})
+	warmCalls(t, c, 2) // the second reads for itself, then leaves the role vacant
+	first := <-peers
+	// On loopback the frame is in the client's socket when the write returns.
+	first.wmu.Lock()
+	err = first.fr.WriteGoAway(2, wire.ReasonDrain, "draining")
+	first.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the runtime's poller take the readiness edge while nobody reads,
+	// as it would in a busy process (it polls at least every 10 ms). This
+	// pause synchronises nothing; it is shorter than the tick after which
+	// a background reader would take the vacant role.
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	got, err := c.Call(ctx, "echo", []byte("x"))
+	if err != nil || string(got) != "ok" {
+		t.Fatalf("Call = %q, %v; want ok, sent again after the GOAWAY", got, err)
+	}
+	took := time.Since(start)
+	t.Logf("TIMING call answered %v after it began", took)
+	if took > cfg.HeartbeatInterval {
+		t.Fatalf("the GOAWAY was read %v after the call began, want within a few ticks (%v)", took, cfg.TickInterval())
+	}
+	for {
+		select {
+		case id := <-first.ids:
+			if id == 3 {
+				return // the call was sent on the first connection, after the GOAWAY
+			}
+		case <-time.After(time.Second):
+			t.Skip("the GOAWAY was read before the call began (a tick started a reader): the race under test did not happen")
+		}
+	}
 }

@@ -37,8 +37,7 @@ func TestCallSystemCalls(t *testing.T) {
 	}
 	per := float64(ioSyscalls(t)-before) / calls
 	t.Logf("%.2f read+write system calls per call, client and server together", per)
-	// 4 per call, plus a little for heartbeats, ticks and a call slowed
-	// past the first wait (SendAndLead's unseenBound).
+	// 4 per call, plus a little for heartbeats and ticks.
 	if per > 4.5 {
 		t.Fatalf("%.2f read+write system calls per call, want 4 (2 on each side)", per)
 	}

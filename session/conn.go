@@ -57,6 +57,7 @@ type Conn struct {
 	rlen    int
 	readFn  func(uintptr) bool
 	lead    *Lead                         // a request the read callback sends first (SendAndLead)
+	rdl     int64                         // a client's read deadline as last set, as Mono (0: none); a Kick moves it unseen
 	unblock atomic.Pointer[chan struct{}] // made when the reader first waits at MaxInFlight
 
 	// A second descriptor for the same socket, made the first time a slow
@@ -76,6 +77,7 @@ type Conn struct {
 	handoffs    atomic.Uint32 // slow inline requests that moved reading elsewhere
 	inlineSince atomic.Int64  // Mono when the running inline request started; 0 when none
 	stuck       atomic.Int32  // readers whose inline request outlived their turn (see detachInline)
+	leading     atomic.Bool   // a client's caller holds the reader role (SendAndLead, LeadUntil)
 	eofAt       atomic.Int64  // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
@@ -279,6 +281,16 @@ func (c *Conn) Run() error {
 	return c.run()
 }
 
+// Start takes the reader role and runs the reader on a goroutine of its
+// own. Unlike starting Run on one, it leaves no moment in which a client's
+// caller can take the role first (TryLead) and miss frames the peer sent
+// at once, such as a BUSY refusal.
+func (c *Conn) Start() {
+	if c.takeRole() {
+		go c.run()
+	}
+}
+
 // run is Run for a goroutine that already holds the reader role.
 func (c *Conn) run() error {
 	if !c.readLoop() {
@@ -357,7 +369,8 @@ func (c *Conn) TryLead() bool {
 // when answers are still awaited, a background reader takes over. A caller
 // that gives up early makes Answered true and calls Kick.
 func (c *Conn) LeadUntil(w Waiter, deadline time.Time) (expired bool) {
-	_ = c.nc.SetReadDeadline(deadline)
+	c.leading.Store(true)
+	c.armDeadline(deadline)
 	return c.leadFrom(stepRead, w, deadline)
 }
 
@@ -376,8 +389,8 @@ func (c *Conn) leadFrom(st step, w Waiter, deadline time.Time) (expired bool) {
 				expired = true
 				break
 			}
-			// A kick meant for an earlier reader: read on.
-			_ = c.nc.SetReadDeadline(deadline)
+			// A deadline set for an earlier caller, or a kick: read on.
+			c.setDeadline(deadline)
 		}
 		st = c.readOnce()
 	}
@@ -388,10 +401,32 @@ func (c *Conn) leadFrom(st step, w Waiter, deadline time.Time) (expired bool) {
 
 // leaveLead leaves the reader role a caller took with TryLead.
 func (c *Conn) leaveLead() {
+	c.leading.Store(false)
 	c.releaseRole()
 	if c.needsReader() {
 		c.ensureReader()
 	}
+}
+
+// armDeadline sets a client's read deadline to d, unless the one set ends
+// no later and has not passed: a deadline left by an earlier call then
+// serves (a read that outlives it just sets d and reads on).
+func (c *Conn) armDeadline(d time.Time) {
+	m := monoOf(d)
+	if c.rdl == 0 {
+		if m == 0 {
+			return
+		}
+	} else if (m == 0 || c.rdl <= m) && c.rdl > Mono() {
+		return
+	}
+	c.setDeadline(d)
+}
+
+// setDeadline sets a client's read deadline.
+func (c *Conn) setDeadline(d time.Time) {
+	_ = c.nc.SetReadDeadline(d)
+	c.rdl = monoOf(d)
 }
 
 // Lead is a request whose caller sends it and reads its answer itself
@@ -413,21 +448,24 @@ type Lead struct {
 // the reader role with TryLead, with one system call fewer: the request is
 // sent from inside the read call, once the read is registered with the
 // poller, so the read then waits for the answer's arrival directly instead
-// of first trying a read that could only find the socket empty. Entering a
-// read forgets readiness signalled before it, but the answer arrives after
-// the request leaves, so its arrival is always seen; bytes that arrived
-// earlier (a PING, another caller's answer) are read with it. Frames that
-// make the answer never come (GOAWAY, a BUSY refusal, the peer's FIN) may
-// have arrived earlier too, so the first wait lasts at most unseenBound: a
-// call not answered by then reads the socket once and then waits until its
-// deadline. If the request cannot be sent (l.ID is 0), SendAndLead leaves
-// the reader role at once.
+// of first trying a read that could only find the socket empty.
+//
+// Entering a read forgets readiness signalled before it. The answer
+// arrives after the request leaves, so its arrival is always seen, and
+// bytes that arrived earlier are read with it. When other answers are
+// awaited too, the callback reads at once, since one of them may have
+// arrived unseen. A frame that arrived unseen and makes the answer never
+// come (GOAWAY) is read at the monitor's next tick or the one after: a
+// caller that has read nothing for a whole tick is kicked (see Tick) and
+// reads the socket once. If the request cannot be sent (l.ID is 0),
+// SendAndLead leaves the reader role at once.
+//
+// The read deadline is left set from one call to the next and set again
+// only when the caller's deadline is earlier or it has passed, so the
+// common call arms no timer.
 func (c *Conn) SendAndLead(l *Lead, w Waiter, deadline time.Time) (expired bool) {
-	first := time.Now().Add(unseenBound)
-	if !deadline.IsZero() && deadline.Before(first) {
-		first = deadline
-	}
-	_ = c.nc.SetReadDeadline(first)
+	c.leading.Store(true)
+	c.armDeadline(deadline)
 	l.ID, l.Err = 0, nil
 	c.lead = l
 	err := c.raw.Read(c.readFn)
@@ -447,11 +485,6 @@ func (c *Conn) SendAndLead(l *Lead, w Waiter, deadline time.Time) (expired bool)
 	}
 	return c.leadFrom(st, w, deadline)
 }
-
-// unseenBound bounds how long frames that arrived just before a call
-// entered its read can go unread (see SendAndLead). A call that takes
-// longer costs one extra wake-up and read.
-const unseenBound = 10 * time.Millisecond
 
 // sendLead sends the leading caller's request from the read callback. It
 // returns false, to wait for readability with no read first, once the
@@ -491,13 +524,15 @@ func (c *Conn) readLoop() bool {
 	if c.proto.role == RoleServer {
 		return c.serveLoop()
 	}
-	_ = c.nc.SetReadDeadline(time.Time{}) // a caller's, left behind
+	if c.rdl != 0 {
+		c.setDeadline(time.Time{}) // a caller's, left behind
+	}
 	for {
 		switch c.readOnce() {
 		case stepEnded:
 			return true
 		case stepDeadline:
-			_ = c.nc.SetReadDeadline(time.Time{}) // a kick meant for a caller
+			c.setDeadline(time.Time{}) // a kick meant for a caller
 		case stepAnswered:
 			if c.giveUp() {
 				return false
@@ -778,7 +813,14 @@ func (r *serverReader) onReadable(fd uintptr) bool {
 // socket has bytes for it.
 func (c *Conn) onReadable(fd uintptr) bool {
 	if l := c.lead; l != nil {
-		return c.sendLead(l)
+		if c.sendLead(l) {
+			return true // not sent
+		}
+		if c.proto.inflight.Load() <= 1 {
+			return false // only this answer is awaited: wait for it
+		}
+		// Another answer may have arrived before this read began, its
+		// readiness forgotten: read now.
 	}
 	c.borrowReadBuffer()
 	for {
@@ -1177,6 +1219,11 @@ func (c *Conn) Tick(now time.Time) {
 	idle := c.proto.Idle()
 	if c.proto.role == RoleServer {
 		c.checkFIN(idle)
+	} else if idle && c.leading.Load() {
+		// A caller reading for itself has read nothing for a tick: a
+		// frame may have arrived unseen before its read began (see
+		// SendAndLead).
+		c.Kick()
 	}
 	if c.proto.inlineOK {
 		c.takeOverReader(mono)

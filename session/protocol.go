@@ -469,3 +469,11 @@ var monoBase = time.Now()
 // Mono is a monotonic clock in nanoseconds, for heartbeat payloads and
 // stall timers.
 func Mono() int64 { return int64(time.Since(monoBase)) }
+
+// monoOf returns t on Mono's scale, at least 1, or 0 for the zero time.
+func monoOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(int64(t.Sub(monoBase)), 1)
+}
