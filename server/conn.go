@@ -121,10 +121,10 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
 		timeout = ht
 	}
-	start := time.Now()
-	var deadline time.Time
+	start := session.Mono()
+	var deadline int64
 	if timeout > 0 {
-		deadline = start.Add(timeout)
+		deadline = start + int64(timeout)
 	}
 	ctx := newReqCtx(c.sc, deadline)
 	resp, err := c.call(ctx, &r.Request)
@@ -135,7 +135,7 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	// The worker is free once the handler returns: a client that gets its
 	// answer and calls again at once finds it free.
 	s.releaseWorker()
-	s.stats.requests.Add(1) // counted before the answer leaves, so a client that has it sees it counted
+	s.requests.Add(1) // counted before the answer leaves, so a client that has it sees it counted
 	var code wire.Code
 	if err != nil {
 		var msg string
@@ -144,7 +144,9 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	} else {
 		_ = c.sc.SendResponse(r.ID, resp)
 	}
-	s.obs.RequestDone(r.Method, code, time.Since(start))
+	if s.observed {
+		s.obs.RequestDone(r.Method, code, time.Duration(session.Mono()-start))
+	}
 	c.sc.RequestDone()
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcppro/tcppro/session"
@@ -10,23 +11,38 @@ import (
 
 // reqCtx is a handler's context: the connection's context plus the
 // request's deadline. It arms a timer and a cancellation hook only if the
-// handler asks for Done, so a handler that never waits costs neither.
+// handler asks for Done, so a handler that never waits costs neither, and
+// finishing such a request takes no lock.
 type reqCtx struct {
 	sc       *session.Conn
-	deadline time.Time // zero: none
+	deadline int64         // session.Mono; 0: none
+	state    atomic.Uint32 // ctxRunning, ctxArmed or ctxFinished
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards the fields below, used once armed
 	done  chan struct{}
 	err   error
 	timer *time.Timer
 	hook  *session.CloseHook
 }
 
-func newReqCtx(sc *session.Conn, deadline time.Time) *reqCtx {
+// A reqCtx's state: Done arms it (under mu); finish moves an unarmed one
+// to ctxFinished without the lock.
+const (
+	ctxRunning uint32 = iota
+	ctxArmed
+	ctxFinished
+)
+
+func newReqCtx(sc *session.Conn, deadline int64) *reqCtx {
 	return &reqCtx{sc: sc, deadline: deadline}
 }
 
-func (c *reqCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
+func (c *reqCtx) Deadline() (time.Time, bool) {
+	if c.deadline == 0 {
+		return time.Time{}, false
+	}
+	return session.MonoTime(c.deadline), true
+}
 
 func (c *reqCtx) Value(key any) any { return nil }
 
@@ -37,6 +53,9 @@ func (c *reqCtx) Done() <-chan struct{} {
 		return c.done
 	}
 	c.done = make(chan struct{})
+	if !c.state.CompareAndSwap(ctxRunning, ctxArmed) {
+		c.err = context.Canceled // the handler has returned
+	}
 	if c.err == nil {
 		c.err = c.currentErr()
 	}
@@ -44,8 +63,8 @@ func (c *reqCtx) Done() <-chan struct{} {
 		close(c.done)
 		return c.done
 	}
-	if !c.deadline.IsZero() {
-		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(context.DeadlineExceeded) })
+	if c.deadline != 0 {
+		c.timer = time.AfterFunc(time.Duration(c.deadline-session.Mono()), func() { c.cancel(context.DeadlineExceeded) })
 	}
 	c.hook = &session.CloseHook{Fn: func() { c.cancel(context.Canceled) }}
 	if !c.sc.AddCloseHook(c.hook) {
@@ -57,16 +76,19 @@ func (c *reqCtx) Done() <-chan struct{} {
 
 // currentErr is the error the context has by now, without any timer.
 func (c *reqCtx) currentErr() error {
-	if c.sc.Closed() {
+	if c.state.Load() == ctxFinished || c.sc.Closed() {
 		return context.Canceled
 	}
-	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+	if c.deadline != 0 && session.Mono() >= c.deadline {
 		return context.DeadlineExceeded
 	}
 	return nil
 }
 
 func (c *reqCtx) Err() error {
+	if c.state.Load() == ctxFinished {
+		return context.Canceled
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err == nil {
@@ -93,6 +115,9 @@ func (c *reqCtx) cancel(err error) {
 // finish cancels the context once the handler has returned and releases
 // its timer and hook.
 func (c *reqCtx) finish() {
+	if c.state.CompareAndSwap(ctxRunning, ctxFinished) {
+		return // never armed: nothing to close or release
+	}
 	c.mu.Lock()
 	if c.err == nil {
 		c.err = context.Canceled

@@ -1628,6 +1628,14 @@ func TestHandlerContext(t *testing.T) {
 		reports <- ctxReport{err: ctx.Err(), deadline: dl, hasDeadline: ok, waited: time.Since(start)}
 		return nil, ctx.Err()
 	})
+	kept := make(chan context.Context, 2)
+	m.HandleFunc("keep", func(ctx context.Context, req *server.Request) ([]byte, error) {
+		if string(req.Body) == "armed" {
+			ctx.Done() // arms the context's timer and close hook
+		}
+		kept <- ctx
+		return nil, nil
+	})
 	ts := startServer(t, baseConfig(), m)
 	t.Cleanup(func() { close(release) }) // before the server's cleanup waits for handlers
 
@@ -1657,6 +1665,27 @@ func TestHandlerContext(t *testing.T) {
 		}
 		if d := time.Since(closed); d > time.Second {
 			t.Errorf("context cancelled %v after the client closed", d)
+		}
+	})
+
+	t.Run("handler returned", func(t *testing.T) {
+		p := dialRaw(t, ts.addr, true)
+		for i, body := range []string{"unarmed", "armed"} {
+			id := uint64(i + 1)
+			p.request(t, id, 10_000, "keep", []byte(body))
+			p.expect(t, 2*time.Second, wire.TypeResponse)
+			ctx := <-kept
+			if err := ctx.Err(); !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: ctx.Err() after the handler returned = %v, want context.Canceled", body, err)
+			}
+			select {
+			case <-ctx.Done():
+			default:
+				t.Errorf("%s: ctx.Done() not closed after the handler returned", body)
+			}
+			if _, ok := ctx.Deadline(); !ok {
+				t.Errorf("%s: ctx.Deadline() lost after the handler returned", body)
+			}
 		}
 	})
 

@@ -25,6 +25,7 @@ import (
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
+	"golang.org/x/sys/cpu"
 )
 
 // ErrServerClosed is returned by Serve and ListenAndServe after Shutdown or
@@ -34,11 +35,12 @@ var ErrServerClosed = errors.New("server: closed")
 // Server serves tcppro connections. Its exported methods are safe for
 // concurrent use.
 type Server struct {
-	cfg     Config
-	handler Handler
-	log     *slog.Logger
-	obs     Observer
-	mon     *session.Monitor
+	cfg      Config
+	handler  Handler
+	log      *slog.Logger
+	obs      Observer
+	observed bool // an Observer was configured: requests are timed for it
+	mon      *session.Monitor
 
 	busyFrame    []byte
 	offlineFrame []byte
@@ -51,7 +53,6 @@ type Server struct {
 	gone      chan struct{} // a connection ended (cap 1)
 
 	active   atomic.Int64
-	busy     atomic.Int64 // workers in use
 	shutdown atomic.Bool
 	offline  atomic.Bool
 	draining atomic.Bool
@@ -63,6 +64,14 @@ type Server struct {
 	names   map[string]*string // interned method names
 
 	stats stats
+
+	// Written by every request from every CPU: on a cache line of their
+	// own, so that these writes do not evict the fields around them,
+	// which every request reads, from the other CPUs' caches.
+	_        cpu.CacheLinePad
+	busy     atomic.Int64  // workers in use
+	requests atomic.Uint64 // requests answered (Stats.Requests)
+	_        cpu.CacheLinePad
 }
 
 // New returns a server that answers requests with h.
@@ -89,6 +98,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
 		offlineFrame: wire.AppendError(nil, 0, wire.CodeShuttingDown, "server offline"),
 	}
+	s.observed = s.obs != nil
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}

@@ -44,7 +44,7 @@ func (nopObserver) HeartbeatRTT(time.Duration)                   {}
 type stats struct {
 	accepted, rejectedBusy, acceptErrors atomic.Uint64
 	deadPeers, writeTimeouts, goAways    atomic.Uint64
-	requests, overloaded                 atomic.Uint64
+	overloaded                           atomic.Uint64
 	rejectedOffline                      atomic.Uint64
 	// Traffic of closed connections; live ones are summed on demand.
 	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
@@ -82,7 +82,7 @@ func (s *Server) Stats() Stats {
 		DeadPeers:       s.stats.deadPeers.Load(),
 		WriteTimeouts:   s.stats.writeTimeouts.Load(),
 		GoAways:         s.stats.goAways.Load(),
-		Requests:        s.stats.requests.Load(),
+		Requests:        s.requests.Load(),
 		Overloaded:      s.stats.overloaded.Load(),
 		WorkersBusy:     s.busy.Load(),
 		Workers:         s.cfg.Workers,
