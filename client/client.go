@@ -424,9 +424,9 @@ func (ep *endpoint) run() {
 func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	cc := &clientConn{
 		ep:     ep,
-		slots:  newSlots(c.cfg.Session.MaxInFlight),
 		goAway: make(chan struct{}),
 	}
+	cc.slots.init(c.cfg.Session.MaxInFlight)
 	sc, err := session.NewConn(nc, session.RoleClient, c.cfg.Session, cc)
 	if err != nil {
 		return nil, err
@@ -471,7 +471,7 @@ func (cc *clientConn) ConnClosed(err error) {
 type clientConn struct {
 	ep    *endpoint
 	sc    *session.Conn
-	slots *slots // calls in flight
+	slots slots // calls in flight
 
 	unusable atomic.Bool // GOAWAY received or closed: pick skips it
 

@@ -14,8 +14,9 @@ type slots struct {
 	freed   chan struct{} // capacity 1: a slot was given back while callers waited
 }
 
-func newSlots(max int) *slots {
-	return &slots{max: int32(max), freed: make(chan struct{}, 1)}
+func (s *slots) init(max int) {
+	s.max = int32(max)
+	s.freed = make(chan struct{}, 1)
 }
 
 // tryTake takes a slot if one is free.

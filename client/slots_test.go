@@ -12,7 +12,8 @@ import (
 // interleave (run with -race).
 func TestSlotsBound(t *testing.T) {
 	const limit, workers, rounds = 3, 16, 2000
-	s := newSlots(limit)
+	var s slots
+	s.init(limit)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	inUse, peak := 0, 0
@@ -54,7 +55,8 @@ func TestSlotsBound(t *testing.T) {
 // TestSlotsWakeEveryWaiter: two slots given back at once, with two callers
 // waiting, wake both, although only one wake-up fits in the channel.
 func TestSlotsWakeEveryWaiter(t *testing.T) {
-	s := newSlots(2)
+	var s slots
+	s.init(2)
 	if !s.tryTake() || !s.tryTake() || s.tryTake() {
 		t.Fatal("want exactly 2 slots")
 	}
