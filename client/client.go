@@ -666,8 +666,11 @@ func (cc *clientConn) closeDrained() { cc.sc.Finish() }
 
 func (cc *clientConn) HandleResponse(id uint64, body []byte) {
 	if cl := cc.take(id); cl != nil {
-		resp := make([]byte, len(body))
-		copy(resp, body)
+		var resp []byte // nil for an empty body
+		if len(body) > 0 {
+			resp = make([]byte, len(body))
+			copy(resp, body)
+		}
 		cl.complete(resp, nil)
 	}
 }

@@ -121,10 +121,10 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
 		timeout = ht
 	}
-	start := session.Mono()
-	var deadline int64
+	start := time.Now()
+	var deadline time.Time
 	if timeout > 0 {
-		deadline = start + int64(timeout)
+		deadline = start.Add(timeout)
 	}
 	ctx := newReqCtx(c.sc, deadline)
 	resp, err := c.call(ctx, &r.Request)
@@ -145,7 +145,7 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 		_ = c.sc.SendResponse(r.ID, resp)
 	}
 	if s.observed {
-		s.obs.RequestDone(r.Method, code, time.Duration(session.Mono()-start))
+		s.obs.RequestDone(r.Method, code, time.Since(start))
 	}
 	c.sc.RequestDone()
 	if cap(r.buf) > 64<<10 {

@@ -15,36 +15,47 @@ import (
 // finishing such a request takes no lock.
 type reqCtx struct {
 	sc       *session.Conn
-	deadline int64         // session.Mono; 0: none
-	state    atomic.Uint32 // ctxRunning, ctxArmed or ctxFinished
+	deadline time.Time // zero: none
 
-	mu    sync.Mutex // guards the fields below, used once armed
+	mu    sync.Mutex    // guards done, err and armed once the state is ctxArmed
+	state atomic.Uint32 // ctxRunning, ctxArmed or ctxFinished
 	done  chan struct{}
 	err   error
+	armed *ctxTimers
+}
+
+// ctxTimers is what Done arms: the deadline's timer and the hook that
+// cancels the context when the connection closes.
+type ctxTimers struct {
 	timer *time.Timer
 	hook  *session.CloseHook
 }
 
-// A reqCtx's state: Done arms it (under mu); finish moves an unarmed one
-// to ctxFinished without the lock.
+// A reqCtx's state. It leaves ctxRunning once: to ctxArmed, under mu, when
+// Done is called or Err finds the context ended while the handler runs (mu
+// then guards the truth), or to ctxFinished, without the lock, when the
+// handler returns first (the context is then simply cancelled).
 const (
 	ctxRunning uint32 = iota
 	ctxArmed
 	ctxFinished
 )
 
-func newReqCtx(sc *session.Conn, deadline int64) *reqCtx {
+func newReqCtx(sc *session.Conn, deadline time.Time) *reqCtx {
 	return &reqCtx{sc: sc, deadline: deadline}
 }
 
-func (c *reqCtx) Deadline() (time.Time, bool) {
-	if c.deadline == 0 {
-		return time.Time{}, false
-	}
-	return session.MonoTime(c.deadline), true
-}
+func (c *reqCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
 func (c *reqCtx) Value(key any) any { return nil }
+
+// armLocked moves a running context to ctxArmed. If the handler has
+// returned already (ctxFinished), the context is cancelled instead.
+func (c *reqCtx) armLocked() {
+	if !c.state.CompareAndSwap(ctxRunning, ctxArmed) && c.state.Load() == ctxFinished && c.err == nil {
+		c.err = context.Canceled
+	}
+}
 
 func (c *reqCtx) Done() <-chan struct{} {
 	c.mu.Lock()
@@ -53,9 +64,7 @@ func (c *reqCtx) Done() <-chan struct{} {
 		return c.done
 	}
 	c.done = make(chan struct{})
-	if !c.state.CompareAndSwap(ctxRunning, ctxArmed) {
-		c.err = context.Canceled // the handler has returned
-	}
+	c.armLocked()
 	if c.err == nil {
 		c.err = c.currentErr()
 	}
@@ -63,11 +72,12 @@ func (c *reqCtx) Done() <-chan struct{} {
 		close(c.done)
 		return c.done
 	}
-	if c.deadline != 0 {
-		c.timer = time.AfterFunc(time.Duration(c.deadline-session.Mono()), func() { c.cancel(context.DeadlineExceeded) })
+	a := &ctxTimers{hook: &session.CloseHook{Fn: func() { c.cancel(context.Canceled) }}}
+	if !c.deadline.IsZero() {
+		a.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(context.DeadlineExceeded) })
 	}
-	c.hook = &session.CloseHook{Fn: func() { c.cancel(context.Canceled) }}
-	if !c.sc.AddCloseHook(c.hook) {
+	c.armed = a
+	if !c.sc.AddCloseHook(a.hook) {
 		c.err = context.Canceled
 		close(c.done)
 	}
@@ -76,10 +86,10 @@ func (c *reqCtx) Done() <-chan struct{} {
 
 // currentErr is the error the context has by now, without any timer.
 func (c *reqCtx) currentErr() error {
-	if c.state.Load() == ctxFinished || c.sc.Closed() {
+	if c.sc.Closed() {
 		return context.Canceled
 	}
-	if c.deadline != 0 && session.Mono() >= c.deadline {
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
 	}
 	return nil
@@ -92,9 +102,14 @@ func (c *reqCtx) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err == nil {
-		c.err = c.currentErr()
-		if c.err != nil && c.done != nil {
-			close(c.done)
+		if err := c.currentErr(); err != nil {
+			// The error found must stay the context's error: arming makes
+			// finish keep it rather than report Canceled.
+			c.err = err
+			c.armLocked()
+			if c.done != nil {
+				close(c.done)
+			}
 		}
 	}
 	return c.err
@@ -125,12 +140,13 @@ func (c *reqCtx) finish() {
 			close(c.done)
 		}
 	}
-	t, h := c.timer, c.hook
+	a := c.armed
 	c.mu.Unlock()
-	if t != nil {
-		t.Stop()
+	if a == nil {
+		return
 	}
-	if h != nil {
-		c.sc.RemoveCloseHook(h)
+	if a.timer != nil {
+		a.timer.Stop()
 	}
+	c.sc.RemoveCloseHook(a.hook)
 }

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -1630,8 +1631,13 @@ func TestHandlerContext(t *testing.T) {
 	})
 	kept := make(chan context.Context, 2)
 	m.HandleFunc("keep", func(ctx context.Context, req *server.Request) ([]byte, error) {
-		if string(req.Body) == "armed" {
+		switch string(req.Body) {
+		case "armed":
 			ctx.Done() // arms the context's timer and close hook
+		case "expired":
+			for ctx.Err() == nil { // polls: Done would arm the context
+				time.Sleep(time.Millisecond)
+			}
 		}
 		kept <- ctx
 		return nil, nil
@@ -1689,6 +1695,20 @@ func TestHandlerContext(t *testing.T) {
 		}
 	})
 
+	t.Run("error stays the same after return", func(t *testing.T) {
+		p := dialRaw(t, ts.addr, true)
+		p.request(t, 1, 20, "keep", []byte("expired"))
+		p.expect(t, 2*time.Second, wire.TypeResponse)
+		ctx := <-kept
+		if err := ctx.Err(); err != context.DeadlineExceeded {
+			t.Errorf("ctx.Err() after the handler returned = %v, want the DeadlineExceeded the handler saw", err)
+		}
+		<-ctx.Done()
+		if err := ctx.Err(); err != context.DeadlineExceeded {
+			t.Errorf("ctx.Err() after Done = %v, want DeadlineExceeded still", err)
+		}
+	})
+
 	t.Run("client deadline", func(t *testing.T) {
 		p := dialRaw(t, ts.addr, true)
 		sent := time.Now()
@@ -1711,6 +1731,33 @@ func TestHandlerContext(t *testing.T) {
 			t.Errorf("got %v (%q), want ERROR TIMEOUT id 1", f, msg)
 		}
 	})
+}
+
+// TestHugeHandlerTimeout: a HandlerTimeout of the largest duration, a
+// common way to say "no limit", gives handlers a far deadline, not one
+// that has passed already.
+func TestHugeHandlerTimeout(t *testing.T) {
+	type seen struct {
+		err error
+		dl  time.Time
+	}
+	got := make(chan seen, 1)
+	m := echoMux()
+	m.HandleFunc("look", func(ctx context.Context, req *server.Request) ([]byte, error) {
+		dl, _ := ctx.Deadline()
+		got <- seen{ctx.Err(), dl}
+		return nil, nil
+	})
+	cfg := baseConfig()
+	cfg.HandlerTimeout = time.Duration(math.MaxInt64)
+	ts := startServer(t, cfg, m)
+	p := dialRaw(t, ts.addr, true)
+	p.request(t, 1, 0, "look", nil)
+	p.expect(t, 2*time.Second, wire.TypeResponse)
+	s := <-got
+	if s.err != nil || time.Until(s.dl) < 100*365*24*time.Hour {
+		t.Fatalf("ctx.Err() = %v, deadline %v; want no error and a deadline centuries away", s.err, s.dl)
+	}
 }
 
 // ---------------------------------------------------------------------------

@@ -470,9 +470,6 @@ var monoBase = time.Now()
 // stall timers.
 func Mono() int64 { return int64(time.Since(monoBase)) }
 
-// MonoTime returns the time.Time of m, a reading of Mono.
-func MonoTime(m int64) time.Time { return monoBase.Add(time.Duration(m)) }
-
 // monoOf returns t on Mono's scale, at least 1, or 0 for the zero time.
 func monoOf(t time.Time) int64 {
 	if t.IsZero() {
