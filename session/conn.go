@@ -77,7 +77,7 @@ type Conn struct {
 	handoffs    atomic.Uint32 // slow inline requests that moved reading elsewhere
 	inlineSince atomic.Int64  // Mono when the running inline request started; 0 when none
 	stuck       atomic.Int32  // readers whose inline request outlived their turn (see detachInline)
-	leading     atomic.Bool   // a client's caller holds the reader role (SendAndLead, LeadUntil)
+	leading     atomic.Uint32 // leadNone, leadReading or leadKicked: a client's caller holds the reader role (SendAndLead, LeadUntil)
 	eofAt       atomic.Int64  // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
@@ -369,7 +369,7 @@ func (c *Conn) TryLead() bool {
 // when answers are still awaited, a background reader takes over. A caller
 // that gives up early makes Answered true and calls Kick.
 func (c *Conn) LeadUntil(w Waiter, deadline time.Time) (expired bool) {
-	c.leading.Store(true)
+	c.leading.Store(leadReading)
 	c.armDeadline(deadline)
 	return c.leadFrom(stepRead, w, deadline)
 }
@@ -399,9 +399,17 @@ func (c *Conn) leadFrom(st step, w Waiter, deadline time.Time) (expired bool) {
 	return expired
 }
 
+// A client's caller reading for itself is kicked once by the monitor
+// (see Tick): leading goes from leadReading to leadKicked.
+const (
+	leadNone uint32 = iota
+	leadReading
+	leadKicked
+)
+
 // leaveLead leaves the reader role a caller took with TryLead.
 func (c *Conn) leaveLead() {
-	c.leading.Store(false)
+	c.leading.Store(leadNone)
 	c.releaseRole()
 	if c.needsReader() {
 		c.ensureReader()
@@ -456,15 +464,17 @@ type Lead struct {
 // awaited too, the callback reads at once, since one of them may have
 // arrived unseen. A frame that arrived unseen and makes the answer never
 // come (GOAWAY) is read at the monitor's next tick or the one after: a
-// caller that has read nothing for a whole tick is kicked (see Tick) and
-// reads the socket once. If the request cannot be sent (l.ID is 0),
-// SendAndLead leaves the reader role at once.
+// caller that has read nothing for a whole tick is kicked once (see Tick)
+// and reads the socket. (Should that kick be lost to the caller setting
+// its read deadline at that very moment, the frame is read with the next
+// bytes to arrive, a heartbeat's at the latest.) If the request cannot be
+// sent (l.ID is 0), SendAndLead leaves the reader role at once.
 //
 // The read deadline is left set from one call to the next and set again
 // only when the caller's deadline is earlier or it has passed, so the
 // common call arms no timer.
 func (c *Conn) SendAndLead(l *Lead, w Waiter, deadline time.Time) (expired bool) {
-	c.leading.Store(true)
+	c.leading.Store(leadReading)
 	c.armDeadline(deadline)
 	l.ID, l.Err = 0, nil
 	c.lead = l
@@ -1219,10 +1229,11 @@ func (c *Conn) Tick(now time.Time) {
 	idle := c.proto.Idle()
 	if c.proto.role == RoleServer {
 		c.checkFIN(idle)
-	} else if idle && c.leading.Load() {
+	} else if idle && c.leading.CompareAndSwap(leadReading, leadKicked) {
 		// A caller reading for itself has read nothing for a tick: a
 		// frame may have arrived unseen before its read began (see
-		// SendAndLead).
+		// SendAndLead). One kick makes it read the socket; anything that
+		// arrives later wakes it anyway, so a long call is kicked once.
 		c.Kick()
 	}
 	if c.proto.inlineOK {

@@ -2,8 +2,13 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -218,4 +223,92 @@ func waitUntil(timeout time.Duration, cond func() bool) bool {
 		time.Sleep(time.Millisecond)
 	}
 	return true
+}
+
+// answerHandler marks its waiter answered when a RESPONSE arrives.
+type answerHandler struct {
+	nopHandler
+	w *flagWaiter
+}
+
+func (h answerHandler) HandleResponse(uint64, []byte) { h.w.done.Store(true) }
+
+type flagWaiter struct{ done atomic.Bool }
+
+func (w *flagWaiter) Answered() bool { return w.done.Load() }
+
+type registrar struct{ c *Conn }
+
+func (r registrar) Register(uint64) bool { r.c.SetAwaited(1); return true }
+
+// TestLeadKickedOnce: a caller reading for itself whose answer takes many
+// monitor ticks is kicked once, to read what may have reached the socket
+// unseen before its read began, and not at every tick after that.
+func TestLeadKickedOnce(t *testing.T) {
+	a, b := tcpPair(t)
+	w := &flagWaiter{}
+	c, err := NewConn(a, RoleClient, Config{HeartbeatInterval: -1}, answerHandler{w: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(nil)
+	const tick, ticks = 5 * time.Millisecond, 80
+	m := NewMonitor(tick)
+	defer m.Close()
+	m.Add(c)
+	if !c.TryLead() {
+		t.Fatal("TryLead on a fresh connection without a reader failed")
+	}
+	led := make(chan error, 1)
+	go func() {
+		l := &Lead{Method: "wait", Registrar: registrar{c}}
+		expired := c.SendAndLead(l, w, time.Now().Add(10*time.Second))
+		if l.ID == 0 || expired {
+			led <- fmt.Errorf("SendAndLead: id %d, expired %v, err %v", l.ID, expired, l.Err)
+			return
+		}
+		led <- nil
+	}()
+	fr := wire.NewFramer(b, b)
+	f, err := fr.ReadFrame()
+	if err != nil || f.Type != wire.TypeRequest {
+		t.Fatalf("peer read %v, %v; want the REQUEST", f.Header, err)
+	}
+	before := readSyscalls(t)
+	<-time.After(ticks * tick) // let the monitor tick while the answer is held back
+	reads := readSyscalls(t) - before
+	if err := fr.WriteResponse(f.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-led; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d reads over %d ticks while the answer was held back", reads, ticks)
+	// The process reads for other reasons too: the runtime's poller reads
+	// an eventfd when woken, about once every three ticks here. A kick at
+	// every tick adds a read per tick on top.
+	if reads > ticks*3/4 {
+		t.Fatalf("%d reads over %d ticks: the reading caller was kicked again and again", reads, ticks)
+	}
+}
+
+// readSyscalls returns this process's read system calls so far (syscr in
+// /proc/self/io).
+func readSyscalls(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no /proc/self/io: %v", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Skip("no syscr in /proc/self/io")
+	return 0
 }
