@@ -490,45 +490,65 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 		}
 	}
 	defer cc.slots.give()
-	ms := uint32(1)
-	if left := time.Until(deadline); left > time.Millisecond {
-		ms = uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
-	}
 	cl.cc, cl.ctx = cc, ctx
 	cl.state.Store(callRunning) // an earlier attempt completed it
-	more := cc.slots.inUse() > 1
+	l := &cl.lead
+	l.Ctx, l.TimeoutMillis, l.Method, l.Body, l.Registrar = ctx, timeoutMillis(deadline), method, body, cl
+	l.More = cc.slots.inUse() > 1
 	if cc.sc.TryLead() {
-		// Send, then read the connection on this goroutine until the call
-		// is answered or its deadline passes: no hand-off from another
-		// goroutine. The deadline is the socket's; a context cancelled
-		// earlier is seen by the monitor's next tick (Tick below).
-		cl.lead = session.Lead{Ctx: ctx, TimeoutMillis: ms, Method: method, Body: body, Registrar: cl, More: more}
-		expired := cc.sc.SendAndLead(&cl.lead, cl, deadline)
-		id, err := cl.lead.ID, cl.lead.Err
-		if id == 0 {
-			return nil, sendError(ctx, err)
-		}
-		if cl.state.Load() != callDone {
-			if expired {
-				err = timeoutError{context.DeadlineExceeded}
-			} else {
-				err = ctxError(ctx)
-			}
-			if cc.forget(id, cl) {
-				return nil, err
-			}
-		}
-		cl.wait() // being completed right now, if not yet done
-		return cl.resp, cl.err
+		return cc.leadCall(cl, deadline)
 	}
-	id, err := cc.sc.SendRequest(ctx, ms, method, body, cl, more)
+	return cc.queuedCall(cl)
+}
+
+// timeoutMillis is the timeout a request carries: the time left until
+// deadline, rounded up to a millisecond, at least 1.
+func timeoutMillis(deadline time.Time) uint32 {
+	if left := time.Until(deadline); left > time.Millisecond {
+		return uint32(min(math.Ceil(float64(left)/float64(time.Millisecond)), math.MaxUint32))
+	}
+	return 1
+}
+
+// leadCall sends the call's request, then reads the connection on this
+// goroutine until the call is answered or its deadline passes: no hand-off
+// from another goroutine. The deadline is the socket's; a context
+// cancelled earlier is seen by the monitor's next tick (Tick below).
+func (cc *clientConn) leadCall(cl *call, deadline time.Time) ([]byte, error) {
+	expired := cc.sc.SendAndLead(&cl.lead, cl, deadline)
+	id, err := cl.lead.ID, cl.lead.Err
+	if id == 0 {
+		return nil, sendError(cl.ctx, err)
+	}
+	if cl.state.Load() != callDone {
+		if expired {
+			err = timeoutError{context.DeadlineExceeded}
+		} else {
+			err = ctxError(cl.ctx)
+		}
+		if cc.forget(id, cl) {
+			return nil, err
+		}
+	}
+	cl.wait() // being completed right now, if not yet done
+	return cl.resp, cl.err
+}
+
+// queuedCall sends the call's request while another goroutine reads the
+// connection, and waits for the answer to be handed over. The answer, a
+// connection failure, GOAWAY or the deadline completes it. A context with
+// a deadline ends the wait exactly; the client's own CallTimeout is
+// enforced by the connection's monitor tick (Tick below), so the common
+// call arms no timer at all. Kept out of roundTrip (noinline) so that the
+// leading call's stack frame stays small.
+//
+//go:noinline
+func (cc *clientConn) queuedCall(cl *call) ([]byte, error) {
+	l, ctx := &cl.lead, cl.ctx
+	id, err := cc.sc.SendRequest(ctx, l.TimeoutMillis, l.Method, l.Body, cl, l.More)
 	if err != nil && id == 0 {
 		return nil, sendError(ctx, err)
 	}
-	// Queued: the answer, a connection failure, GOAWAY or the deadline
-	// completes it. A context with a deadline ends the wait exactly; the
-	// client's own CallTimeout is enforced by the connection's monitor tick
-	// (Tick below), so the common call arms no timer at all.
 	done := ctx.Done()
 	if done == nil {
 		cl.wait()
@@ -549,7 +569,9 @@ func (cc *clientConn) roundTrip(ctx context.Context, cl *call, method string, bo
 
 // waitSlot waits until the call gets a slot (MaxInFlight) on this
 // connection, and fails it if its context or deadline ends first or the
-// connection becomes unusable.
+// connection becomes unusable. Not inlined, like queuedCall.
+//
+//go:noinline
 func (cc *clientConn) waitSlot(ctx context.Context, cl *call) error {
 	return cc.slots.acquire(func(freed <-chan struct{}) error {
 		select {
