@@ -159,11 +159,19 @@ func (c *conn) serve(r *request, timeout time.Duration) {
 func (c *conn) call(ctx *reqCtx, req *Request) (resp []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			c.s.log.Error("handler panicked", "method", req.Method, "remote", req.RemoteAddr, "panic", p)
-			resp, err = nil, &Error{Code: wire.CodeInternal, Message: "internal error"}
+			resp, err = nil, c.panicked(req, p)
 		}
 	}()
 	return c.s.handler.ServeTCP(ctx, req)
+}
+
+// panicked logs a handler's panic and returns the error answered for it;
+// kept out of call's deferred function, which runs after every request.
+//
+//go:noinline
+func (c *conn) panicked(req *Request, p any) error {
+	c.s.log.Error("handler panicked", "method", req.Method, "remote", req.RemoteAddr, "panic", p)
+	return &Error{Code: wire.CodeInternal, Message: "internal error"}
 }
 
 func (c *conn) HandleResponse(uint64, []byte)            {}

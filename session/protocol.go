@@ -219,6 +219,15 @@ func protoErr(format string, args ...any) error {
 	return &wire.ProtocolError{Reason: fmt.Sprintf(format, args...)}
 }
 
+// idNotAbove is the error for a request id that does not increase; kept
+// out of handleRequest so that formatting it costs the common request no
+// stack.
+//
+//go:noinline
+func idNotAbove(id, highest uint64) error {
+	return protoErr("request id %d not above %d", id, highest)
+}
+
 func (p *Protocol) handle(f wire.Frame, last bool, in []byte) error {
 	// One small function per type keeps each path's stack frame small: the
 	// reader's stack must not grow on the way to a request.
@@ -255,7 +264,7 @@ func (p *Protocol) handleRequest(f wire.Frame, last bool, in []byte) error {
 	p.mu.Lock()
 	if f.ID <= p.highestID {
 		p.mu.Unlock()
-		return protoErr("request id %d not above %d", f.ID, p.highestID)
+		return idNotAbove(f.ID, p.highestID)
 	}
 	p.highestID = f.ID
 	if p.goAway {
