@@ -207,11 +207,20 @@ func (c *Client) Close() error {
 // is what a call does when it is alone on its connection: watching the
 // context there would cost every call a registration on it.
 func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, error) {
+	return c.CallAppend(ctx, method, body, nil)
+}
+
+// CallAppend is Call appending the response to dst (which may be nil) and
+// returning the extended slice; on error it returns dst unchanged. A
+// caller that passes the same buffer back, resp = c.CallAppend(ctx, m, b,
+// resp[:0]), makes calls that allocate nothing once the buffer is large
+// enough. dst is written only while CallAppend runs.
+func (c *Client) CallAppend(ctx context.Context, method string, body, dst []byte) ([]byte, error) {
 	if err := wire.ValidMethod(method); err != nil {
-		return nil, err
+		return dst, err
 	}
 	if size := 5 + len(method) + len(body); size > int(c.cfg.Session.MaxFrameSize) {
-		return nil, &wire.FrameTooLargeError{Length: uint32(min(size, math.MaxUint32)), Max: c.cfg.Session.MaxFrameSize}
+		return dst, &wire.FrameTooLargeError{Length: uint32(min(size, math.MaxUint32)), Max: c.cfg.Session.MaxFrameSize}
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -219,7 +228,7 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 	}
 	cl := getCall()
 	defer putCall(cl)
-	cl.deadline = deadline
+	cl.deadline, cl.dst = deadline, dst
 	var err error
 	for attempt := 0; attempt <= c.cfg.MaxRetries; attempt++ {
 		if attempt > 0 {
@@ -228,7 +237,7 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 		var cc *clientConn
 		cc, err = c.pick(ctx, cl)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
 		var resp []byte
 		resp, err = cc.roundTrip(ctx, cl, method, body, deadline)
@@ -236,10 +245,10 @@ func (c *Client) Call(ctx context.Context, method string, body []byte) ([]byte, 
 			return resp, nil
 		}
 		if !retryable(err) {
-			return nil, err
+			return dst, err
 		}
 	}
-	return nil, err
+	return dst, err
 }
 
 // pick returns a ready connection, waiting while some endpoint is still
@@ -688,12 +697,7 @@ func (cc *clientConn) closeDrained() { cc.sc.Finish() }
 
 func (cc *clientConn) HandleResponse(id uint64, body []byte) {
 	if cl := cc.take(id); cl != nil {
-		var resp []byte // nil for an empty body
-		if len(body) > 0 {
-			resp = make([]byte, len(body))
-			copy(resp, body)
-		}
-		cl.complete(resp, nil)
+		cl.complete(append(cl.dst, body...), nil)
 	}
 }
 
@@ -759,6 +763,7 @@ type call struct {
 	resp     []byte
 	err      error
 	deadline time.Time
+	dst      []byte      // the response is appended to it (CallAppend)
 	timer    *time.Timer // armed only while waiting outside a connection
 	armed    bool
 	lead     session.Lead // the request, when the call reads for itself
@@ -775,7 +780,7 @@ func putCall(cl *call) {
 		cl.timer.Stop()
 		cl.armed = false
 	}
-	cl.cc, cl.ctx, cl.resp, cl.err = nil, nil, nil, nil
+	cl.cc, cl.ctx, cl.resp, cl.err, cl.dst = nil, nil, nil, nil, nil
 	cl.lead = session.Lead{}
 	cl.gaveUp.Store(false)
 	cl.state.Store(callRunning)
