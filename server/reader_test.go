@@ -56,6 +56,20 @@ func (p *rawPeer) send(t *testing.T, id uint64, method string, body []byte) {
 	}
 }
 
+// warmPeerWithGate starts a server whose method blocks on a gate, dials a
+// raw peer that answers PINGs and warms its connection, so that the next
+// request runs on the connection's reader. It returns the id to use next.
+func warmPeerWithGate(t *testing.T, method string) (*testServer, *gate, *rawPeer, uint64) {
+	t.Helper()
+	mux := echoMux()
+	g := newGate(t)
+	mux.Handle(method, g)
+	ts := startServer(t, baseConfig(), mux)
+	t.Cleanup(g.Release) // before the server's cleanup, which waits for handlers
+	p := dialRaw(t, ts.addr, true)
+	return ts, g, p, p.warm(t, 1, 5)
+}
+
 // TestSlowInlineRequestKeepsConnectionServed: a request run on the
 // connection's reader that blocks does not stop the connection: another
 // goroutine takes over reading (on a second descriptor, the first one's
@@ -90,13 +104,7 @@ func TestSlowInlineRequestKeepsConnectionServed(t *testing.T) {
 // blocks on a connection's reader ends the connection at once; the peer
 // does not wait for the handler to return.
 func TestCloseWithInlineRequestBlocked(t *testing.T) {
-	mux := echoMux()
-	g := newGate(t)
-	mux.Handle("stuck", g)
-	ts := startServer(t, baseConfig(), mux)
-	t.Cleanup(g.Release) // before the server's cleanup, which waits for handlers
-	p := dialRaw(t, ts.addr, true)
-	id := p.warm(t, 1, 5)
+	ts, g, p, id := warmPeerWithGate(t, "stuck")
 	p.send(t, id, "stuck", nil)
 	g.waitStarted(t, 2*time.Second)
 	start := time.Now()
@@ -153,13 +161,7 @@ func TestRequestAndFINTogether(t *testing.T) {
 // returns, and the connection would go unread (its PINGs unanswered, the
 // peer declared dead). So requests and heartbeats keep flowing.
 func TestSeveralSlowRequestsKeepConnectionServed(t *testing.T) {
-	mux := echoMux()
-	g := newGate(t)
-	mux.Handle("slow", g)
-	ts := startServer(t, baseConfig(), mux)
-	t.Cleanup(g.Release) // before the server's cleanup, which waits for handlers
-	p := dialRaw(t, ts.addr, true)
-	id := p.warm(t, 1, 5)
+	_, g, p, id := warmPeerWithGate(t, "slow")
 	const slow = 4
 	first := id
 	for range slow {

@@ -77,7 +77,7 @@ type Conn struct {
 	handoffs    atomic.Uint32 // slow inline requests that moved reading elsewhere
 	inlineSince atomic.Int64  // Mono when the running inline request started; 0 when none
 	stuck       atomic.Int32  // readers whose inline request outlived their turn (see detachInline)
-	leading     atomic.Uint32 // leadNone, leadReading or leadKicked: a client's caller holds the reader role (SendAndLead, LeadUntil)
+	leading     atomic.Uint32 // leadNone, leadReading or leadKicked: a client's caller holds the reader role (SendAndLead)
 	eofAt       atomic.Int64  // Mono when the peer's FIN arrived with requests in flight
 
 	// Write queue, under wmu.
@@ -281,8 +281,8 @@ func (c *Conn) Run() error {
 	return c.run()
 }
 
-// Start takes the reader role and runs the reader on a goroutine of its
-// own. Unlike starting Run on one, it leaves no moment in which a client's
+// Start takes the reader role, if it is vacant, and runs the reader on a
+// goroutine of its own. Unlike starting Run on one, it leaves no moment in which a client's
 // caller can take the role first (TryLead) and miss frames the peer sent
 // at once, such as a BUSY refusal.
 func (c *Conn) Start() {
@@ -335,13 +335,6 @@ func (c *Conn) needsReader() bool {
 	return c.proto.inflight.Load() > 0 || c.halfClosed.Load() != 0 || c.isClosed.Load()
 }
 
-// ensureReader starts a reader goroutine if the role is vacant.
-func (c *Conn) ensureReader() {
-	if c.takeRole() {
-		go c.run()
-	}
-}
-
 // Waiter is a request's caller as Lead sees it.
 type Waiter interface {
 	// Answered reports whether the caller may stop reading: its request
@@ -353,28 +346,14 @@ type Waiter interface {
 // waits for its answer, instead of waiting for another goroutine to hand
 // the answer over: one call at a time then costs less than a hand-written
 // blocking round trip. It takes the reader role and returns true if nobody
-// holds it; the caller must then call SendAndLead or LeadUntil. It returns
+// holds it; the caller must then call SendAndLead. It returns
 // false if another goroutine is reading (the caller then waits for the
 // answer to be handed over).
 func (c *Conn) TryLead() bool {
 	return c.proto.role == RoleClient && c.takeRole()
 }
 
-// LeadUntil reads on the calling goroutine, which took the reader role
-// with TryLead, dispatching every frame to the Handler as the background
-// reader would, until w.Answered reports true or the deadline (zero: none)
-// passes; then it leaves the role and reports whether the deadline passed
-// first. The deadline is the socket's read deadline, so it costs no timer
-// of its own. Frames for other requests go to their callers as usual;
-// when answers are still awaited, a background reader takes over. A caller
-// that gives up early makes Answered true and calls Kick.
-func (c *Conn) LeadUntil(w Waiter, deadline time.Time) (expired bool) {
-	c.leading.Store(leadReading)
-	c.armDeadline(deadline)
-	return c.leadFrom(stepRead, w, deadline)
-}
-
-// leadFrom is LeadUntil's loop, from the outcome st of a first read.
+// leadFrom is SendAndLead's read loop, from the outcome st of a first read.
 func (c *Conn) leadFrom(st step, w Waiter, deadline time.Time) (expired bool) {
 	for {
 		if st == stepEnded {
@@ -412,7 +391,7 @@ func (c *Conn) leaveLead() {
 	c.leading.Store(leadNone)
 	c.releaseRole()
 	if c.needsReader() {
-		c.ensureReader()
+		c.Start()
 	}
 }
 
@@ -452,11 +431,21 @@ type Lead struct {
 	Err error
 }
 
-// SendAndLead is SendRequest followed by LeadUntil, for a caller that took
-// the reader role with TryLead, with one system call fewer: the request is
-// sent from inside the read call, once the read is registered with the
-// poller, so the read then waits for the answer's arrival directly instead
-// of first trying a read that could only find the socket empty.
+// SendAndLead sends a request for a caller that took the reader role with
+// TryLead, then reads on the calling goroutine, dispatching every frame to
+// the Handler as the background reader would, until w.Answered reports
+// true or the deadline (zero: none) passes; then it leaves the role and
+// reports whether the deadline passed first. The deadline is the socket's
+// read deadline, so it costs no timer of its own. Frames for other
+// requests go to their callers as usual; when answers are still awaited, a
+// background reader takes over. A caller that gives up early makes
+// Answered true and calls Kick.
+//
+// This costs one system call fewer than SendRequest followed by reading:
+// the request is sent from inside the read call, once the read is
+// registered with the poller, so the read then waits for the answer's
+// arrival directly instead of first trying a read that could only find
+// the socket empty.
 //
 // Entering a read forgets readiness signalled before it. The answer
 // arrives after the request leaves, so its arrival is always seen, and
@@ -1152,7 +1141,7 @@ func (c *Conn) Close(err error) {
 		go c.run()
 	}
 	if c.proto.role == RoleClient {
-		c.ensureReader() // a vacant role: nobody would see the close
+		c.Start() // a vacant role: nobody would see the close
 	}
 	c.errMu.Lock()
 	if c.closedCh != nil && !c.chClosed {
@@ -1530,7 +1519,7 @@ func (c *Conn) requestFIN() {
 func (c *Conn) sendFIN() {
 	c.halfClosed.Store(Mono())
 	if c.proto.role == RoleClient {
-		c.ensureReader() // the peer's FIN must be read
+		c.Start() // the peer's FIN must be read
 	}
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := c.nc.(closeWriter)
