@@ -23,7 +23,7 @@
 //
 //	m := admin.NewMetrics(nil)
 //	cfg := server.DefaultConfig()
-//	cfg.Observer = m
+//	m.Install(&cfg) // the Observer, and the Interceptor that times requests
 //	srv, _ := server.New(cfg, handler)
 //	adm, _ := admin.New(admin.Config{Metrics: m}, srv)
 //	go adm.ListenAndServe()
@@ -99,10 +99,11 @@ type Config struct {
 	// TCPPRO_ADMIN_TOKEN.
 	Token string
 
-	// Metrics is the server's metrics, also given to the server as
-	// server.Config.Observer; /metrics serves its registry. Default: new
-	// metrics on a new registry, whose histograms stay empty since the
-	// server does not report to them.
+	// Metrics is the server's metrics, installed in the server's
+	// configuration before server.New (Metrics.Install: the Observer and
+	// the Interceptor); /metrics serves its registry. Default: new metrics
+	// on a new registry, whose histograms stay empty since the server does
+	// not report to them.
 	Metrics *Metrics
 
 	// ConnzLimit is /connz's page size when the request gives none, and the
@@ -266,8 +267,11 @@ func New(cfg Config, srv *server.Server) (*Server, error) {
 	if err := m.Attach(srv); err != nil {
 		return nil, err
 	}
-	if srv.Config().Observer != server.Observer(m) {
-		cfg.Logger.Warn("admin: the Metrics are not the server's Observer; histograms will stay empty")
+	if !observes(srv.Config().Observer, m) {
+		cfg.Logger.Warn("admin: the Metrics are not the server's Observer (see Metrics.Install); the heartbeat and connection histograms and tcp_error deaths will not be recorded")
+	}
+	if !m.intercepting.Load() {
+		cfg.Logger.Warn("admin: the Metrics' Interceptor is not installed (see Metrics.Install); tcppro_handler_duration_seconds will stay empty")
 	}
 	a := &Server{cfg: cfg, srv: srv, m: m, log: cfg.Logger, started: time.Now()}
 	a.page = newStatusPage(cfg.RefreshInterval, cfg.ConnzLimit)
@@ -445,62 +449,6 @@ func (a *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// statusJSON is /statusz's answer, and the mutating endpoints'.
-type statusJSON struct {
-	Action        string     `json:"action,omitempty"`
-	Ready         bool       `json:"ready"`
-	Reason        string     `json:"reason,omitempty"`
-	Addr          string     `json:"addr"`
-	UptimeSeconds float64    `json:"uptime_seconds"`
-	Stats         *statsJSON `json:"stats,omitempty"`
-	GoAwayIn      *float64   `json:"goaway_in_seconds,omitempty"`
-}
-
-type statsJSON struct {
-	Active          int64  `json:"connections_open"`
-	Accepted        uint64 `json:"connections_accepted"`
-	RejectedBusy    uint64 `json:"rejected_busy"`
-	RejectedOffline uint64 `json:"rejected_offline"`
-	AcceptErrors    uint64 `json:"accept_errors"`
-	DeadPeers       uint64 `json:"dead_peers"`
-	WriteTimeouts   uint64 `json:"write_timeouts"`
-	GoAways         uint64 `json:"goaways_sent"`
-	Requests        uint64 `json:"requests"`
-	Overloaded      uint64 `json:"overloaded"`
-	WorkersBusy     int64  `json:"workers_busy"`
-	Workers         int    `json:"workers"`
-	FramesIn        uint64 `json:"frames_in"`
-	FramesOut       uint64 `json:"frames_out"`
-	BytesIn         uint64 `json:"bytes_in"`
-	BytesOut        uint64 `json:"bytes_out"`
-}
-
-func toStatsJSON(st server.Stats) *statsJSON {
-	return &statsJSON{
-		Active: st.Active, Accepted: st.Accepted, RejectedBusy: st.RejectedBusy,
-		RejectedOffline: st.RejectedOffline, AcceptErrors: st.AcceptErrors, DeadPeers: st.DeadPeers,
-		WriteTimeouts: st.WriteTimeouts, GoAways: st.GoAways, Requests: st.Requests,
-		Overloaded: st.Overloaded, WorkersBusy: st.WorkersBusy, Workers: st.Workers,
-		FramesIn: st.FramesIn, FramesOut: st.FramesOut, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
-	}
-}
-
-func (a *Server) status(withStats bool) statusJSON {
-	ready, reason := a.srv.Ready()
-	s := statusJSON{
-		Ready: ready, Reason: reason, Addr: a.srv.Config().Addr,
-		UptimeSeconds: time.Since(a.started).Seconds(),
-	}
-	if withStats {
-		s.Stats = toStatsJSON(a.srv.Stats())
-	}
-	return s
-}
-
-func (a *Server) serveStatusz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, a.status(true))
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -593,107 +541,4 @@ func (a *Server) serveDrain(w http.ResponseWriter, r *http.Request) {
 	secs := delay.Seconds()
 	s.GoAwayIn = &secs
 	writeJSON(w, http.StatusAccepted, s)
-}
-
-// ---------------------------------------------------------------------------
-// Connection table
-
-// ConnJSON is one row of /connz.
-type ConnJSON struct {
-	Remote                string   `json:"remote"`
-	Local                 string   `json:"local"`
-	AgeSeconds            float64  `json:"age_seconds"`
-	SinceLastFrameSeconds float64  `json:"since_last_frame_seconds"`
-	InFlight              int      `json:"in_flight"`
-	BytesIn               uint64   `json:"bytes_in"`
-	BytesOut              uint64   `json:"bytes_out"`
-	FramesIn              uint64   `json:"frames_in"`
-	FramesOut             uint64   `json:"frames_out"`
-	HeartbeatRTTSeconds   *float64 `json:"heartbeat_rtt_seconds"` // null until a PING was answered
-	GoingAway             bool     `json:"going_away"`
-	TCP                   *TCPJSON `json:"tcp"` // null when TCP_INFO could not be read
-}
-
-// TCPJSON is the kernel's view of a connection (TCP_INFO).
-type TCPJSON struct {
-	State        string  `json:"state"`
-	RTTSeconds   float64 `json:"rtt_seconds"`
-	RTTVarSecs   float64 `json:"rttvar_seconds"`
-	RTOSeconds   float64 `json:"rto_seconds"`
-	Retransmits  uint8   `json:"retransmits"`
-	TotalRetrans uint32  `json:"total_retrans"`
-	Unacked      uint32  `json:"unacked"`
-	Lost         uint32  `json:"lost"`
-	NotSentBytes uint32  `json:"notsent_bytes"`
-	SndCwnd      uint32  `json:"snd_cwnd"`
-}
-
-// ConnzJSON is /connz's answer: one page of the live connections, oldest
-// first.
-type ConnzJSON struct {
-	Total       int        `json:"total"`
-	Offset      int        `json:"offset"`
-	Limit       int        `json:"limit"`
-	NextOffset  *int       `json:"next_offset"` // null on the last page
-	Connections []ConnJSON `json:"connections"`
-}
-
-func toConnJSON(ci server.ConnInfo) ConnJSON {
-	c := ConnJSON{
-		Remote: ci.Remote, Local: ci.Local,
-		AgeSeconds: ci.Age.Seconds(), SinceLastFrameSeconds: ci.SinceLastFrame.Seconds(),
-		InFlight: ci.InFlight, BytesIn: ci.BytesIn, BytesOut: ci.BytesOut,
-		FramesIn: ci.FramesIn, FramesOut: ci.FramesOut, GoingAway: ci.GoingAway,
-	}
-	if ci.HeartbeatRTT > 0 {
-		v := ci.HeartbeatRTT.Seconds()
-		c.HeartbeatRTTSeconds = &v
-	}
-	if t := ci.TCP; t != nil {
-		c.TCP = &TCPJSON{
-			State: t.State, RTTSeconds: t.RTT.Seconds(), RTTVarSecs: t.RTTVar.Seconds(), RTOSeconds: t.RTO.Seconds(),
-			Retransmits: t.Retransmits, TotalRetrans: t.TotalRetrans, Unacked: t.Unacked, Lost: t.Lost,
-			NotSentBytes: t.NotSent, SndCwnd: t.SndCwnd,
-		}
-	}
-	return c
-}
-
-// connz returns one page of the connection table.
-func (a *Server) connz(offset, limit int) ConnzJSON {
-	limit = min(limit, a.cfg.ConnzMaxLimit)
-	infos, total := a.srv.Conns(offset, limit)
-	out := ConnzJSON{Total: total, Offset: offset, Limit: limit, Connections: make([]ConnJSON, 0, len(infos))}
-	for _, ci := range infos {
-		out.Connections = append(out.Connections, toConnJSON(ci))
-	}
-	if next := offset + len(infos); next < total && len(infos) > 0 {
-		out.NextOffset = &next
-	}
-	return out
-}
-
-func (a *Server) serveConnz(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	intParam := func(name string, def int) (int, bool) {
-		v := q.Get(name)
-		if v == "" {
-			return def, true
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			http.Error(w, fmt.Sprintf("admin: parameter %s=%q: want a non-negative integer", name, v), http.StatusBadRequest)
-			return 0, false
-		}
-		return n, true
-	}
-	limit, ok := intParam("limit", a.cfg.ConnzLimit)
-	if !ok {
-		return
-	}
-	offset, ok := intParam("offset", 0)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, a.connz(offset, limit))
 }

@@ -73,6 +73,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if !strings.Contains(dom, `<span id="error"></span>`) {
 		t.Fatalf("the page reports an error; DOM:\n%s", dom)
 	}
+	// The script renders a cell per heading (memory held and TLS among
+	// them), as the server does.
+	if heads, cells := len(regexp.MustCompile(`<th[ >]`).FindAllString(dom[strings.Index(dom, "<thead>"):], -1)), firstRowCells(t, dom); heads != len(cells) || cells[len(cells)-2] != "" {
+		t.Fatalf("%d headings, row %q; DOM:\n%s", heads, cells, dom)
+	}
 	if !strings.Contains(dom, `<td id="s-connections_open">1</td>`) {
 		t.Fatalf("the open connection count is not 1; DOM:\n%s", dom)
 	}

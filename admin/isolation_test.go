@@ -172,6 +172,7 @@ func TestIsolation(t *testing.T) {
 			for _, w := range []string{
 				"tcppro_workers_busy 6\n", "tcppro_workers 6\n", "tcppro_connections_open 16\n",
 				`tcppro_connections_rejected_total{reason="busy"} 1` + "\n", "tcppro_requests_overloaded_total 1\n",
+				`tcppro_requests_refused_total{reason="workers"} 1` + "\n",
 			} {
 				if !strings.Contains(r.Body, w) {
 					t.Fatalf("/metrics lacks %q", w)

@@ -35,22 +35,21 @@ func TestMain(m *testing.M) {
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// notifier is the server's Observer in these tests: the admin Metrics,
-// plus channels that tell a test when the server has acted, so that no
-// test waits by sleeping.
+// notifier is an Observer that tells a test when the server has acted, so
+// that no test waits by sleeping. The tests install the admin Metrics
+// next to it (Metrics.Install), which tells the Metrics first: once the
+// notifier has heard of an event, the Metrics have recorded it.
 type notifier struct {
-	*admin.Metrics
 	opened chan net.Addr
 	closed chan error
 	rtt    chan time.Duration
 }
 
-func newNotifier(m *admin.Metrics) *notifier {
-	return &notifier{Metrics: m, opened: make(chan net.Addr, 4096), closed: make(chan error, 4096), rtt: make(chan time.Duration, 4096)}
+func newNotifier() *notifier {
+	return &notifier{opened: make(chan net.Addr, 4096), closed: make(chan error, 4096), rtt: make(chan time.Duration, 4096)}
 }
 
 func (n *notifier) ConnOpened(a net.Addr) {
-	n.Metrics.ConnOpened(a)
 	select {
 	case n.opened <- a:
 	default:
@@ -58,15 +57,16 @@ func (n *notifier) ConnOpened(a net.Addr) {
 }
 
 func (n *notifier) ConnClosed(a net.Addr, err error, age time.Duration) {
-	n.Metrics.ConnClosed(a, err, age)
 	select {
 	case n.closed <- err:
 	default:
 	}
 }
 
+func (n *notifier) ConnRejected(string)    {}
+func (n *notifier) GoAwaySent(wire.Reason) {}
+
 func (n *notifier) HeartbeatRTT(d time.Duration) {
-	n.Metrics.HeartbeatRTT(d)
 	select {
 	case n.rtt <- d:
 	default:
@@ -109,11 +109,12 @@ func startEnv(t *testing.T, o envOpts) *env {
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := admin.NewMetrics(nil)
-	obs := newNotifier(m)
+	obs := newNotifier()
 	cfg := server.Config{Logger: quiet, Observer: obs, RejectLinger: 50 * time.Millisecond}
 	if o.server != nil {
 		o.server(&cfg)
 	}
+	m.Install(&cfg)
 	h := o.handler
 	if h == nil {
 		h = testHandler()
@@ -199,21 +200,41 @@ func (e *env) client(cfg client.Config) *client.Client {
 	return c
 }
 
-// rawConns opens n plain TCP connections to the business server and
-// waits until the server has taken each.
+// rawConns opens n connections to the business server that complete the
+// HELLO exchange and then send nothing, and waits until the server has
+// taken each.
 func (e *env) rawConns(n int) []net.Conn {
 	e.t.Helper()
 	conns := make([]net.Conn, 0, n)
 	for range n {
-		c, err := net.Dial("tcp", e.svcAddr)
-		if err != nil {
-			e.t.Fatal(err)
-		}
+		c, _ := e.rawPeer(nil)
 		conns = append(conns, c)
-		e.t.Cleanup(func() { c.Close() })
 	}
 	e.waitOpened(n)
 	return conns
+}
+
+// rawPeer opens a connection to the business server (with dialer, if
+// not nil) and runs the client's side of the HELLO exchange; it returns
+// the connection and a Framer on it. The connection is closed when the
+// test ends.
+func (e *env) rawPeer(dialer *net.Dialer) (net.Conn, *wire.Framer) {
+	e.t.Helper()
+	if dialer == nil {
+		dialer = &net.Dialer{}
+	}
+	c, err := dialer.Dial("tcp", e.svcAddr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	fr := wire.NewFramer(c, c)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fr.ClientHandshake(wire.Hello{}); err != nil {
+		e.t.Fatalf("HELLO exchange: %v", err)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, fr
 }
 
 // waitOpened waits for n ConnOpened events.
@@ -283,8 +304,8 @@ func decode[T any](t *testing.T, r response) T {
 	return v
 }
 
-// readReject reads what the server sends a connection it refuses, and
-// returns the ERROR frame's code.
+// readReject opens a connection that the server refuses, and returns the
+// code of the connection-level ERROR it sends instead of HELLO.
 func readReject(t *testing.T, addr string) wire.Code {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -292,19 +313,13 @@ func readReject(t *testing.T, addr string) wire.Code {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, err := io.ReadAll(c)
-	if err != nil && !errors.Is(err, net.ErrClosed) && len(b) == 0 {
-		t.Fatalf("reading the refusal: %v", err)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err = wire.NewFramer(c, c).ClientHandshake(wire.Hello{})
+	var he *wire.HandshakeError
+	if !errors.As(err, &he) {
+		t.Fatalf("a refused connection's handshake: %v, want a *wire.HandshakeError", err)
 	}
-	if len(b) < wire.HeaderLen {
-		t.Fatalf("refusal of %d bytes: %x", len(b), b)
-	}
-	code, _, err := wire.ParseError(b[wire.HeaderLen:])
-	if err != nil {
-		t.Fatalf("refusal %x: %v", b, err)
-	}
-	return code
+	return he.Code
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.

@@ -1,9 +1,10 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net"
-	"strings"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -30,7 +30,16 @@ type Registry interface {
 const (
 	CauseHeartbeat    = "heartbeat"     // nothing arrived within the heartbeat bound (session.ErrPeerDead)
 	CauseWriteTimeout = "write_timeout" // the peer stopped reading (session.ErrWriteTimeout)
+	CauseControlFlood = "control_flood" // the peer flooded control frames without reading (session.ErrControlFlood)
 	CauseTCPError     = "tcp_error"     // the kernel failed the socket: reset, TCP_USER_TIMEOUT, ...
+)
+
+// Reasons a request was refused OVERLOADED (never processed), the reason
+// label of tcppro_requests_refused_total.
+const (
+	RefusedWorkers  = "workers"   // every worker was busy (server.Stats.Overloaded)
+	RefusedInFlight = "in_flight" // the connection's MAX_IN_FLIGHT was reached (server.Stats.RefusedInFlight)
+	RefusedMemory   = "memory"    // the connection's or the server's memory bound was reached (server.Stats.RefusedMemory)
 )
 
 // MaxMethodLabels bounds the distinct values of the method label: methods
@@ -45,15 +54,18 @@ var (
 	ConnAgeBuckets      = []float64{.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 86400}
 )
 
-// Metrics is the server side's Prometheus metrics. It is a server.Observer
-// (put it in server.Config.Observer, so that it sees every request,
-// heartbeat and closed connection) and a prometheus.Collector that reads
+// Metrics is the server side's Prometheus metrics. It has two hooks into
+// the server, both set by Install: it is a server.Observer (connection
+// events: heartbeat round trips, connection ages, sockets the kernel
+// failed) and it provides a server.Interceptor (Interceptor: the time and
+// outcome of every request). It is also a prometheus.Collector that reads
 // server.Stats at scrape time once attached to its server (admin.New does
 // that; Attach does it without the HTTP plane). Counters kept by the
 // server are read from Stats and never counted twice.
 //
 //	m := admin.NewMetrics(nil)
-//	cfg.Observer = m
+//	cfg := server.DefaultConfig()
+//	m.Install(&cfg)
 //	srv, _ := server.New(cfg, h)
 //	adm, _ := admin.New(admin.Config{Metrics: m}, srv)
 type Metrics struct {
@@ -67,6 +79,8 @@ type Metrics struct {
 	handlerObs sync.Map // handlerKey → prometheus.Observer
 	methods    sync.Map // method name → struct{}, the ones given their own label
 	nmethods   atomic.Int64
+
+	intercepting atomic.Bool // Interceptor was called: requests are timed
 
 	tcpErrors  atomic.Uint64 // connections closed by a TCP error
 	portPolicy atomic.Uint64 // listens refused by the port policy
@@ -125,35 +139,94 @@ func (m *Metrics) Attach(srv *server.Server) error {
 	return nil
 }
 
+// Install wires m into a server's configuration, before server.New: it
+// makes m the Observer and appends m.Interceptor() to cfg.Interceptors.
+//
+// An Observer already set keeps being told every event, after m. The
+// interceptor goes after those already in cfg.Interceptors, around the
+// handler: it times the handler, and the interceptors added after Install.
+// To time and count the requests one of your own interceptors refuses
+// too, put m.Interceptor() before it yourself instead:
+//
+//	cfg.Observer = m
+//	cfg.Interceptors = append([]server.Interceptor{m.Interceptor()}, cfg.Interceptors...)
+//
+// A configuration that already reports to m is left as it is, so
+// installing twice counts nothing twice.
+func (m *Metrics) Install(cfg *server.Config) {
+	if observes(cfg.Observer, m) {
+		return
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = m
+	} else {
+		cfg.Observer = teeObserver{m: m, next: cfg.Observer}
+	}
+	// Clipped: appending never writes into an array another configuration
+	// shares.
+	cfg.Interceptors = append(slices.Clip(cfg.Interceptors), m.Interceptor())
+}
+
+// observes reports whether o tells m its events.
+func observes(o server.Observer, m *Metrics) bool {
+	switch o := o.(type) {
+	case *Metrics:
+		return o == m
+	case teeObserver:
+		return o.m == m
+	}
+	return false
+}
+
+// teeObserver tells the metrics, then the Observer configured before
+// Install.
+type teeObserver struct {
+	m    *Metrics
+	next server.Observer
+}
+
+func (t teeObserver) ConnOpened(a net.Addr) { t.m.ConnOpened(a); t.next.ConnOpened(a) }
+func (t teeObserver) ConnClosed(a net.Addr, err error, age time.Duration) {
+	t.m.ConnClosed(a, err, age)
+	t.next.ConnClosed(a, err, age)
+}
+func (t teeObserver) ConnRejected(reason string) {
+	t.m.ConnRejected(reason)
+	t.next.ConnRejected(reason)
+}
+func (t teeObserver) GoAwaySent(r wire.Reason)     { t.m.GoAwaySent(r); t.next.GoAwaySent(r) }
+func (t teeObserver) HeartbeatRTT(d time.Duration) { t.m.HeartbeatRTT(d); t.next.HeartbeatRTT(d) }
+
 // ---------------------------------------------------------------------------
-// server.Observer
+// server.Interceptor
 
-var _ server.Observer = (*Metrics)(nil)
-
-// ConnOpened implements server.Observer (accepted connections are read
-// from Stats).
-func (m *Metrics) ConnOpened(net.Addr) {}
-
-// ConnClosed implements server.Observer: it records the connection's age
-// and counts connections the kernel failed (cause tcp_error); heartbeat
-// and write-timeout deaths are read from Stats.
-func (m *Metrics) ConnClosed(_ net.Addr, err error, age time.Duration) {
-	m.connAge.Observe(age.Seconds())
-	if DeadPeerCause(err) == CauseTCPError {
-		m.tcpErrors.Add(1)
-	}
+// Interceptor returns the server.Interceptor that records every request it
+// wraps in tcppro_handler_duration_seconds: the time from entering it to
+// the answer, by method and code ("OK", or the code the error is answered
+// with, server.ErrorCode). A handler that panics is recorded as INTERNAL,
+// and the panic goes on to the server's recovery. Requests refused before
+// any handler runs (OVERLOADED: no free worker, MAX_IN_FLIGHT, memory) are
+// counted by the server (tcppro_requests_refused_total), not here.
+func (m *Metrics) Interceptor() server.Interceptor {
+	m.intercepting.Store(true)
+	return m.intercept
 }
 
-// ConnRejected implements server.Observer: it counts port-policy refusals
-// (the other reasons are read from Stats).
-func (m *Metrics) ConnRejected(reason string) {
-	if reason == server.RejectPortPolicy {
-		m.portPolicy.Add(1)
-	}
+func (m *Metrics) intercept(ctx context.Context, req *server.Request, next server.Handler) (resp []byte, err error) {
+	method, start := req.Method, time.Now()
+	defer func() {
+		if p := recover(); p != nil {
+			m.observe(method, wire.CodeInternal, time.Since(start))
+			panic(p)
+		}
+	}()
+	resp, err = next.ServeTCP(ctx, req)
+	m.observe(method, server.ErrorCode(err), time.Since(start))
+	return resp, err
 }
 
-// RequestDone implements server.Observer.
-func (m *Metrics) RequestDone(method string, code wire.Code, d time.Duration) {
+// observe records one request.
+func (m *Metrics) observe(method string, code wire.Code, d time.Duration) {
 	k := handlerKey{m.methodLabel(method, code), code}
 	o, ok := m.handlerObs.Load(k)
 	if !ok {
@@ -161,12 +234,6 @@ func (m *Metrics) RequestDone(method string, code wire.Code, d time.Duration) {
 	}
 	o.(prometheus.Observer).Observe(d.Seconds())
 }
-
-// GoAwaySent implements server.Observer (GOAWAYs are read from Stats).
-func (m *Metrics) GoAwaySent(wire.Reason) {}
-
-// HeartbeatRTT implements server.Observer.
-func (m *Metrics) HeartbeatRTT(d time.Duration) { m.rtt.Observe(d.Seconds()) }
 
 func (m *Metrics) methodLabel(method string, code wire.Code) string {
 	if code == wire.CodeUnknownMethod {
@@ -192,6 +259,39 @@ func codeLabel(c wire.Code) string {
 	return c.String()
 }
 
+// ---------------------------------------------------------------------------
+// server.Observer
+
+var _ server.Observer = (*Metrics)(nil)
+
+// ConnOpened implements server.Observer (accepted connections are read
+// from Stats).
+func (m *Metrics) ConnOpened(net.Addr) {}
+
+// ConnClosed implements server.Observer: it records the connection's age
+// and counts connections the kernel failed (cause tcp_error); heartbeat,
+// write-timeout and control-flood deaths are read from Stats.
+func (m *Metrics) ConnClosed(_ net.Addr, err error, age time.Duration) {
+	m.connAge.Observe(age.Seconds())
+	if DeadPeerCause(err) == CauseTCPError {
+		m.tcpErrors.Add(1)
+	}
+}
+
+// ConnRejected implements server.Observer: it counts port-policy refusals
+// (the other reasons are read from Stats).
+func (m *Metrics) ConnRejected(reason string) {
+	if reason == server.RejectPortPolicy {
+		m.portPolicy.Add(1)
+	}
+}
+
+// GoAwaySent implements server.Observer (GOAWAYs are read from Stats).
+func (m *Metrics) GoAwaySent(wire.Reason) {}
+
+// HeartbeatRTT implements server.Observer.
+func (m *Metrics) HeartbeatRTT(d time.Duration) { m.rtt.Observe(d.Seconds()) }
+
 // tcpErrnos are the socket errors that mean the kernel gave up on a
 // connection.
 var tcpErrnos = []syscall.Errno{
@@ -200,8 +300,9 @@ var tcpErrnos = []syscall.Errno{
 }
 
 // DeadPeerCause classifies why a connection ended: CauseHeartbeat,
-// CauseWriteTimeout, CauseTCPError, or "" for an ordinary close (FIN,
-// GOAWAY, maximum age, shutdown, protocol error).
+// CauseWriteTimeout, CauseControlFlood, CauseTCPError (a socket error the
+// connection's error wraps), or "" for an ordinary close (FIN, GOAWAY,
+// maximum age, shutdown, protocol error).
 func DeadPeerCause(err error) string {
 	switch {
 	case err == nil:
@@ -210,161 +311,13 @@ func DeadPeerCause(err error) string {
 		return CauseHeartbeat
 	case errors.Is(err, session.ErrWriteTimeout):
 		return CauseWriteTimeout
+	case errors.Is(err, session.ErrControlFlood):
+		return CauseControlFlood
 	}
 	for _, e := range tcpErrnos {
 		if errors.Is(err, e) {
 			return CauseTCPError
 		}
 	}
-	// session formats the socket's error with %v (so errors.Is cannot see
-	// the errno) as "session: connection closed: read: connection reset by
-	// peer": recognise the errno's text after a read or write.
-	if errors.Is(err, session.ErrConnClosed) {
-		msg := err.Error()
-		if i := max(strings.LastIndex(msg, ": read: "), strings.LastIndex(msg, ": write: ")); i >= 0 {
-			for _, e := range tcpErrnos {
-				if strings.Contains(msg[i:], e.Error()) {
-					return CauseTCPError
-				}
-			}
-		}
-	}
 	return ""
-}
-
-// ---------------------------------------------------------------------------
-// prometheus.Collector: the server's counters, read at scrape time.
-
-var (
-	descConnsOpen      = prometheus.NewDesc("tcppro_connections_open", "Connections open now.", nil, nil)
-	descConnsAccepted  = prometheus.NewDesc("tcppro_connections_accepted_total", "Connections accepted.", nil, nil)
-	descConnsRejected  = prometheus.NewDesc("tcppro_connections_rejected_total", "Connections refused, by reason: busy (over the connection cap), offline (offline or draining), accept_error (a temporary accept error that paused the loop), port_policy (the listen port was refused).", []string{"reason"}, nil)
-	descDeadPeers      = prometheus.NewDesc("tcppro_dead_peers_total", "Server connections closed because the client was found dead, by cause: heartbeat, write_timeout, tcp_error.", []string{"cause"}, nil)
-	descFrames         = prometheus.NewDesc("tcppro_frames_total", "Frames received (direction in) and sent (out), all connections.", []string{"direction"}, nil)
-	descBytes          = prometheus.NewDesc("tcppro_bytes_total", "Bytes received (direction in) and sent (out), all connections.", []string{"direction"}, nil)
-	descInFlight       = prometheus.NewDesc("tcppro_calls_in_flight", "Requests being handled now (each holds a worker; a request that finds none is refused at once).", nil, nil)
-	descRequests       = prometheus.NewDesc("tcppro_requests_total", "Requests answered.", nil, nil)
-	descOverloaded     = prometheus.NewDesc("tcppro_requests_overloaded_total", "Requests refused with OVERLOADED because every worker was busy (never processed).", nil, nil)
-	descWorkersBusy    = prometheus.NewDesc("tcppro_workers_busy", "Workers running a handler now.", nil, nil)
-	descWorkers        = prometheus.NewDesc("tcppro_workers", "Size of the worker pool.", nil, nil)
-	descGoAwaysSent    = prometheus.NewDesc("tcppro_goaways_sent_total", "GOAWAY frames sent (drain, shutdown, maximum connection age).", nil, nil)
-	descReady          = prometheus.NewDesc("tcppro_ready", "1 when the instance is ready for traffic (listening, neither offline, draining nor shutting down), else 0.", nil, nil)
-	descReadinessState = prometheus.NewDesc("tcppro_readiness_state", "The instance's readiness state: 1 for the current state, 0 for the others.", []string{"state"}, nil)
-)
-
-// Readiness states, the state label of tcppro_readiness_state.
-var readinessStates = []string{"ready", "offline", "draining", "shutting_down", "not_listening"}
-
-func readinessState(ready bool, reason string) string {
-	if ready {
-		return "ready"
-	}
-	return strings.ReplaceAll(reason, " ", "_")
-}
-
-// Describe implements prometheus.Collector.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	m.handler.Describe(ch)
-	m.rtt.Describe(ch)
-	m.connAge.Describe(ch)
-	for _, d := range []*prometheus.Desc{descConnsOpen, descConnsAccepted, descConnsRejected, descDeadPeers,
-		descFrames, descBytes, descInFlight, descRequests, descOverloaded, descWorkersBusy, descWorkers,
-		descGoAwaysSent, descReady, descReadinessState} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	m.handler.Collect(ch)
-	m.rtt.Collect(ch)
-	m.connAge.Collect(ch)
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter(descConnsRejected, m.portPolicy.Load(), server.RejectPortPolicy)
-	counter(descDeadPeers, m.tcpErrors.Load(), CauseTCPError)
-	srv := m.srv.Load()
-	if srv == nil {
-		return
-	}
-	st := srv.Stats()
-	gauge(descConnsOpen, float64(st.Active))
-	counter(descConnsAccepted, st.Accepted)
-	counter(descConnsRejected, st.RejectedBusy, server.RejectBusy)
-	counter(descConnsRejected, st.RejectedOffline, server.RejectOffline)
-	counter(descConnsRejected, st.AcceptErrors, server.RejectAcceptError)
-	counter(descDeadPeers, st.DeadPeers, CauseHeartbeat)
-	counter(descDeadPeers, st.WriteTimeouts, CauseWriteTimeout)
-	counter(descFrames, st.FramesIn, "in")
-	counter(descFrames, st.FramesOut, "out")
-	counter(descBytes, st.BytesIn, "in")
-	counter(descBytes, st.BytesOut, "out")
-	gauge(descInFlight, float64(st.WorkersBusy))
-	counter(descRequests, st.Requests)
-	counter(descOverloaded, st.Overloaded)
-	gauge(descWorkersBusy, float64(st.WorkersBusy))
-	gauge(descWorkers, float64(st.Workers))
-	counter(descGoAwaysSent, st.GoAways)
-	ready, reason := srv.Ready()
-	state := readinessState(ready, reason)
-	gauge(descReady, b2f(ready))
-	for _, s := range readinessStates {
-		gauge(descReadinessState, b2f(s == state), s)
-	}
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// ---------------------------------------------------------------------------
-// The client side.
-
-var (
-	descClientDials        = prometheus.NewDesc("tcppro_client_dials_total", "Connection attempts by the client.", nil, nil)
-	descClientDialFailures = prometheus.NewDesc("tcppro_client_dial_failures_total", "Connection attempts that failed (each is followed by a backoff delay).", nil, nil)
-	descClientReconnects   = prometheus.NewDesc("tcppro_client_reconnects_total", "Connections lost and re-established by the client.", nil, nil)
-	descClientGoAways      = prometheus.NewDesc("tcppro_client_goaways_received_total", "GOAWAY frames received by the client.", nil, nil)
-	descClientRetries      = prometheus.NewDesc("tcppro_client_retries_total", "Calls sent again because the server certainly did not process them.", nil, nil)
-	descClientDeadPeers    = prometheus.NewDesc("tcppro_client_dead_peers_total", "Client connections closed because the server was found dead, by cause: heartbeat, write_timeout.", []string{"cause"}, nil)
-)
-
-type clientCollector struct{ c *client.Client }
-
-// ClientCollector returns a collector of c's counters (tcppro_client_*),
-// read from c.Stats() at scrape time. The side of a metric is in its name:
-// tcppro_dead_peers_total is the server's, tcppro_client_dead_peers_total
-// the client's, so clients can be labelled without clashing with the
-// server's series. Register it with the registry /metrics serves (Metrics.Registry()).
-// To register several clients, tell them apart with a label:
-//
-//	prometheus.WrapRegistererWith(prometheus.Labels{"client": "billing"}, reg).MustRegister(admin.ClientCollector(c))
-func ClientCollector(c *client.Client) prometheus.Collector { return clientCollector{c} }
-
-func (cc clientCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClientDials, descClientDialFailures, descClientReconnects,
-		descClientGoAways, descClientRetries, descClientDeadPeers} {
-		ch <- d
-	}
-}
-
-func (cc clientCollector) Collect(ch chan<- prometheus.Metric) {
-	st := cc.c.Stats()
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	counter(descClientDials, st.Dials)
-	counter(descClientDialFailures, st.DialFailures)
-	counter(descClientReconnects, st.Reconnects)
-	counter(descClientGoAways, st.GoAways)
-	counter(descClientRetries, st.Retries)
-	counter(descClientDeadPeers, st.DeadPeers, CauseHeartbeat)
-	counter(descClientDeadPeers, st.WriteTimeouts, CauseWriteTimeout)
 }

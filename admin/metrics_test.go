@@ -18,6 +18,7 @@ import (
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
 )
 
 // requireTools reports whether a missing browser or promtool fails the
@@ -82,8 +83,10 @@ func exercise(t *testing.T, e *env) *client.Client {
 func metricsEnv(t *testing.T) *env {
 	return startEnv(t, envOpts{server: func(c *server.Config) {
 		c.MaxConns = 2
-		c.Session.HeartbeatInterval = 20 * time.Millisecond // the raw peers never answer: keep them short-lived too
-		c.Session.HeartbeatTimeout = 5 * time.Second
+		// PINGs at once, so that the client answers one soon; the raw
+		// peers never answer, and must outlive the test.
+		c.Session.HeartbeatInterval = 20 * time.Millisecond
+		c.Session.HeartbeatTimeout = time.Minute
 	}})
 }
 
@@ -106,6 +109,7 @@ func TestMetrics(t *testing.T) {
 		`tcppro_connections_rejected_total{reason="port_policy"} 1`,
 		`tcppro_dead_peers_total{cause="heartbeat"} 0`,
 		`tcppro_dead_peers_total{cause="write_timeout"} 0`,
+		`tcppro_dead_peers_total{cause="control_flood"} 0`,
 		`tcppro_dead_peers_total{cause="tcp_error"} 1`,
 		`tcppro_client_dead_peers_total{cause="heartbeat"} 0`,
 		`tcppro_client_dead_peers_total{cause="write_timeout"} 0`,
@@ -116,6 +120,11 @@ func TestMetrics(t *testing.T) {
 		"tcppro_calls_in_flight 0",
 		"tcppro_requests_total 6",
 		"tcppro_requests_overloaded_total 0",
+		`tcppro_requests_refused_total{reason="workers"} 0`,
+		`tcppro_requests_refused_total{reason="in_flight"} 0`,
+		`tcppro_requests_refused_total{reason="memory"} 0`,
+		"tcppro_memory_held_bytes",
+		"tcppro_memory_budget_bytes",
 		"tcppro_workers_busy 0",
 		"tcppro_workers 1024",
 		"tcppro_goaways_sent_total 0",
@@ -133,6 +142,7 @@ func TestMetrics(t *testing.T) {
 		"tcppro_client_reconnects_total 0",
 		"tcppro_client_goaways_received_total 0",
 		"tcppro_client_retries_total 0",
+		"tcppro_client_retries_throttled_total 0",
 		"go_goroutines",
 		"process_open_fds",
 	} {
@@ -194,9 +204,11 @@ func TestDeadPeerCause(t *testing.T) {
 		{session.ErrPeerDead, admin.CauseHeartbeat},
 		{fmt.Errorf("wrapped: %w", session.ErrPeerDead), admin.CauseHeartbeat},
 		{session.ErrWriteTimeout, admin.CauseWriteTimeout},
+		{session.ErrControlFlood, admin.CauseControlFlood},
 		{fmt.Errorf("%w: read: %w", session.ErrConnClosed, syscall.ECONNRESET), admin.CauseTCPError},
-		{fmt.Errorf("%w: read: %v", session.ErrConnClosed, syscall.ETIMEDOUT), admin.CauseTCPError},
-		{fmt.Errorf("%w: write: %v", session.ErrConnClosed, &net.OpError{Op: "write", Err: syscall.EPIPE}), admin.CauseTCPError},
+		{fmt.Errorf("%w: read: %w", session.ErrConnClosed, &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}), admin.CauseTCPError},
+		{fmt.Errorf("%w: write: %w", session.ErrConnClosed, &net.OpError{Op: "write", Err: syscall.EPIPE}), admin.CauseTCPError},
+		{fmt.Errorf("%w: read: %v", session.ErrConnClosed, syscall.ECONNRESET), ""}, // the errno is not wrapped: text is not parsed
 		{fmt.Errorf("%w: by the peer", session.ErrConnClosed), ""},
 		{session.ErrConnClosed, ""},
 		{server.ErrMaxAge, ""},
@@ -210,23 +222,89 @@ func TestDeadPeerCause(t *testing.T) {
 
 func TestMethodLabelsAreBounded(t *testing.T) {
 	m := admin.NewMetrics(nil)
+	ic := m.Interceptor()
+	ok := server.HandlerFunc(func(context.Context, *server.Request) ([]byte, error) { return nil, nil })
 	for i := range admin.MaxMethodLabels + 50 {
-		m.RequestDone(fmt.Sprintf("m%d", i), 0, time.Millisecond)
+		if _, err := ic(context.Background(), &server.Request{Method: fmt.Sprintf("m%d", i)}, ok); err != nil {
+			t.Fatal(err)
+		}
 	}
+	series := handlerSeries(t, m)
+	if len(series) != admin.MaxMethodLabels+1 {
+		t.Fatalf("%d method series, want %d (+ other)", len(series), admin.MaxMethodLabels)
+	}
+	if series["other/OK"] != 50 || series["m0/OK"] != 1 || series["m99/OK"] != 1 {
+		t.Fatalf("series: other %d, m0 %d, m99 %d; want 50, 1, 1", series["other/OK"], series["m0/OK"], series["m99/OK"])
+	}
+}
+
+// handlerSeries returns the counts of tcppro_handler_duration_seconds by
+// "method/code".
+func handlerSeries(t *testing.T, m *admin.Metrics) map[string]uint64 {
+	t.Helper()
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]uint64{}
 	for _, mf := range mfs {
 		if mf.GetName() != "tcppro_handler_duration_seconds" {
 			continue
 		}
-		if n := len(mf.GetMetric()); n != admin.MaxMethodLabels+1 {
-			t.Fatalf("%d method series, want %d (+ other)", n, admin.MaxMethodLabels)
+		for _, s := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range s.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			out[labels["method"]+"/"+labels["code"]] = s.GetHistogram().GetSampleCount()
 		}
-		return
 	}
-	t.Fatal("no handler histogram")
+	return out
+}
+
+// TestInterceptorOutcomes: the code label is the code the client is
+// answered with, an unknown method is "unknown" whatever its name, and a
+// handler's panic is recorded as INTERNAL and still reaches the server's
+// recovery.
+func TestInterceptorOutcomes(t *testing.T) {
+	m := admin.NewMetrics(nil)
+	ic := m.Interceptor()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		method string
+		err    error
+	}{
+		{"a", nil},
+		{"a", errors.New("plain")},
+		{"a", fmt.Errorf("wrapped: %w", context.DeadlineExceeded)},
+		{"a", server.Errorf(wire.CodeOverloaded, "refused by the handler")},
+		{"invented-1", server.Errorf(wire.CodeUnknownMethod, "no such method")},
+		{"invented-2", server.Errorf(wire.CodeUnknownMethod, "no such method")},
+	} {
+		h := server.HandlerFunc(func(context.Context, *server.Request) ([]byte, error) { return nil, tc.err })
+		if _, err := ic(ctx, &server.Request{Method: tc.method}, h); !errors.Is(err, tc.err) {
+			t.Fatalf("the interceptor changed the error: %v, want %v", err, tc.err)
+		}
+	}
+	boom := server.HandlerFunc(func(context.Context, *server.Request) ([]byte, error) { panic("boom") })
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Fatalf("recovered %v, want the handler's panic", p)
+			}
+		}()
+		_, _ = ic(ctx, &server.Request{Method: "b"}, boom)
+	}()
+	want := map[string]uint64{"a/OK": 1, "a/APPLICATION": 1, "a/TIMEOUT": 1, "a/OVERLOADED": 1, "unknown/UNKNOWN_METHOD": 2, "b/INTERNAL": 1}
+	got := handlerSeries(t, m)
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Fatalf("series %v, want %v", got, want)
+		}
+	}
 }
 
 // TestRegistries: metrics on a caller's registry, and two clients told

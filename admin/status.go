@@ -8,6 +8,8 @@ import (
 	"html/template"
 	"net/http"
 	"time"
+
+	"github.com/tcppro/tcppro/server"
 )
 
 // The status page: one HTML document with its style and script inline (no
@@ -54,9 +56,9 @@ const pageJS = `
     var t = c.tcp || {};
     var cells = [
       [c.remote, "l remote"], [c.local, "l"], [dur(c.age_seconds)], [dur(c.since_last_frame_seconds)],
-      [c.in_flight], [c.bytes_in], [c.bytes_out], [dur(c.heartbeat_rtt_seconds)],
+      [c.in_flight], [c.bytes_in], [c.bytes_out], [c.memory_held_bytes], [dur(c.heartbeat_rtt_seconds)],
       [c.tcp ? dur(t.rtt_seconds) : "-"], [c.tcp ? t.total_retrans : "-"], [c.tcp ? t.unacked : "-"],
-      [c.tcp ? t.state : "-", "l"], [c.going_away ? "yes" : "", "l"]
+      [c.tcp ? t.state : "-", "l"], [c.tls ? "yes" : "", "l"], [c.going_away ? "yes" : "", "l"]
     ];
     cells.forEach(function (x) {
       var td = document.createElement("td");
@@ -120,12 +122,12 @@ updated <span id="updated">{{.Now}}</span> (every {{.Refresh}});
 <h2>Connections: <span id="conn-count">{{if lt (len .Connz.Connections) .Connz.Total}}showing the {{len .Connz.Connections}} oldest of {{.Connz.Total}}{{else}}{{.Connz.Total}}{{end}}</span></h2>
 <table>
 <thead><tr><th class="l">remote</th><th class="l">local</th><th>age</th><th>idle</th><th>in flight</th><th>bytes in</th><th>bytes out</th>
-<th>heartbeat RTT</th><th>TCP RTT</th><th>retransmits</th><th>unacked</th><th class="l">state</th><th class="l">going away</th></tr></thead>
+<th>memory held</th><th>heartbeat RTT</th><th>TCP RTT</th><th>retransmits</th><th>unacked</th><th class="l">state</th><th class="l">TLS</th><th class="l">going away</th></tr></thead>
 <tbody id="conns">
 {{range .Connz.Connections}}<tr><td class="l remote">{{.Remote}}</td><td class="l">{{.Local}}</td><td>{{secs .AgeSeconds}}</td><td>{{secs .SinceLastFrameSeconds}}</td>
-<td>{{.InFlight}}</td><td>{{.BytesIn}}</td><td>{{.BytesOut}}</td><td>{{if .HeartbeatRTTSeconds}}{{secs (deref .HeartbeatRTTSeconds)}}{{else}}-{{end}}</td>
+<td>{{.InFlight}}</td><td>{{.BytesIn}}</td><td>{{.BytesOut}}</td><td>{{.MemoryHeld}}</td><td>{{if .HeartbeatRTTSeconds}}{{secs (deref .HeartbeatRTTSeconds)}}{{else}}-{{end}}</td>
 {{with .TCP}}<td>{{secs .RTTSeconds}}</td><td>{{.TotalRetrans}}</td><td>{{.Unacked}}</td><td class="l">{{.State}}</td>{{else}}<td>-</td><td>-</td><td>-</td><td class="l">-</td>{{end}}
-<td class="l">{{if .GoingAway}}yes{{end}}</td></tr>
+<td class="l">{{if .TLS}}yes{{end}}</td><td class="l">{{if .GoingAway}}yes{{end}}</td></tr>
 {{end}}</tbody>
 </table>
 <script>{{.Script}}</script>
@@ -195,14 +197,19 @@ func statRows(st *statsJSON) []statRow {
 	return []statRow{
 		{"connections_open", "connections open", st.Active},
 		{"connections_accepted", "connections accepted", st.Accepted},
-		{"rejected_busy", "rejected: busy (cap)", st.RejectedBusy},
+		{"rejected_busy", "rejected: busy (cap, fd limit)", st.RejectedBusy},
 		{"rejected_offline", "rejected: offline", st.RejectedOffline},
 		{"accept_errors", "accept errors", st.AcceptErrors},
 		{"dead_peers", "dead peers: heartbeat", st.DeadPeers},
 		{"write_timeouts", "dead peers: write timeout", st.WriteTimeouts},
+		{"control_floods", "dead peers: control flood", st.ControlFloods},
 		{"goaways_sent", "GOAWAYs sent", st.GoAways},
 		{"requests", "requests answered", st.Requests},
-		{"overloaded", "requests overloaded", st.Overloaded},
+		{"in_flight", "requests in flight", st.InFlight},
+		{"overloaded", "refused: workers busy", st.Overloaded},
+		{"refused_in_flight", "refused: in-flight limit", st.RefusedInFlight},
+		{"refused_memory", "refused: memory bound", st.RefusedMemory},
+		{"memory_held_bytes", "memory held (bytes)", st.MemoryHeld},
 		{"workers_busy", "workers busy", st.WorkersBusy},
 		{"workers", "workers", st.Workers},
 		{"frames_in", "frames in", st.FramesIn},
@@ -238,4 +245,71 @@ func (a *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	_, _ = w.Write(buf.Bytes())
+}
+
+// ---------------------------------------------------------------------------
+// /statusz
+
+// statusJSON is /statusz's answer, and the mutating endpoints'.
+type statusJSON struct {
+	Action        string     `json:"action,omitempty"`
+	Ready         bool       `json:"ready"`
+	Reason        string     `json:"reason,omitempty"`
+	Addr          string     `json:"addr"`
+	UptimeSeconds float64    `json:"uptime_seconds"`
+	Stats         *statsJSON `json:"stats,omitempty"`
+	GoAwayIn      *float64   `json:"goaway_in_seconds,omitempty"`
+}
+
+// statsJSON is server.Stats in /statusz.
+type statsJSON struct {
+	Active          int64  `json:"connections_open"`
+	Accepted        uint64 `json:"connections_accepted"`
+	RejectedBusy    uint64 `json:"rejected_busy"`
+	RejectedOffline uint64 `json:"rejected_offline"`
+	AcceptErrors    uint64 `json:"accept_errors"`
+	DeadPeers       uint64 `json:"dead_peers"`
+	WriteTimeouts   uint64 `json:"write_timeouts"`
+	ControlFloods   uint64 `json:"control_floods"`
+	GoAways         uint64 `json:"goaways_sent"`
+	Requests        uint64 `json:"requests"`
+	InFlight        int64  `json:"in_flight"`
+	Overloaded      uint64 `json:"overloaded"` // refused: every worker busy
+	RefusedInFlight uint64 `json:"refused_in_flight"`
+	RefusedMemory   uint64 `json:"refused_memory"`
+	MemoryHeld      int64  `json:"memory_held_bytes"`
+	WorkersBusy     int64  `json:"workers_busy"`
+	Workers         int    `json:"workers"`
+	FramesIn        uint64 `json:"frames_in"`
+	FramesOut       uint64 `json:"frames_out"`
+	BytesIn         uint64 `json:"bytes_in"`
+	BytesOut        uint64 `json:"bytes_out"`
+}
+
+func toStatsJSON(st server.Stats) *statsJSON {
+	return &statsJSON{
+		Active: st.Active, Accepted: st.Accepted, RejectedBusy: st.RejectedBusy,
+		RejectedOffline: st.RejectedOffline, AcceptErrors: st.AcceptErrors, DeadPeers: st.DeadPeers,
+		WriteTimeouts: st.WriteTimeouts, ControlFloods: st.ControlFloods, GoAways: st.GoAways,
+		Requests: st.Requests, InFlight: st.InFlight, Overloaded: st.Overloaded,
+		RefusedInFlight: st.RefusedInFlight, RefusedMemory: st.RefusedMemory, MemoryHeld: st.MemoryHeld,
+		WorkersBusy: st.WorkersBusy, Workers: st.Workers,
+		FramesIn: st.FramesIn, FramesOut: st.FramesOut, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+	}
+}
+
+func (a *Server) status(withStats bool) statusJSON {
+	ready, reason := a.srv.Ready()
+	s := statusJSON{
+		Ready: ready, Reason: reason, Addr: a.srv.Config().Addr,
+		UptimeSeconds: time.Since(a.started).Seconds(),
+	}
+	if withStats {
+		s.Stats = toStatsJSON(a.srv.Stats())
+	}
+	return s
+}
+
+func (a *Server) serveStatusz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, a.status(true))
 }

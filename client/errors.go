@@ -7,12 +7,11 @@ import (
 	"strings"
 
 	"github.com/tcppro/tcppro/session"
-	"github.com/tcppro/tcppro/wire"
 )
 
 // Errors a call can end with. Each is matched with errors.Is; a call that
 // failed with an ERROR frame from the server also matches errors.As with
-// *CallError.
+// *CallError (session.Error, the one type of every ERROR frame).
 var (
 	// ErrPeerDead: the connection's heartbeat found the server dead while
 	// the call was in flight. Whether it was processed is unknown.
@@ -21,13 +20,21 @@ var (
 	ErrConnClosed = session.ErrConnClosed
 	// ErrWriteTimeout: the server stopped reading.
 	ErrWriteTimeout = session.ErrWriteTimeout
-	// ErrServerBusy: the server refused the connection at its cap.
-	ErrServerBusy = errors.New("client: server busy (at its connection cap)")
-	// ErrOverloaded: every worker of the server was busy; not processed.
-	ErrOverloaded = errors.New("client: server overloaded (no free worker)")
+	// ErrServerBusy: the server refused the connection at its cap (BUSY).
+	ErrServerBusy = session.ErrBusy
+	// ErrOverloaded: the server refused the call (OVERLOADED: no free
+	// worker, its in-flight limit, its memory budget); not processed.
+	ErrOverloaded = session.ErrOverloaded
+	// ErrShuttingDown: the server refused the call or the connection
+	// because it is shutting down, offline or draining (SHUTTING_DOWN);
+	// not processed.
+	ErrShuttingDown = session.ErrShuttingDown
 	// ErrTimeout: the call's deadline passed. It also matches
 	// context.DeadlineExceeded.
-	ErrTimeout = errors.New("client: call timed out")
+	ErrTimeout = session.ErrTimeout
+	// ErrTooLarge: the call's body or metadata exceeds what the server
+	// accepts; it was not sent.
+	ErrTooLarge = session.ErrTooLarge
 	// ErrUnavailable: no server could be reached; the error also wraps
 	// the last connection error of each endpoint.
 	ErrUnavailable = errors.New("client: no server available")
@@ -36,43 +43,14 @@ var (
 )
 
 // CallError is an ERROR frame the server sent for a call.
-type CallError struct {
-	Code    wire.Code
-	Message string
-}
-
-func (e *CallError) Error() string { return fmt.Sprintf("server error %s: %s", e.Code, e.Message) }
-
-// Is lets errors.Is match the sentinel that corresponds to the code.
-func (e *CallError) Is(target error) bool {
-	switch e.Code {
-	case wire.CodeBusy:
-		return target == ErrServerBusy
-	case wire.CodeOverloaded:
-		return target == ErrOverloaded
-	case wire.CodeTimeout:
-		return target == ErrTimeout || target == context.DeadlineExceeded
-	}
-	return false
-}
-
-// Retryable reports whether the server certainly did not process the call.
-func (e *CallError) Retryable() bool { return e.Code.Retryable() }
-
-// timeoutError is a call's deadline passing: it matches ErrTimeout and the
-// context's error.
-type timeoutError struct{ cause error }
-
-func (e timeoutError) Error() string   { return "client: call timed out: " + e.cause.Error() }
-func (e timeoutError) Is(t error) bool { return t == ErrTimeout }
-func (e timeoutError) Unwrap() error   { return e.cause }
+type CallError = session.Error
 
 // ctxError is the error of a call whose context ended: a timeout when its
 // deadline passed, the context's own error (context.Canceled) otherwise.
 func ctxError(ctx context.Context) error {
 	err := ctx.Err()
 	if errors.Is(err, context.DeadlineExceeded) {
-		return timeoutError{err}
+		return fmt.Errorf("client: call timed out: %w", &session.DeadlineError{})
 	}
 	return fmt.Errorf("client: call canceled: %w", err)
 }
@@ -103,30 +81,11 @@ func (e *UnavailableError) Unwrap() []error {
 	return errs
 }
 
-// remoteToCall turns a connection-level ERROR from the server into the
-// client's error.
-func connError(err error) error {
-	var re *session.RemoteError
-	if errors.As(err, &re) {
-		return &CallError{Code: re.Code, Message: re.Message}
-	}
-	return err
-}
-
-// retryable reports whether a failed call was certainly not processed.
-func retryable(err error) bool {
-	var ce *CallError
-	if errors.As(err, &ce) {
-		return ce.Retryable()
-	}
-	return session.IsNotProcessed(err)
-}
-
-// notProcessed marks err, the failure of a call that was never sent, as
-// safe to retry (unless it already says so).
-func notProcessed(err error) error {
-	if retryable(err) {
-		return err
-	}
-	return session.NotProcessed(err)
+// refused reports an error by which a server refused a call it did not
+// process for lack of capacity (BUSY, OVERLOADED, SHUTTING_DOWN): retrying
+// it at once would add to the overload, so retries back off and spend the
+// retry budget. Calls above a GOAWAY's last id are retried at once.
+func refused(err error) bool {
+	var e *session.Error
+	return errors.As(err, &e) && e.Code.Retryable()
 }

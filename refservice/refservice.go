@@ -1,7 +1,9 @@
 // Package refservice is the reference service that `tcppro serve` runs and
 // the fault scenarios use: two methods, enough to show every behaviour.
 //
-//	echo   returns the request body.
+//	echo   returns the request body, and the request's metadata with it
+//	       (but for keys reserved to the protocol, tcppro-..., which a
+//	       server may not send).
 //	sleep  holds a business worker for the duration in the body ("250ms",
 //	       "2s"; a bare number is milliseconds; default 1s), or until the
 //	       request's deadline or its connection ends: used to show overload
@@ -12,9 +14,11 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/wire"
 )
 
 // Handler returns the reference service.
@@ -26,6 +30,15 @@ func Handler() server.Handler {
 }
 
 func echo(ctx context.Context, req *server.Request) ([]byte, error) {
+	if len(req.Metadata) > 0 {
+		md := make(wire.Metadata, 0, len(req.Metadata))
+		for _, f := range req.Metadata {
+			if !strings.HasPrefix(f.Key, wire.ReservedKeyPrefix) {
+				md = append(md, f)
+			}
+		}
+		req.ResponseMetadata = md
+	}
 	return req.Body, nil
 }
 

@@ -1,8 +1,13 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"math"
+	"net"
+	"runtime/debug"
 	"time"
 
 	"github.com/tcppro/tcppro/internal/defaults"
@@ -36,6 +41,14 @@ type Config struct {
 	// CodeOverloaded (never processed, safe to retry elsewhere). Default 1024.
 	Workers int
 
+	// MemoryBudget bounds the bytes held for all connections together:
+	// request bodies received and not yet answered, answers not yet
+	// written. A request that arrives, or grows, while it is reached is
+	// refused with OVERLOADED (not processed); Session.ConnMemory bounds
+	// each connection the same way. Default: half the Go memory limit when
+	// one is set (GOMEMLIMIT), otherwise 1 GiB; negative disables.
+	MemoryBudget int64
+
 	// HandlerTimeout caps every request's deadline; 0 (the default) leaves
 	// only the deadline the client sent.
 	HandlerTimeout time.Duration
@@ -64,10 +77,36 @@ type Config struct {
 	// Session holds the per-connection limits and heartbeat timers.
 	Session session.Config
 
+	// TLS, if set, serves every connection over TLS with this
+	// configuration (set ClientAuth and ClientCAs for mutual TLS, and
+	// GetCertificate to reload certificates without a restart). The
+	// handshake is bounded by Session.HandshakeTimeout. Default nil: plain
+	// TCP.
+	TLS *tls.Config
+
+	// Interceptors wrap every request's handler, the first outermost (the
+	// shape of grpc-go's unary interceptors): for logging, authentication,
+	// tracing and metrics without forking the package. Default none.
+	Interceptors []Interceptor
+
+	// BaseContext, if set, returns the base context of the connections
+	// accepted on a listener (as net/http's Server.BaseContext); handlers'
+	// contexts carry its values. Default: context.Background().
+	BaseContext func(net.Listener) context.Context
+
+	// ConnContext, if set, derives a connection's context from the base
+	// context (as net/http's Server.ConnContext). Default nil.
+	ConnContext func(ctx context.Context, c net.Conn) context.Context
+
+	// ConnState, if set, is called when a connection changes state (see
+	// ConnState). Calls for one connection come in order; it must be fast.
+	// Default nil.
+	ConnState func(net.Conn, ConnState)
+
 	// Socket holds the socket options of accepted connections. A zero
-	// UserTimeout is set to HeartbeatInterval+HeartbeatTimeout, so
-	// unacknowledged data cannot hold a dead connection longer than the
-	// heartbeat bound.
+	// UserTimeout is set to Session.HeartbeatBound() (the heartbeat
+	// timeout), so unacknowledged data cannot hold a dead connection
+	// longer than the heartbeat would.
 	Socket netx.Options
 
 	// FS is where the port policy reads the kernel's port ranges. Default:
@@ -77,8 +116,9 @@ type Config struct {
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 
-	// Observer, if set, is told about every connection and request event,
-	// for metrics.
+	// Observer, if set, is told about connection events (opened, closed
+	// and why, rejected, GOAWAY, heartbeat round trips), for metrics.
+	// Requests are observed with an Interceptor. Default nil.
 	Observer Observer
 }
 
@@ -92,7 +132,17 @@ const (
 	DefaultAcceptBackoffMin = 5 * time.Millisecond
 	DefaultAcceptBackoffMax = time.Second
 	DefaultRejectLinger     = time.Second
+	DefaultMemoryBudget     = 1 << 30
 )
+
+// defaultMemoryBudget is half the Go memory limit when one is set,
+// DefaultMemoryBudget otherwise.
+func defaultMemoryBudget() int64 {
+	if l := debug.SetMemoryLimit(-1); l > 0 && l < math.MaxInt64 {
+		return l / 2
+	}
+	return DefaultMemoryBudget
+}
 
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
@@ -111,6 +161,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.AcceptBackoffMin, DefaultAcceptBackoffMin)
 	defaults.Set(&c.AcceptBackoffMax, DefaultAcceptBackoffMax)
 	defaults.Set(&c.RejectLinger, DefaultRejectLinger)
+	defaults.Set(&c.MemoryBudget, defaultMemoryBudget())
 	c.Session = c.Session.WithDefaults()
 	defaults.Set(&c.Socket.UserTimeout, c.Session.HeartbeatBound())
 	if c.Logger == nil {
@@ -140,6 +191,8 @@ func (c Config) Validate() error {
 		return bad("AcceptBackoffMax", c.AcceptBackoffMax, fmt.Sprintf("must be at least AcceptBackoffMin (%v)", c.AcceptBackoffMin))
 	case c.RejectLinger < 0:
 		return bad("RejectLinger", c.RejectLinger, "must not be negative")
+	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
+		return bad("TLS", "no certificate", "set Certificates, GetCertificate or GetConfigForClient")
 	}
 	return c.Session.Validate()
 }
@@ -151,6 +204,9 @@ func (c Config) LogValue() slog.Value {
 		slog.String("addr", c.Addr),
 		slog.Int("max_conns", c.MaxConns),
 		slog.Int("workers", c.Workers),
+		slog.Int64("memory_budget", c.MemoryBudget),
+		slog.Int("conn_memory", s.ConnMemory),
+		slog.Bool("tls", c.TLS != nil),
 		slog.Duration("handler_timeout", c.HandlerTimeout),
 		slog.Duration("max_conn_age", c.MaxConnAge),
 		slog.Float64("max_conn_age_jitter", c.MaxConnAgeJitter),
@@ -161,6 +217,8 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("frame_read_timeout", s.FrameReadTimeout),
 		slog.Duration("write_timeout", s.WriteTimeout),
 		slog.Uint64("max_frame_size", uint64(s.MaxFrameSize)),
+		slog.Uint64("max_message_size", uint64(s.MaxMessageSize)),
+		slog.Duration("handshake_timeout", s.HandshakeTimeout),
 		slog.Int("max_in_flight", s.MaxInFlight),
 		slog.Int("write_queue_size", s.WriteQueueSize),
 		slog.Duration("tcp_user_timeout", c.Socket.UserTimeout),

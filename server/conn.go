@@ -1,53 +1,174 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
-// conn is one server-side connection: the session.Handler that turns
-// decoded requests into work for the pool.
-type conn struct {
-	s      *Server
-	sc     *session.Conn
-	remote net.Addr
+// ConnState is a server connection's state, reported to Config.ConnState.
+type ConnState int
 
-	lastMethod atomic.Pointer[string] // the last method name seen
+// Connection states, in the order a connection goes through them (Active
+// and Idle alternate).
+const (
+	// StateNew: accepted (after the TLS handshake, if any); the HELLO
+	// exchange has not completed.
+	StateNew ConnState = iota
+	// StateActive: at least one request is being handled.
+	StateActive
+	// StateIdle: open, with no request being handled.
+	StateIdle
+	// StateClosed: closed, for whatever reason. Final.
+	StateClosed
+)
 
-	// Owned by the monitor goroutine (onTick).
-	expiry int64 // Unix nanoseconds; 0: no maximum age
-	aged   bool
+func (s ConnState) String() string {
+	switch s {
+	case StateNew:
+		return "new"
+	case StateActive:
+		return "active"
+	case StateIdle:
+		return "idle"
+	case StateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("ConnState(%d)", int(s))
 }
 
 // ErrMaxAge is why a connection that outlived MaxConnAge plus its grace
 // period was closed.
 var ErrMaxAge = fmt.Errorf("%w: maximum connection age reached", session.ErrConnClosed)
 
-func (c *conn) run() { c.sc.Run() }
+// conn is one server connection: the core.Sink that turns requests into
+// work for the pool, and the handlers running for it.
+type conn struct {
+	s      *Server
+	tc     *netconn.Conn
+	nc     net.Conn // the connection served (a *tls.Conn over TLS)
+	raw    net.Conn // the TCP connection under it
+	remote net.Addr
+	start  time.Time
+	ctx    context.Context // the connection's context (BaseContext, ConnContext)
 
-// ConnClosed is called by the session once the connection has closed.
-func (c *conn) ConnClosed(err error) { c.s.removeConn(c, err) }
+	lastMethod atomic.Pointer[string] // the last method name seen
 
-// HeartbeatRTT is called by the session with each heartbeat round trip.
+	mu       sync.Mutex
+	running  map[uint64]*reqCtx // requests being handled, for cancellation
+	ended    bool               // the connection ended: every context was cancelled
+	closeErr error
+
+	// Owned by the ager (Server.age).
+	expiry int64 // Unix nanoseconds; 0: no maximum age
+	aged   bool
+}
+
+// stateLocked reports a state change to Config.ConnState; c.mu is held,
+// so that one connection's changes are reported in order.
+func (c *conn) stateLocked(st ConnState) {
+	if f := c.s.cfg.ConnState; f != nil {
+		f(c.nc, st)
+	}
+}
+
+// Ready implements core.Sink: the client's HELLO arrived.
+func (c *conn) Ready(wire.Hello) {
+	c.mu.Lock()
+	if len(c.running) == 0 && !c.ended {
+		c.stateLocked(StateIdle)
+	}
+	c.mu.Unlock()
+}
+
+// Request implements core.Sink: it takes a worker, or refuses the request
+// (OVERLOADED), and starts the handler on a goroutine of its own.
+func (c *conn) Request(in core.Incoming) bool {
+	s := c.s
+	if !s.acquireWorker() {
+		s.stats.overloaded.Add(1)
+		return false
+	}
+	r := requestPool.Get().(*request)
+	r.buf = append(r.buf[:0], in.Body...)
+	r.Request = Request{
+		ID: in.ID, Method: c.method(in.Method), Body: r.buf, Metadata: in.Metadata,
+		RemoteAddr: c.remote, Conn: c.nc,
+	}
+	timeout := time.Duration(in.TimeoutMillis) * time.Millisecond
+	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
+		timeout = ht
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	ctx := newReqCtx(c.ctx, deadline)
+	c.mu.Lock()
+	if c.ended {
+		ctx.cancel(context.Canceled)
+	}
+	c.running[in.ID] = ctx
+	if len(c.running) == 1 && !c.ended {
+		c.stateLocked(StateActive)
+	}
+	c.mu.Unlock()
+	go c.serve(r, ctx)
+	return true
+}
+
+// Cancelled implements core.Sink: the client cancelled a request.
+func (c *conn) Cancelled(id uint64) {
+	c.mu.Lock()
+	ctx := c.running[id]
+	c.mu.Unlock()
+	if ctx != nil {
+		ctx.cancel(context.Canceled)
+	}
+}
+
+// Closed implements core.Sink: the connection ended; every handler still
+// running is cancelled (its answer will be dropped).
+func (c *conn) Closed(err error) {
+	c.mu.Lock()
+	c.ended = true
+	c.closeErr = err
+	ctxs := make([]*reqCtx, 0, len(c.running))
+	for _, ctx := range c.running {
+		ctxs = append(ctxs, ctx)
+	}
+	c.mu.Unlock()
+	for _, ctx := range ctxs {
+		ctx.cancel(context.Canceled)
+	}
+}
+
+// HeartbeatRTT implements core.Sink.
 func (c *conn) HeartbeatRTT(d time.Duration) { c.s.obs.HeartbeatRTT(d) }
 
+// CallDone and GoAway implement core.Sink; a server makes no calls.
+func (c *conn) CallDone(*core.Call, []byte, wire.Metadata, error) {}
+func (c *conn) GoAway(uint64, wire.Reason, []byte)                {}
+
 func (c *conn) goAway(reason wire.Reason, msg string) {
-	if _, first := c.sc.GoAway(reason, msg); first {
+	if _, first := c.tc.GoAway(reason, msg); first {
 		c.s.stats.goAways.Add(1)
 		c.s.obs.GoAwaySent(reason)
 	}
 }
 
-// Tick is called by the monitor: it enforces the maximum connection age.
-func (c *conn) Tick(now time.Time) {
-	ns := now.UnixNano()
-	if c.expiry == 0 || ns < c.expiry {
+// age enforces the maximum connection age: GOAWAY at the expiry, close
+// after the grace period. Called by the server's ager.
+func (c *conn) age(now int64) {
+	if c.expiry == 0 || now < c.expiry {
 		return
 	}
 	if !c.aged {
@@ -55,15 +176,13 @@ func (c *conn) Tick(now time.Time) {
 		c.goAway(wire.ReasonMaxAge, "maximum connection age reached")
 		return
 	}
-	if time.Duration(ns-c.expiry) >= c.s.cfg.MaxConnAgeGrace {
-		c.sc.Close(ErrMaxAge)
+	if time.Duration(now-c.expiry) >= c.s.cfg.MaxConnAgeGrace {
+		c.tc.Close(ErrMaxAge)
 	}
 }
 
 // method returns the method name for b, reusing the last one seen on this
 // connection so that steady traffic does not allocate a string per request.
-// The reader role can pass between goroutines (session hand-offs), hence
-// the atomic.
 func (c *conn) method(b []byte) string {
 	if p := c.lastMethod.Load(); p != nil && *p == string(b) {
 		return *p
@@ -80,82 +199,41 @@ type request struct {
 
 var requestPool = sync.Pool{New: func() any { return new(request) }}
 
-// HandleRequest runs on the connection's reader for a request that is not
-// the last of its read: it takes a worker or refuses at once, copies the
-// body, and starts the handler on its own goroutine.
-func (c *conn) HandleRequest(id uint64, timeout time.Duration, method, body []byte) {
-	if !c.s.acquireWorker() {
-		c.overloaded(id)
-		return
-	}
-	r := requestPool.Get().(*request)
-	r.buf = append(r.buf[:0], body...)
-	r.Request = Request{ID: id, Method: c.method(method), Body: r.buf, RemoteAddr: c.remote}
-	go c.serve(r, timeout)
-}
-
-// ServeInline runs the last request of a read on the calling goroutine
-// (the reader itself, or a goroutine the session started for the first
-// request after an idle spell), with the body still in the read buffer: no
-// copy. The session moves reading elsewhere if the handler is slow.
-func (c *conn) ServeInline(id uint64, timeout time.Duration, method, body []byte) {
-	if !c.s.acquireWorker() {
-		c.overloaded(id)
-		return
-	}
-	r := requestPool.Get().(*request)
-	r.Request = Request{ID: id, Method: c.method(method), Body: body, RemoteAddr: c.remote}
-	c.serve(r, timeout)
-}
-
-func (c *conn) overloaded(id uint64) {
-	c.s.stats.overloaded.Add(1)
-	_ = c.sc.SendError(id, wire.CodeOverloaded, "all workers busy")
-	c.sc.RequestDone()
-}
-
 // serve runs one request on a worker already taken, answers it, and
 // releases the worker.
-func (c *conn) serve(r *request, timeout time.Duration) {
+func (c *conn) serve(r *request, ctx *reqCtx) {
 	s := c.s
-	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
-		timeout = ht
-	}
-	start := time.Now()
-	var deadline time.Time
-	if timeout > 0 {
-		deadline = start.Add(timeout)
-	}
-	ctx := newReqCtx(c.sc, deadline)
 	resp, err := c.call(ctx, &r.Request)
 	ctx.finish()
-	if err == nil && len(resp) > int(s.cfg.Session.MaxFrameSize) {
-		err = Errorf(wire.CodeInternal, "response of %d bytes exceeds the maximum frame size %d", len(resp), s.cfg.Session.MaxFrameSize)
-	}
 	// The worker is free once the handler returns: a client that gets its
 	// answer and calls again at once finds it free.
 	s.releaseWorker()
 	s.requests.Add(1) // counted before the answer leaves, so a client that has it sees it counted
-	var code wire.Code
-	if err != nil {
-		var msg string
-		code, msg = errorFrame(err)
-		_ = c.sc.SendError(r.ID, code, msg)
-	} else {
-		_ = c.sc.SendResponse(r.ID, resp)
-	}
-	if s.observed {
-		s.obs.RequestDone(r.Method, code, time.Since(start))
-	}
-	c.sc.RequestDone()
+	id, md := r.ID, r.ResponseMetadata
 	if cap(r.buf) > 64<<10 {
-		r.buf = nil
+		// The answer's write may block on a peer that does not read:
+		// a large body must not be kept meanwhile. resp, which may alias
+		// it, is not used once the core has copied the answer.
+		r.buf, r.Body = nil, nil
 	}
+	if err != nil {
+		code, msg := errorFrame(err)
+		c.tc.AnswerError(id, code, msg, md)
+	} else {
+		c.tc.Answer(id, md, resp)
+	}
+	c.mu.Lock()
+	delete(c.running, id)
+	if len(c.running) == 0 && !c.ended {
+		c.stateLocked(StateIdle)
+	}
+	c.mu.Unlock()
 	r.Request = Request{}
 	requestPool.Put(r)
 }
 
-// call runs the handler, turning a panic into CodeInternal.
+// call runs the interceptors and the handler, turning a panic into
+// CodeInternal.
 func (c *conn) call(ctx *reqCtx, req *Request) (resp []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
@@ -173,7 +251,3 @@ func (c *conn) panicked(req *Request, p any) error {
 	c.s.log.Error("handler panicked", "method", req.Method, "remote", req.RemoteAddr, "panic", p)
 	return &Error{Code: wire.CodeInternal, Message: "internal error"}
 }
-
-func (c *conn) HandleResponse(uint64, []byte)            {}
-func (c *conn) HandleError(uint64, wire.Code, []byte)    {}
-func (c *conn) HandleGoAway(uint64, wire.Reason, []byte) {}

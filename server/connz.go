@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 )
 
@@ -13,7 +14,7 @@ type ConnInfo struct {
 	Remote         string        `json:"remote"`
 	Local          string        `json:"local"`
 	Age            time.Duration `json:"age"`
-	SinceLastFrame time.Duration `json:"since_last_frame"` // to the monitor's tick
+	SinceLastFrame time.Duration `json:"since_last_frame"` // since bytes last arrived
 	InFlight       int           `json:"in_flight"`
 	BytesIn        uint64        `json:"bytes_in"`
 	BytesOut       uint64        `json:"bytes_out"`
@@ -21,6 +22,8 @@ type ConnInfo struct {
 	FramesOut      uint64        `json:"frames_out"`
 	HeartbeatRTT   time.Duration `json:"heartbeat_rtt"` // 0 until a PING was answered
 	GoingAway      bool          `json:"going_away"`
+	MemoryHeld     int           `json:"memory_held"`   // bytes held for the peer (requests, answers)
+	TLS            bool          `json:"tls"`           // served over TLS
 	TCP            *netx.TCPInfo `json:"tcp,omitempty"` // nil if TCP_INFO could not be read
 }
 
@@ -28,43 +31,34 @@ type ConnInfo struct {
 // offset, and the number of live connections. TCP_INFO is read only for the
 // connections returned, so a page of a large table stays cheap.
 func (s *Server) Conns(offset, limit int) ([]ConnInfo, int) {
-	s.mu.Lock()
-	all := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		all = append(all, c)
-	}
-	s.mu.Unlock()
-	sort.Slice(all, func(i, j int) bool { return all[i].sc.Created().Before(all[j].sc.Created()) })
+	all := s.snapshot()
+	sort.Slice(all, func(i, j int) bool { return all[i].tc.Created().Before(all[j].tc.Created()) })
 	total := len(all)
-	if offset < 0 {
-		offset = 0
-	}
-	if offset > total {
-		offset = total
-	}
+	offset = min(max(offset, 0), total)
 	all = all[offset:]
 	if limit >= 0 && limit < len(all) {
 		all = all[:limit]
 	}
-	now := time.Now()
+	now, mono := time.Now(), netconn.Now()
 	out := make([]ConnInfo, 0, len(all))
 	for _, c := range all {
-		p := c.sc.Protocol()
-		goingAway, _ := p.GoingAway()
+		st := c.tc.Stats()
 		ci := ConnInfo{
 			Remote:         c.remote.String(),
-			Local:          c.sc.NetConn().LocalAddr().String(),
-			Age:            now.Sub(c.sc.Created()),
-			SinceLastFrame: p.SinceReceived(),
-			InFlight:       p.InFlight(),
-			BytesIn:        p.BytesIn(),
-			BytesOut:       c.sc.BytesOut(),
-			FramesIn:       p.FramesIn(),
-			FramesOut:      c.sc.FramesOut(),
-			HeartbeatRTT:   p.RTT(),
-			GoingAway:      goingAway,
+			Local:          c.raw.LocalAddr().String(),
+			Age:            now.Sub(c.tc.Created()),
+			SinceLastFrame: time.Duration(mono - st.LastReceived),
+			InFlight:       st.InFlight,
+			BytesIn:        st.BytesIn,
+			BytesOut:       st.BytesOut,
+			FramesIn:       st.FramesIn,
+			FramesOut:      st.FramesOut,
+			HeartbeatRTT:   st.RTT,
+			GoingAway:      st.GoingAway,
+			MemoryHeld:     st.Held + st.Queued,
+			TLS:            s.cfg.TLS != nil,
 		}
-		if ti, err := netx.GetTCPInfo(c.sc.NetConn()); err == nil {
+		if ti, err := netx.GetTCPInfo(c.raw); err == nil {
 			ci.TCP = &ti
 		}
 		out = append(out, ci)

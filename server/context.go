@@ -5,16 +5,16 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/tcppro/tcppro/session"
 )
 
-// reqCtx is a handler's context: the connection's context plus the
-// request's deadline. It arms a timer and a cancellation hook only if the
-// handler asks for Done, so a handler that never waits costs neither, and
-// finishing such a request takes no lock.
+// reqCtx is a handler's context: the connection's context (its values, and
+// its cancellation) plus the request's deadline, cancelled by the server
+// when the client cancels the request or the connection ends. It arms a
+// timer and a hook on its parent only if the handler asks for Done, so a
+// handler that never waits costs neither, and finishing such a request
+// takes no lock.
 type reqCtx struct {
-	sc       *session.Conn
+	parent   context.Context
 	deadline time.Time // zero: none
 
 	mu    sync.Mutex    // guards done, err and armed once the state is ctxArmed
@@ -24,30 +24,34 @@ type reqCtx struct {
 	armed *ctxTimers
 }
 
-// ctxTimers is what Done arms: the deadline's timer and the hook that
-// cancels the context when the connection closes.
+// ctxTimers is what Done arms: the deadline's timer and the hook on the
+// parent's cancellation.
 type ctxTimers struct {
-	timer *time.Timer
-	hook  *session.CloseHook
+	timer      *time.Timer
+	stopParent func() bool
 }
 
 // A reqCtx's state. It leaves ctxRunning once: to ctxArmed, under mu, when
-// Done is called or Err finds the context ended while the handler runs (mu
-// then guards the truth), or to ctxFinished, without the lock, when the
-// handler returns first (the context is then simply cancelled).
+// Done is called, cancel runs, or Err finds the context ended while the
+// handler runs (mu then guards the truth), or to ctxFinished, without the
+// lock, when the handler returns first (the context is then simply
+// cancelled).
 const (
 	ctxRunning uint32 = iota
 	ctxArmed
 	ctxFinished
 )
 
-func newReqCtx(sc *session.Conn, deadline time.Time) *reqCtx {
-	return &reqCtx{sc: sc, deadline: deadline}
+func newReqCtx(parent context.Context, deadline time.Time) *reqCtx {
+	if d, ok := parent.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline = d
+	}
+	return &reqCtx{parent: parent, deadline: deadline}
 }
 
 func (c *reqCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
-func (c *reqCtx) Value(key any) any { return nil }
+func (c *reqCtx) Value(key any) any { return c.parent.Value(key) }
 
 // armLocked moves a running context to ctxArmed. If the handler has
 // returned already (ctxFinished), the context is cancelled instead.
@@ -72,22 +76,21 @@ func (c *reqCtx) Done() <-chan struct{} {
 		close(c.done)
 		return c.done
 	}
-	a := &ctxTimers{hook: &session.CloseHook{Fn: func() { c.cancel(context.Canceled) }}}
+	a := &ctxTimers{}
 	if !c.deadline.IsZero() {
 		a.timer = time.AfterFunc(time.Until(c.deadline), func() { c.cancel(context.DeadlineExceeded) })
 	}
-	c.armed = a
-	if !c.sc.AddCloseHook(a.hook) {
-		c.err = context.Canceled
-		close(c.done)
+	if c.parent.Done() != nil {
+		a.stopParent = context.AfterFunc(c.parent, func() { c.cancel(context.Cause(c.parent)) })
 	}
+	c.armed = a
 	return c.done
 }
 
 // currentErr is the error the context has by now, without any timer.
 func (c *reqCtx) currentErr() error {
-	if c.sc.Closed() {
-		return context.Canceled
+	if err := c.parent.Err(); err != nil {
+		return err
 	}
 	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 		return context.DeadlineExceeded
@@ -115,11 +118,17 @@ func (c *reqCtx) Err() error {
 	return c.err
 }
 
+// cancel ends the context with err (the client cancelled the request, the
+// connection ended, the deadline or the parent's cancellation fired).
 func (c *reqCtx) cancel(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return
+	}
+	c.armLocked()
+	if c.state.Load() == ctxFinished {
+		return // the handler has returned: the context is Canceled already
 	}
 	c.err = err
 	if c.done != nil {
@@ -141,6 +150,7 @@ func (c *reqCtx) finish() {
 		}
 	}
 	a := c.armed
+	c.armed = nil
 	c.mu.Unlock()
 	if a == nil {
 		return
@@ -148,5 +158,7 @@ func (c *reqCtx) finish() {
 	if a.timer != nil {
 		a.timer.Stop()
 	}
-	c.sc.RemoveCloseHook(a.hook)
+	if a.stopParent != nil {
+		a.stopParent()
+	}
 }

@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 
+	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -19,20 +19,35 @@ type Request struct {
 	// Body is the request payload. It is valid only until the handler
 	// returns: copy what must outlive it.
 	Body []byte
+	// Metadata is the request's metadata (trace context, credentials...),
+	// nil when it has none.
+	Metadata wire.Metadata
 	// RemoteAddr is the client's address.
 	RemoteAddr net.Addr
+	// Conn is the connection the request came on (a *tls.Conn when the
+	// server serves TLS: its ConnectionState names the client's
+	// certificate). Handlers must not read from it or write to it.
+	Conn net.Conn
+
+	// ResponseMetadata, if set by the handler or an interceptor before
+	// the handler returns, is sent with the answer (a RESPONSE, or an
+	// ERROR). It must satisfy wire.Metadata.Validate, or the answer
+	// becomes an ERROR INTERNAL.
+	ResponseMetadata wire.Metadata
 }
 
-// Handler answers requests. ServeTCP runs on one of the server's bounded
-// workers; ctx is cancelled when the connection dies, when the request's
+// Handler answers requests. ServeTCP runs on a goroutine of its own, one of
+// the server's bounded workers; ctx is cancelled when the client cancels
+// the request (CANCEL), when the connection ends, when the request's
 // deadline (the client's, capped by Config.HandlerTimeout) passes, and
-// once ServeTCP has returned. The returned slice is copied before ServeTCP's
-// caller moves on, so a handler may return a buffer it reuses, or req.Body.
+// once ServeTCP has returned. The returned slice is copied before
+// ServeTCP's caller moves on, so a handler may return a buffer it reuses,
+// or req.Body.
 //
-// An error is sent to the client as an ERROR frame: an *Error keeps its code,
-// an error wrapping context.DeadlineExceeded becomes CodeTimeout, anything
-// else CodeApplication with the error's text. A panic is recovered and
-// answered with CodeInternal.
+// An error is sent to the client as an ERROR frame: an *Error keeps its
+// code, an error wrapping context.DeadlineExceeded becomes CodeTimeout,
+// anything else CodeApplication with the error's text. A panic is
+// recovered and answered with CodeInternal.
 type Handler interface {
 	ServeTCP(ctx context.Context, req *Request) ([]byte, error)
 }
@@ -43,18 +58,39 @@ type HandlerFunc func(ctx context.Context, req *Request) ([]byte, error)
 // ServeTCP calls f.
 func (f HandlerFunc) ServeTCP(ctx context.Context, req *Request) ([]byte, error) { return f(ctx, req) }
 
-// Error is an error with a protocol code, returned by handlers to choose
-// the code the client sees.
-type Error struct {
-	Code    wire.Code
-	Message string
+// Interceptor wraps a request's handler: it may inspect or change the
+// request and the answer, refuse the request with an error, or call next
+// (the rest of the chain, ending with the Handler) — the shape of grpc-go's
+// unary server interceptors. Interceptors run on the request's worker,
+// inside the panic recovery.
+type Interceptor func(ctx context.Context, req *Request, next Handler) ([]byte, error)
+
+// chain builds the handler that runs the interceptors around h, the first
+// outermost.
+func chain(h Handler, ics []Interceptor) Handler {
+	for i := len(ics) - 1; i >= 0; i-- {
+		h = intercepted{ic: ics[i], next: h}
+	}
+	return h
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+type intercepted struct {
+	ic   Interceptor
+	next Handler
+}
+
+func (h intercepted) ServeTCP(ctx context.Context, req *Request) ([]byte, error) {
+	return h.ic(ctx, req, h.next)
+}
+
+// Error is an ERROR frame's code and message: a handler returns one to
+// choose the code its caller sees. It is session.Error, the one type of
+// every ERROR frame, which the client's callers receive too.
+type Error = session.Error
 
 // Errorf returns an *Error with a formatted message.
 func Errorf(code wire.Code, format string, args ...any) error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	return session.Errorf(code, format, args...)
 }
 
 // Mux routes requests to handlers by method name.
@@ -103,4 +139,14 @@ func errorFrame(err error) (wire.Code, string) {
 	default:
 		return wire.CodeApplication, err.Error()
 	}
+}
+
+// ErrorCode is the code an error returned by a handler is answered with
+// (0 for nil): for interceptors that record outcomes.
+func ErrorCode(err error) wire.Code {
+	if err == nil {
+		return 0
+	}
+	code, _ := errorFrame(err)
+	return code
 }

@@ -1,20 +1,26 @@
 // Package server is tcppro's server: an accept loop with a connection cap
-// and explicit BUSY rejection, a bounded worker pool for handlers,
-// heartbeats and deadlines on every connection (package session), maximum
-// connection age, and a graceful Shutdown modelled on net/http's.
+// and explicit BUSY rejection (even at the open-file limit), a bounded
+// worker pool for handlers, a memory budget, heartbeats and deadlines on
+// every connection, maximum connection age, TLS, interceptors, and a
+// graceful Shutdown modelled on net/http's.
 //
 //	srv, err := server.New(server.DefaultConfig(), handler)
 //	go srv.ListenAndServe()
 //	...
 //	srv.Shutdown(ctx) // GOAWAY, finish in-flight work, close
+//
+// Each connection is driven by the protocol core (internal/core) over its
+// net.Conn (internal/netconn): one reading goroutine per connection, and a
+// goroutine per request being handled.
 package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -22,6 +28,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -35,17 +43,22 @@ var ErrServerClosed = errors.New("server: closed")
 // Server serves tcppro connections. Its exported methods are safe for
 // concurrent use.
 type Server struct {
-	cfg      Config
-	handler  Handler
-	log      *slog.Logger
-	obs      Observer
-	observed bool // an Observer was configured: requests are timed for it
-	mon      *session.Monitor
+	cfg     Config
+	handler Handler // with the interceptors
+	log     *slog.Logger
+	obs     Observer
+	budget  *budget
+	reserve reserveFD
 
 	busyFrame    []byte
+	fdLimitFrame []byte
 	offlineFrame []byte
 
+	hardCtx  context.Context // cancelled by Shutdown and Close: TLS handshakes in progress end
+	hardStop context.CancelFunc
+
 	mu        sync.Mutex
+	hard      bool // connections are being closed outright (Close)
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	rejecting map[net.Conn]struct{}
@@ -59,6 +72,7 @@ type Server struct {
 	closeMu  sync.Once
 	rejectWG sync.WaitGroup
 	connWG   sync.WaitGroup
+	ageWG    sync.WaitGroup
 
 	namesMu sync.RWMutex
 	names   map[string]*string // interned method names
@@ -85,22 +99,31 @@ func New(cfg Config, h Handler) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{
 		cfg:          cfg,
-		handler:      h,
+		handler:      chain(h, cfg.Interceptors),
 		log:          cfg.Logger,
 		obs:          cfg.Observer,
-		mon:          session.NewMonitor(cfg.Session.TickInterval()),
 		listeners:    make(map[*net.Listener]struct{}),
 		conns:        make(map[*conn]struct{}),
 		rejecting:    make(map[net.Conn]struct{}),
 		names:        make(map[string]*string),
 		closing:      make(chan struct{}),
 		gone:         make(chan struct{}, 1),
-		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
-		offlineFrame: wire.AppendError(nil, 0, wire.CodeShuttingDown, "server offline"),
+		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, nil, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
+		fdLimitFrame: wire.AppendError(nil, 0, wire.CodeBusy, nil, "server at its open-file limit"),
+		offlineFrame: wire.AppendError(nil, 0, wire.CodeShuttingDown, nil, "server offline"),
 	}
-	s.observed = s.obs != nil
+	s.hardCtx, s.hardStop = context.WithCancel(context.Background())
+	s.budget = &budget{limit: math.MaxInt64} // counted even when not bounded: Stats.MemoryHeld
+	if cfg.MemoryBudget > 0 {
+		s.budget.limit = cfg.MemoryBudget
+	}
 	if s.obs == nil {
 		s.obs = nopObserver{}
+	}
+	s.reserve.open()
+	if cfg.MaxConnAge > 0 {
+		s.ageWG.Add(1)
+		go s.age()
 	}
 	return s, nil
 }
@@ -136,15 +159,24 @@ func (s *Server) ListenAndServe() error {
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns
-// ErrServerClosed then. Serve closes ln. Temporary accept errors (such as
-// EMFILE) pause the loop, doubling from AcceptBackoffMin to
-// AcceptBackoffMax, instead of spinning.
+// ErrServerClosed then. Serve closes ln. At the open-file limit (EMFILE,
+// ENFILE) a descriptor kept in reserve accepts each waiting connection,
+// answers it BUSY and closes it, so that clients hear BUSY instead of
+// waiting in the accept queue; other temporary accept errors pause the
+// loop, doubling from AcceptBackoffMin to AcceptBackoffMax, instead of
+// spinning.
 func (s *Server) Serve(ln net.Listener) error {
 	if !s.trackListener(&ln, true) {
 		ln.Close()
 		return ErrServerClosed
 	}
 	defer s.trackListener(&ln, false)
+	base := context.Background()
+	if s.cfg.BaseContext != nil {
+		if base = s.cfg.BaseContext(ln); base == nil {
+			panic("server: BaseContext returned a nil context")
+		}
+	}
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -155,9 +187,12 @@ func (s *Server) Serve(ln net.Listener) error {
 			if !temporary(err) {
 				return err
 			}
-			delay = min(max(2*delay, s.cfg.AcceptBackoffMin), s.cfg.AcceptBackoffMax)
 			s.stats.acceptErrors.Add(1)
 			s.obs.ConnRejected(RejectAcceptError)
+			if fdExhausted(err) && s.rejectWithReserve(ln) {
+				continue
+			}
+			delay = min(max(2*delay, s.cfg.AcceptBackoffMin), s.cfg.AcceptBackoffMax)
 			s.log.Warn("accept failed; backing off", "err", err, "delay", delay)
 			t := time.NewTimer(delay)
 			select {
@@ -169,7 +204,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
-		s.serveConn(nc)
+		s.serveConn(base, nc)
 	}
 }
 
@@ -199,7 +234,9 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 	return true
 }
 
-func (s *Server) serveConn(nc net.Conn) {
+// serveConn refuses a connection (offline, over the cap) or starts serving
+// it on a goroutine of its own.
+func (s *Server) serveConn(base context.Context, nc net.Conn) {
 	if s.offline.Load() {
 		s.stats.rejectedOffline.Add(1)
 		s.obs.ConnRejected(RejectOffline)
@@ -217,69 +254,152 @@ func (s *Server) serveConn(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	c := &conn{s: s, remote: nc.RemoteAddr()}
-	sc, err := session.NewConn(nc, session.RoleServer, s.cfg.Session, c)
-	if err != nil {
-		s.log.Warn("connection setup", "remote", nc.RemoteAddr(), "err", err)
-		nc.Close()
-		return
-	}
-	c.sc = sc
-	if s.cfg.MaxConnAge > 0 {
-		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
-		c.expiry = sc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()
-	}
 	s.mu.Lock()
 	if s.shutdown.Load() {
 		s.mu.Unlock()
 		nc.Close()
 		return
 	}
-	s.conns[c] = struct{}{}
 	s.active.Add(1)
 	s.connWG.Add(1)
 	s.mu.Unlock()
 	s.stats.accepted.Add(1)
-	s.obs.ConnOpened(c.remote)
-	s.mon.Add(sc)
-	go c.run()
-}
-
-// reject answers a connection with a connection-level ERROR frame (BUSY
-// over the cap, SHUTTING_DOWN while offline) and closes it. The socket is
-// half-closed and drained for RejectLinger so that the frame is read before
-// any reset the client's unread request would cause.
-func (s *Server) reject(nc net.Conn, frame []byte) {
-	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	if _, err := nc.Write(frame); err != nil {
-		nc.Close()
+	s.obs.ConnOpened(nc.RemoteAddr())
+	if s.cfg.TLS != nil {
+		go s.runConn(base, nc)
 		return
 	}
-	tc, ok := nc.(*net.TCPConn)
+	// A plain connection is set up here, so that its goroutine starts
+	// with nothing but its reader on its stack.
+	if c := s.setupConn(base, nc); c != nil {
+		go s.serveOn(c)
+	} else {
+		s.connWG.Done()
+	}
+}
+
+// runConn is a connection's goroutine: the TLS handshake if any, then the
+// connection's reader until it is closed. Setting up and ending are kept
+// out of its frame, which stays on the stack of every idle connection.
+func (s *Server) runConn(base context.Context, nc net.Conn) {
+	if c := s.setupConn(base, nc); c != nil {
+		s.serveOn(c)
+		return
+	}
+	s.connWG.Done()
+}
+
+// serveOn runs the reader of a connection set up until it is closed.
+func (s *Server) serveOn(c *conn) {
+	c.tc.Run()
+	s.endConn(c)
+	s.connWG.Done()
+}
+
+// setupConn runs the TLS handshake if any, builds the connection and
+// registers it; nil means the connection ended already.
+//
+//go:noinline
+func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
+	remote, raw := nc.RemoteAddr(), nc
+	start := time.Now()
+	if s.cfg.TLS != nil {
+		tc, err := s.handshake(nc)
+		if err != nil {
+			s.log.Debug("TLS handshake failed", "remote", remote, "err", err)
+			s.connEnded(nil, remote, err, start)
+			return nil
+		}
+		nc = tc
+	}
+	ctx := base
+	if s.cfg.ConnContext != nil {
+		if ctx = s.cfg.ConnContext(ctx, nc); ctx == nil {
+			panic("server: ConnContext returned a nil context")
+		}
+	}
+	c := &conn{s: s, nc: nc, raw: raw, remote: remote, ctx: ctx, start: start, running: make(map[uint64]*reqCtx)}
+	c.tc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+	if s.cfg.MaxConnAge > 0 {
+		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
+		c.expiry = c.tc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()
+	}
 	s.mu.Lock()
-	if !ok || len(s.rejecting) >= maxLingering || s.shutdown.Load() {
+	if s.hard {
 		s.mu.Unlock()
 		nc.Close()
-		return
+		s.connEnded(nil, remote, ErrServerClosed, start)
+		return nil
 	}
-	s.rejecting[nc] = struct{}{}
-	s.rejectWG.Add(1)
+	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	go func() {
-		defer s.rejectWG.Done()
-		_ = tc.CloseWrite()
-		_ = nc.SetReadDeadline(time.Now().Add(s.cfg.RejectLinger))
-		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
-		nc.Close()
-		s.mu.Lock()
-		delete(s.rejecting, nc)
-		s.mu.Unlock()
-	}()
+	c.mu.Lock()
+	c.stateLocked(StateNew)
+	c.mu.Unlock()
+	if s.shutdown.Load() {
+		c.goAway(wire.ReasonShutdown, "server shutting down")
+	}
+	return c
 }
 
-// maxLingering bounds the rejected connections kept half-closed at once;
-// beyond it they are closed at once.
-const maxLingering = 256
+// endConn accounts for a connection whose reader has returned.
+//
+//go:noinline
+func (s *Server) endConn(c *conn) {
+	c.mu.Lock()
+	err := c.closeErr
+	c.stateLocked(StateClosed)
+	c.mu.Unlock()
+	s.connEnded(c, c.remote, err, c.start)
+}
+
+func (s *Server) coreOptions() core.Options { return core.Options{Budget: s.budget} }
+
+// handshake runs the TLS handshake, bounded by HandshakeTimeout and cut
+// short by Close.
+func (s *Server) handshake(nc net.Conn) (*tls.Conn, error) {
+	tc := tls.Server(nc, s.cfg.TLS)
+	ctx, cancel := context.WithTimeout(s.hardCtx, s.cfg.Session.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: TLS: %w", session.ErrHandshakeTimeout, err)
+		}
+		return nil, err
+	}
+	return tc, nil
+}
+
+// connEnded accounts for a connection that has ended.
+func (s *Server) connEnded(c *conn, remote net.Addr, err error, start time.Time) {
+	s.mu.Lock()
+	if c != nil {
+		delete(s.conns, c)
+		st := c.tc.Stats()
+		s.stats.framesIn.Add(st.FramesIn)
+		s.stats.bytesIn.Add(st.BytesIn)
+		s.stats.framesOut.Add(st.FramesOut)
+		s.stats.bytesOut.Add(st.BytesOut)
+		s.stats.refusedInFlight.Add(st.RefusedInFlight)
+		s.stats.refusedMemory.Add(st.RefusedMemory)
+	}
+	s.mu.Unlock()
+	s.active.Add(-1)
+	select {
+	case s.gone <- struct{}{}:
+	default:
+	}
+	switch {
+	case errors.Is(err, session.ErrPeerDead):
+		s.stats.deadPeers.Add(1)
+	case errors.Is(err, session.ErrWriteTimeout):
+		s.stats.writeTimeouts.Add(1)
+	case errors.Is(err, session.ErrControlFlood):
+		s.stats.controlFloods.Add(1)
+	}
+	s.obs.ConnClosed(remote, err, time.Since(start))
+}
 
 // Shutdown stops the server gracefully: it closes the listeners, sends
 // GOAWAY on every connection (announcing the last request it will
@@ -305,8 +425,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the listeners and every connection at once. Requests in
-// flight fail at the clients with a connection error.
+// Close closes the listeners and every connection at once, releasing their
+// descriptors even while handlers are stuck (their contexts are cancelled
+// and their answers dropped). Requests in flight fail at the clients with
+// a connection error.
 func (s *Server) Close() error {
 	s.beginShutdown()
 	s.closeConns()
@@ -381,43 +503,48 @@ func (s *Server) beginShutdown() {
 		_ = nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
+	// A connection still in its TLS handshake has no request to finish:
+	// neither Shutdown nor Close waits for its HandshakeTimeout.
+	s.hardStop()
 }
 
 func (s *Server) closeConns() {
+	s.mu.Lock()
+	s.hard = true
+	s.mu.Unlock()
+	s.hardStop()
 	for _, c := range s.snapshot() {
-		c.sc.Close(fmt.Errorf("%w: server closed", session.ErrConnClosed))
+		c.tc.Close(fmt.Errorf("%w: server closed", session.ErrConnClosed))
 	}
 }
 
-// finish waits for the connection goroutines and stops the monitor.
+// finish waits for the connection goroutines and the ager.
 func (s *Server) finish() {
 	s.connWG.Wait()
 	s.rejectWG.Wait()
-	s.mon.Close()
+	s.ageWG.Wait()
+	s.reserve.close()
+	s.hardStop()
 }
 
-func (s *Server) removeConn(c *conn, err error) {
-	s.mu.Lock()
-	delete(s.conns, c)
-	p := c.sc.Protocol()
-	s.stats.framesIn.Add(p.FramesIn())
-	s.stats.bytesIn.Add(p.BytesIn())
-	s.stats.framesOut.Add(c.sc.FramesOut())
-	s.stats.bytesOut.Add(c.sc.BytesOut())
-	s.mu.Unlock()
-	s.active.Add(-1)
-	select {
-	case s.gone <- struct{}{}:
-	default:
+// age is the ager: it enforces every connection's maximum age, checking
+// them about every second (a tenth of the grace period if shorter).
+func (s *Server) age() {
+	defer s.ageWG.Done()
+	every := min(time.Second, max(s.cfg.MaxConnAgeGrace/10, 10*time.Millisecond), max(s.cfg.MaxConnAge/10, 10*time.Millisecond))
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case now := <-t.C:
+			ns := now.UnixNano()
+			for _, c := range s.snapshot() {
+				c.age(ns)
+			}
+		}
 	}
-	switch {
-	case errors.Is(err, session.ErrPeerDead):
-		s.stats.deadPeers.Add(1)
-	case errors.Is(err, session.ErrWriteTimeout):
-		s.stats.writeTimeouts.Add(1)
-	}
-	s.obs.ConnClosed(c.remote, err, time.Since(c.sc.Created()))
-	s.connWG.Done()
 }
 
 // maxInterned bounds the method names the server keeps one shared copy

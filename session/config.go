@@ -8,86 +8,120 @@ import (
 	"github.com/tcppro/tcppro/wire"
 )
 
-// Config holds the per-connection limits and timers. The zero value of any
-// field means its default, so Config{} is a valid configuration; the defaults
-// are what DefaultConfig returns.
+// Config holds one connection's limits and timers, the same for the server
+// and the client side. The zero value of any field means its default, so
+// Config{} is a valid configuration; the defaults are what DefaultConfig
+// returns. The limits a peer must respect (frame, message and in-flight
+// limits) are announced to it in the connection's HELLO frame.
 type Config struct {
 	// HeartbeatInterval is how long a connection may receive nothing before
-	// it sends a PING. Any received frame counts as proof of life, so a busy
-	// connection sends no PINGs. Default 5s. A negative value disables
-	// heartbeats (liveness then rests on TCP alone: not recommended).
+	// it sends a PING (and another each further interval of silence). Any
+	// bytes received prove the peer alive, so a busy connection sends no
+	// PINGs. Default 5s. A negative value disables heartbeats (liveness
+	// then rests on TCP alone: not recommended).
 	HeartbeatInterval time.Duration
 
-	// HeartbeatTimeout is how long after sending a PING the connection waits
-	// for any frame before declaring the peer dead (ErrPeerDead). A silent
-	// peer is therefore detected within HeartbeatInterval+HeartbeatTimeout
-	// plus one monitor tick. Default 5s.
+	// HeartbeatTimeout is how long a connection may receive nothing at all,
+	// counted from the last bytes received, before the peer is declared
+	// dead (ErrPeerDead): the connection is closed and every call on it
+	// fails at once. It must exceed HeartbeatInterval (by a round trip at
+	// least). Default 10s.
 	HeartbeatTimeout time.Duration
 
-	// FrameReadTimeout bounds how long a frame that has started arriving may
-	// take to complete (slow-loris protection). It never applies to an idle
-	// connection between frames. Default 10s.
+	// HandshakeTimeout bounds the opening of a connection: the TLS
+	// handshake, when there is one, and the exchange of HELLO frames.
+	// Default 10s.
+	HandshakeTimeout time.Duration
+
+	// FrameReadTimeout bounds how long a frame that has started arriving
+	// may go without receiving more bytes (slow-loris protection that
+	// spares slow links: it measures progress, not the frame's total
+	// time). It never applies between frames. Default 10s.
 	FrameReadTimeout time.Duration
 
 	// WriteTimeout is how long queued output may make no progress (the peer
 	// stopped reading, its window is closed) before the connection is cut
-	// with ErrWriteTimeout. It also bounds how long in-flight requests may
-	// still finish after the peer half-closed. Default 10s.
+	// with ErrWriteTimeout. A server also gives in-flight requests this
+	// long to finish after the peer half-closed. Default 10s.
 	WriteTimeout time.Duration
 
-	// MaxFrameSize is the largest payload accepted from the peer. A larger
-	// declared length is refused before anything is allocated. Default
-	// wire.DefaultMaxFrameSize (4 MiB).
+	// LingerTimeout bounds how long a connection that has sent its FIN
+	// (after GOAWAY, or after the peer's FIN), or its final ERROR, waits
+	// for the peer's FIN or for the last bytes to leave before it is closed
+	// outright. Default 2s.
+	LingerTimeout time.Duration
+
+	// MaxFrameSize is the largest frame payload accepted from the peer,
+	// announced in HELLO (MAX_FRAME_SIZE). A larger declared length is
+	// refused before anything is allocated. Bodies larger than a frame
+	// travel in chunks of at most the peer's MaxFrameSize. Default
+	// wire.DefaultMaxFrameSize (64 KiB); at least wire.MinMaxFrameSize
+	// (16 KiB).
 	MaxFrameSize uint32
 
-	// MaxInFlight is the per-connection limit of requests in flight. A server
-	// stops reading from a connection that reaches it (TCP backpressure); a
-	// client waits for a free slot before sending. Default 128.
+	// MaxMessageSize is the largest message body accepted from the peer,
+	// announced in HELLO (MAX_MESSAGE_SIZE). A call whose body exceeds the
+	// peer's limit fails locally, unsent. Default wire.DefaultMaxMessageSize
+	// (4 MiB).
+	MaxMessageSize uint32
+
+	// MaxInFlight is the per-connection limit of requests in flight. A
+	// server announces it in HELLO and answers a request beyond it with
+	// OVERLOADED at once, reading on. A client keeps its calls in flight on
+	// one connection below the smaller of its own MaxInFlight and the
+	// server's; further calls wait for a slot, bounded by their deadline.
+	// Default 128.
 	MaxInFlight int
 
-	// WriteQueueSize bounds the bytes queued for writing on one connection;
-	// senders wait (bounded by WriteTimeout or their context) when it is
-	// full. A single frame larger than the bound is still sent, alone.
-	// Default 1 MiB.
+	// WriteQueueSize bounds the bytes queued for writing on one connection.
+	// A client's calls wait (bounded by their deadline) while it is full; a
+	// server stops reading from a peer that lets it fill (the peer is not
+	// reading its answers) and resumes as the peer reads. A message larger
+	// than the bound is admitted whenever the queue is below it, so the
+	// queue holds at most the bound plus one message. Default 1 MiB.
 	WriteQueueSize int
 
-	// ReadBufferSize is the size of the pooled read buffer a connection
-	// borrows while data is arriving. Idle connections hold no buffer.
-	// Default 16 KiB.
-	ReadBufferSize int
+	// MaxQueuedControl bounds the control frames queued and not yet written
+	// because of what the peer sent — a PONG for each PING, a refusal for
+	// each request refused — beyond, on a server, one refusal for each
+	// request the client may have in flight (MaxInFlight: a conforming
+	// client cannot cause more). A peer that exceeds the bound without
+	// reading is sent ERROR CONTROL_FLOOD and the connection is closed
+	// (ErrControlFlood). Default 256.
+	MaxQueuedControl int
 
-	// LingerTimeout bounds how long a connection that has sent its FIN (after
-	// GOAWAY, or after the peer's FIN) waits for the peer's FIN before it is
-	// closed outright. Default 2s.
-	LingerTimeout time.Duration
+	// ConnMemory bounds, on a server, the bytes held for one connection:
+	// request bodies received and not yet answered, and answers not yet
+	// written. A request that arrives, or grows, while the bound is reached
+	// is refused with OVERLOADED (not processed). Clients ignore it.
+	// Default 8 MiB.
+	ConnMemory int
+
+	// ReadBufferSize is the size of the read buffer a connection borrows
+	// while bytes are arriving (a frame larger than it gets a buffer of its
+	// own size while it arrives). Idle connections hold none. Default 16 KiB.
+	ReadBufferSize int
 }
 
 // Defaults, as documented on the Config fields.
 const (
 	DefaultHeartbeatInterval = 5 * time.Second
-	DefaultHeartbeatTimeout  = 5 * time.Second
+	DefaultHeartbeatTimeout  = 10 * time.Second
+	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultFrameReadTimeout  = 10 * time.Second
 	DefaultWriteTimeout      = 10 * time.Second
-	DefaultMaxInFlight       = 128
-	DefaultWriteQueueSize    = 1 << 20
-	DefaultReadBufferSize    = 16 << 10
 	DefaultLingerTimeout     = 2 * time.Second
+	DefaultMaxFrameSize      = wire.DefaultMaxFrameSize
+	DefaultMaxMessageSize    = wire.DefaultMaxMessageSize
+	DefaultMaxInFlight       = wire.DefaultMaxInFlight
+	DefaultWriteQueueSize    = 1 << 20
+	DefaultMaxQueuedControl  = 256
+	DefaultConnMemory        = 8 << 20
+	DefaultReadBufferSize    = 16 << 10
 )
 
 // DefaultConfig returns the configuration with every default filled in.
-func DefaultConfig() Config {
-	return Config{
-		HeartbeatInterval: DefaultHeartbeatInterval,
-		HeartbeatTimeout:  DefaultHeartbeatTimeout,
-		FrameReadTimeout:  DefaultFrameReadTimeout,
-		WriteTimeout:      DefaultWriteTimeout,
-		MaxFrameSize:      wire.DefaultMaxFrameSize,
-		MaxInFlight:       DefaultMaxInFlight,
-		WriteQueueSize:    DefaultWriteQueueSize,
-		ReadBufferSize:    DefaultReadBufferSize,
-		LingerTimeout:     DefaultLingerTimeout,
-	}
-}
+func DefaultConfig() Config { return Config{}.WithDefaults() }
 
 // ConfigError reports an invalid configuration field.
 type ConfigError struct {
@@ -102,16 +136,19 @@ func (e *ConfigError) Error() string {
 
 // WithDefaults returns c with every zero field replaced by its default.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	defaults.Set(&c.HeartbeatInterval, d.HeartbeatInterval)
-	defaults.Set(&c.HeartbeatTimeout, d.HeartbeatTimeout)
-	defaults.Set(&c.FrameReadTimeout, d.FrameReadTimeout)
-	defaults.Set(&c.WriteTimeout, d.WriteTimeout)
-	defaults.Set(&c.MaxFrameSize, d.MaxFrameSize)
-	defaults.Set(&c.MaxInFlight, d.MaxInFlight)
-	defaults.Set(&c.WriteQueueSize, d.WriteQueueSize)
-	defaults.Set(&c.ReadBufferSize, d.ReadBufferSize)
-	defaults.Set(&c.LingerTimeout, d.LingerTimeout)
+	defaults.Set(&c.HeartbeatInterval, DefaultHeartbeatInterval)
+	defaults.Set(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	defaults.Set(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	defaults.Set(&c.FrameReadTimeout, DefaultFrameReadTimeout)
+	defaults.Set(&c.WriteTimeout, DefaultWriteTimeout)
+	defaults.Set(&c.LingerTimeout, DefaultLingerTimeout)
+	defaults.Set(&c.MaxFrameSize, DefaultMaxFrameSize)
+	defaults.Set(&c.MaxMessageSize, DefaultMaxMessageSize)
+	defaults.Set(&c.MaxInFlight, DefaultMaxInFlight)
+	defaults.Set(&c.WriteQueueSize, DefaultWriteQueueSize)
+	defaults.Set(&c.MaxQueuedControl, DefaultMaxQueuedControl)
+	defaults.Set(&c.ConnMemory, DefaultConnMemory)
+	defaults.Set(&c.ReadBufferSize, DefaultReadBufferSize)
 	return c
 }
 
@@ -119,51 +156,45 @@ func (c Config) WithDefaults() Config {
 // field and the bad value.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
+	bad := func(field string, v any, why string) error { return &ConfigError{field, v, why} }
 	switch {
-	case c.HeartbeatInterval > 0 && c.HeartbeatTimeout < 0:
-		return &ConfigError{"HeartbeatTimeout", c.HeartbeatTimeout, "must be positive when heartbeats are on"}
+	case c.Heartbeats() && c.HeartbeatTimeout <= c.HeartbeatInterval:
+		return bad("HeartbeatTimeout", c.HeartbeatTimeout, fmt.Sprintf("must exceed HeartbeatInterval (%v) by a round trip at least", c.HeartbeatInterval))
+	case c.HandshakeTimeout < 0:
+		return bad("HandshakeTimeout", c.HandshakeTimeout, "must be positive")
 	case c.FrameReadTimeout < 0:
-		return &ConfigError{"FrameReadTimeout", c.FrameReadTimeout, "must be positive"}
+		return bad("FrameReadTimeout", c.FrameReadTimeout, "must be positive")
 	case c.WriteTimeout < 0:
-		return &ConfigError{"WriteTimeout", c.WriteTimeout, "must be positive"}
+		return bad("WriteTimeout", c.WriteTimeout, "must be positive")
 	case c.LingerTimeout < 0:
-		return &ConfigError{"LingerTimeout", c.LingerTimeout, "must be positive"}
-	case c.MaxFrameSize < 64:
-		return &ConfigError{"MaxFrameSize", c.MaxFrameSize, "must be at least 64 bytes"}
-	case c.MaxInFlight < 0:
-		return &ConfigError{"MaxInFlight", c.MaxInFlight, "must be positive"}
+		return bad("LingerTimeout", c.LingerTimeout, "must be positive")
+	case c.MaxFrameSize < wire.MinMaxFrameSize || c.MaxFrameSize > wire.MaxMaxFrameSize:
+		return bad("MaxFrameSize", c.MaxFrameSize, fmt.Sprintf("must be within [%d, %d]", wire.MinMaxFrameSize, wire.MaxMaxFrameSize))
+	case c.MaxInFlight < 0 || c.MaxInFlight > 1<<30:
+		return bad("MaxInFlight", c.MaxInFlight, "must be within [1, 2^30]")
 	case c.WriteQueueSize < 0:
-		return &ConfigError{"WriteQueueSize", c.WriteQueueSize, "must be positive"}
+		return bad("WriteQueueSize", c.WriteQueueSize, "must be positive")
+	case c.MaxQueuedControl < 0:
+		return bad("MaxQueuedControl", c.MaxQueuedControl, "must be positive")
+	case c.ConnMemory < int(c.MaxMessageSize):
+		return bad("ConnMemory", c.ConnMemory, fmt.Sprintf("must be at least MaxMessageSize (%d), or no message of that size could be received", c.MaxMessageSize))
 	case c.ReadBufferSize < 256:
-		return &ConfigError{"ReadBufferSize", c.ReadBufferSize, "must be at least 256 bytes"}
+		return bad("ReadBufferSize", c.ReadBufferSize, "must be at least 256 bytes")
 	}
 	return nil
 }
 
-// heartbeats reports whether heartbeats are enabled.
-func (c Config) heartbeats() bool { return c.HeartbeatInterval > 0 }
+// Heartbeats reports whether heartbeats are enabled.
+func (c Config) Heartbeats() bool { return c.HeartbeatInterval >= 0 }
 
 // HeartbeatBound is how long heartbeats take at most to find a dead peer,
-// HeartbeatInterval+HeartbeatTimeout, or 0 with heartbeats off. The server
-// and the client set TCP_USER_TIMEOUT to it unless told otherwise.
+// HeartbeatTimeout, or 0 with heartbeats off. The server and the client set
+// TCP_USER_TIMEOUT to it unless told otherwise, so that unacknowledged data
+// cannot hold a connection longer than the heartbeat would.
 func (c Config) HeartbeatBound() time.Duration {
-	if !c.heartbeats() {
+	c = c.WithDefaults()
+	if !c.Heartbeats() {
 		return 0
 	}
-	return c.HeartbeatInterval + c.HeartbeatTimeout
-}
-
-// TickInterval is how often a Monitor should tick connections with this
-// configuration: a tenth of the shortest timer, kept within [5ms, 1s]. It is
-// the granularity of every timeout above.
-func (c Config) TickInterval() time.Duration {
-	c = c.WithDefaults()
-	d := c.FrameReadTimeout
-	for _, t := range []time.Duration{c.HeartbeatInterval, c.HeartbeatTimeout, c.WriteTimeout, c.LingerTimeout} {
-		if t > 0 && t < d {
-			d = t
-		}
-	}
-	d /= 10
-	return min(max(d, 5*time.Millisecond), time.Second)
+	return c.HeartbeatTimeout
 }

@@ -3,10 +3,11 @@ package verify
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/internal/tlsfiles"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 )
@@ -142,33 +144,55 @@ func errorKinds(err error) []string {
 			kinds = append(kinds, k)
 		}
 	}
-	add(errors.Is(err, client.ErrPeerDead), "peer_dead")
-	add(errors.Is(err, client.ErrServerBusy), "busy")
-	add(errors.Is(err, client.ErrOverloaded), "overloaded")
-	add(errors.Is(err, client.ErrWriteTimeout), "write_timeout")
+	add(errors.Is(err, session.ErrPeerDead), "peer_dead")
+	add(errors.Is(err, session.ErrBusy), "busy")
+	add(errors.Is(err, session.ErrOverloaded), "overloaded")
+	add(errors.Is(err, session.ErrShuttingDown), "shutting_down")
+	add(errors.Is(err, session.ErrWriteTimeout), "write_timeout")
+	add(errors.Is(err, session.ErrHandshakeTimeout), "handshake_timeout")
+	add(errors.Is(err, session.ErrFrameTimeout), "frame_timeout")
+	add(errors.Is(err, session.ErrControlFlood), "control_flood")
+	add(errors.Is(err, session.ErrUnsupportedVersion), "unsupported_version")
 	add(errors.Is(err, session.ErrGoAway), "goaway")
-	add(errors.Is(err, client.ErrConnClosed), "conn_closed")
-	add(errors.Is(err, client.ErrTimeout), "timeout")
+	add(errors.Is(err, session.ErrConnClosed), "conn_closed")
+	add(errors.Is(err, session.ErrTimeout), "timeout")
 	add(errors.Is(err, client.ErrUnavailable), "unavailable")
 	var de *netx.DialError
 	add(errors.As(err, &de) && de.Timeout, "dial_timeout")
 	add(errors.As(err, &de) && !de.Timeout, "dial_failed")
+	var te *tls.CertificateVerificationError
+	add(errors.As(err, &te), "tls_verify")
 	add(errors.Is(err, client.ErrClosed), "closed")
-	var ce *client.CallError
-	add(errors.As(err, &ce), "call_error")
+	var se *session.Error
+	add(errors.As(err, &se), "call_error")
 	return kinds
 }
 
 // AgentMain runs the client agent on standard input and output and returns
 // the exit status. `tcppro verify __agent` runs it.
+//
+// Its only flags, --tls-ca FILE and --tls-server-name NAME, make every
+// client it creates speak TLS, trusting that CA for that name.
 func AgentMain(args []string) int {
-	if len(args) > 0 {
-		fmt.Fprintln(os.Stderr, "tcppro verify __agent: no arguments expected (it is driven by tcppro verify)")
+	fs := flag.NewFlagSet("tcppro verify __agent", flag.ContinueOnError)
+	caFile := fs.String("tls-ca", "", "speak TLS, trusting the PEM CA certificates in this file")
+	serverName := fs.String("tls-server-name", TLSServerName, "the name the servers' certificate must hold")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "tcppro verify __agent: it is driven by tcppro verify; flags: --tls-ca FILE --tls-server-name NAME")
 		return 2
 	}
 	a := &agentProc{
 		out:     json.NewEncoder(os.Stdout),
 		clients: make(map[string]*agentClient),
+	}
+	if *caFile != "" {
+		pool, err := tlsfiles.LoadCertPool(*caFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro verify __agent:", err)
+			return 2
+		}
+		a.tls = clientConfigFor(pool)
+		a.tls.ServerName = *serverName
 	}
 	sc := bufio.NewScanner(os.Stdin)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
@@ -196,6 +220,7 @@ func AgentMain(args []string) int {
 type agentProc struct {
 	outMu sync.Mutex
 	out   *json.Encoder
+	tls   *tls.Config // every client's, nil for plain TCP
 
 	mu      sync.Mutex
 	clients map[string]*agentClient
@@ -244,7 +269,7 @@ func (a *agentProc) closeAll() {
 	}
 }
 
-func newClient(req agentReq) (*client.Client, error) {
+func (a *agentProc) newClient(req agentReq) (*client.Client, error) {
 	return client.New(client.Config{
 		Addrs:       req.Addrs,
 		DialTimeout: req.DialTimeout,
@@ -252,6 +277,7 @@ func newClient(req agentReq) (*client.Client, error) {
 			HeartbeatInterval: req.HeartbeatInterval,
 			HeartbeatTimeout:  req.HeartbeatTimeout,
 		},
+		TLS:    a.tls,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 }
@@ -295,7 +321,7 @@ func (a *agentProc) handle(req agentReq) agentResp {
 			return fail(fmt.Errorf("client %q exists", req.Client))
 		}
 		resp.Mono = mono()
-		c, err := newClient(req)
+		c, err := a.newClient(req)
 		if err != nil {
 			return fail(err)
 		}
@@ -305,7 +331,7 @@ func (a *agentProc) handle(req agentReq) agentResp {
 	case "probe":
 		// A fresh client making one call, timed from its creation.
 		start := mono()
-		c, err := newClient(req)
+		c, err := a.newClient(req)
 		if err != nil {
 			return fail(err)
 		}
@@ -520,113 +546,4 @@ func (l *agentLoad) summary(marks []int64) *loadSummary {
 		}
 	}
 	return s
-}
-
-// agent is the parent's handle on an agent process.
-type agent struct {
-	name   string
-	proc   *proc
-	stdin  io.WriteCloser
-	stderr *tailBuffer
-
-	encMu sync.Mutex
-	enc   *json.Encoder
-
-	mu      sync.Mutex
-	nextID  int64
-	pending map[int64]chan agentResp
-	dead    error         // set when the agent's output ended
-	done    chan struct{} // closed then
-}
-
-// do sends a request and waits for its answer, ctx's end, or the agent's.
-func (a *agent) do(ctx context.Context, req agentReq) (agentResp, error) {
-	ch := make(chan agentResp, 1)
-	a.mu.Lock()
-	if a.dead != nil {
-		a.mu.Unlock()
-		return agentResp{}, a.dead
-	}
-	a.nextID++
-	req.ID = a.nextID
-	a.pending[req.ID] = ch
-	a.mu.Unlock()
-	a.encMu.Lock()
-	err := a.enc.Encode(req)
-	a.encMu.Unlock()
-	if err != nil {
-		return agentResp{}, fmt.Errorf("agent %s: sending %s: %w%s", a.name, req.Op, err, a.stderr.suffix())
-	}
-	select {
-	case r := <-ch:
-		if r.Err != "" {
-			return r, fmt.Errorf("agent %s: %s: %s", a.name, req.Op, r.Err)
-		}
-		return r, nil
-	case <-a.done:
-		return agentResp{}, fmt.Errorf("agent %s: %s: %w", a.name, req.Op, a.dead)
-	case <-ctx.Done():
-		a.mu.Lock()
-		delete(a.pending, req.ID)
-		a.mu.Unlock()
-		return agentResp{}, ctx.Err()
-	}
-}
-
-func (a *agent) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	for sc.Scan() {
-		var resp agentResp
-		if err := json.Unmarshal(sc.Bytes(), &resp); err != nil {
-			continue
-		}
-		a.mu.Lock()
-		ch := a.pending[resp.ID]
-		delete(a.pending, resp.ID)
-		a.mu.Unlock()
-		if ch != nil {
-			ch <- resp
-		}
-	}
-	a.mu.Lock()
-	a.dead = fmt.Errorf("agent ended%s", a.stderr.suffix())
-	a.mu.Unlock()
-	close(a.done)
-}
-
-// newClient creates a client with the scenarios' heartbeat settings (the
-// rest are the client's defaults) that connects to addrs.
-func (a *agent) newClient(ctx context.Context, name string, addrs []string) (int64, error) {
-	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: addrs,
-		HeartbeatInterval: hbInterval, HeartbeatTimeout: hbTimeout})
-	return r.Mono, err
-}
-
-func (a *agent) call(ctx context.Context, name, method, body string, timeout time.Duration) (*callResult, error) {
-	r, err := a.do(ctx, agentReq{Op: "call", Client: name, Method: method, Body: body, Timeout: timeout})
-	if err != nil {
-		return nil, err
-	}
-	return r.Call, nil
-}
-
-// callOK makes an echo call that must succeed (the connection is up).
-func (a *agent) callOK(ctx context.Context, name string) error {
-	r, err := a.call(ctx, name, "echo", "ping", 5*time.Second)
-	if err != nil {
-		return err
-	}
-	if !r.ok() {
-		return fmt.Errorf("client %s: echo failed: %s", name, r.Err)
-	}
-	return nil
-}
-
-func (a *agent) stats(ctx context.Context, name string) (client.Stats, error) {
-	r, err := a.do(ctx, agentReq{Op: "stats", Client: name})
-	if err != nil {
-		return client.Stats{}, err
-	}
-	return *r.Stats, nil
 }

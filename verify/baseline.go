@@ -143,7 +143,7 @@ func plainDialBaseline(ctx context.Context, h *faultnet.Host, addr netip.AddrPor
 
 // requestFrame is a tcppro REQUEST, as a plain client would write it.
 func requestFrame(id uint64, method, body string) []byte {
-	return wire.AppendRequest(nil, id, 0, method, []byte(body))
+	return wire.AppendRequest(nil, id, false, 0, method, nil, []byte(body))
 }
 
 // readResponse reads frames off a plain connection until the answer to

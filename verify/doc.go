@@ -7,22 +7,26 @@
 // a plain net.Conn on the kernel's defaults, so the report shows what the
 // practice buys.
 //
-// The scenarios, with heartbeat interval 1 s and timeout 1 s:
+// The scenarios, with heartbeat interval 1 s and timeout 2 s (protocol v2:
+// the timeout runs from the last bytes received, and must exceed the
+// interval):
 //
 //  1. link-cut-idle: the link to an idle peer is cut; the client and the
-//     server each detect the dead peer within (interval+timeout)×1.2, and a
-//     live idle peer is not declared dead over 30 s.
+//     server each detect the dead peer within the timeout + 20 % (2.4 s),
+//     and a live idle peer is not declared dead over 30 s.
 //  2. link-cut-unacked: the client has unacknowledged data in flight when
 //     the link is cut (the heartbeat and TCP_USER_TIMEOUT race), and when
-//     only what the client sends is lost while the peer keeps sending PINGs
-//     (only TCP_USER_TIMEOUT can see it); both are detected within the same
-//     bound, not tcp_retries2's ~15 minutes.
+//     only what the client sends is lost while the peer keeps sending
+//     (only TCP_USER_TIMEOUT, set to the heartbeat timeout, can see it);
+//     both are detected within the same bound, not tcp_retries2's ~15
+//     minutes.
 //  3. server-frozen: the server process is stopped (SIGSTOP); its kernel
 //     still ACKs, so TCP sees nothing wrong, but the client's heartbeat
 //     declares it dead within the bound and fails the call in flight with
 //     ErrPeerDead.
 //  4. connect-blackhole: a connect into a SYN black hole fails at the dial
-//     timeout (±10 %).
+//     timeout (±10 %). It is about TCP's connect: over TLS it runs the
+//     same, and the handshake never starts.
 //  5. server-killed: the server is SIGKILLed under steady load; every call
 //     ends with a success or a typed error (none hangs), the restarted
 //     server binds at once and traffic resumes through the client's backoff.
@@ -34,14 +38,25 @@
 //  8. peer-close: when the peer closes, no socket of ours stays in
 //     CLOSE_WAIT for more than 1 s, on the server side or the client side.
 //
+// # Transports
+//
+// A run is over plain TCP or, with Options.TLS (`tcppro verify --tls`),
+// over TLS: the servers serve a certificate from a throwaway CA made for the
+// run (NewTLSFiles), the agents' clients trust that CA, and the raw peers
+// that stand in for other implementations speak TLS too (tls.Client or
+// tls.Server over their connection) before the protocol's HELLO exchange.
+// The plain-TCP baselines are then TLS over a plain net.Conn: TLS adds no
+// liveness check of its own.
+//
 // # Processes
 //
-// The client library dials from its own goroutines and has no way to take a
-// dial function, so its sockets cannot be created inside a namespace from
-// this process (faultnet's Host.Do only holds the goroutine it runs). The
-// client side of each scenario therefore runs in an agent process started
-// inside the client's namespace (the tcppro program re-executed as
-// `tcppro verify __agent`), driven over its standard input and output.
+// The client side of each scenario runs in an agent process started inside
+// the client's namespace (the tcppro program re-executed as
+// `tcppro verify __agent`, with --tls-ca in a TLS run), driven over its
+// standard input and output: its sockets, timers and CPU are those of a
+// host of its own, as in production, and in tests it is a -race build whose
+// reports fail the row. (client.Config.Dial could now dial from a namespace
+// in this process; the agents stay for that separation.)
 // Servers that must receive a signal run as `tcppro serve` processes inside
 // the server's namespace; the others run in this process on a listener made
 // inside the namespace. Options.Command says how to start the program: the

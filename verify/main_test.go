@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,11 @@ type nothingLeft struct{ m *testing.M }
 
 func (n nothingLeft) Run() int {
 	code := n.m.Run()
+	tlsOnce.mu.Lock()
+	if tlsOnce.dir != "" {
+		os.RemoveAll(tlsOnce.dir)
+	}
+	tlsOnce.mu.Unlock()
 	if left := netnsOf(os.Getpid()); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "namespaces left behind by the tests: %v\n", left)
 		if code == 0 {
@@ -107,4 +113,32 @@ func helperRun(names []string) int {
 	}
 	_ = WriteTable(os.Stdout, results)
 	return 0
+}
+
+// tlsOnce holds the TLS files of the tests' TLS runs: one CA and server
+// certificate for the whole test process, in a directory removed when the
+// tests end.
+var tlsOnce struct {
+	mu    sync.Mutex
+	dir   string
+	files *TLSFiles
+	err   error
+}
+
+// testTLSFiles returns the test process's TLS files, creating them on first
+// use.
+func testTLSFiles(t *testing.T) *TLSFiles {
+	t.Helper()
+	tlsOnce.mu.Lock()
+	defer tlsOnce.mu.Unlock()
+	if tlsOnce.files == nil && tlsOnce.err == nil {
+		tlsOnce.dir, tlsOnce.err = os.MkdirTemp("", "tcppro-verify-test-tls-")
+		if tlsOnce.err == nil {
+			tlsOnce.files, tlsOnce.err = NewTLSFiles(tlsOnce.dir)
+		}
+	}
+	if tlsOnce.err != nil {
+		t.Fatalf("creating the TLS files: %v", tlsOnce.err)
+	}
+	return tlsOnce.files
 }

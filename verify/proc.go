@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/faultnet"
 )
 
@@ -107,7 +109,11 @@ func (e *Env) startProc(h *faultnet.Host, name string, stdin bool, args ...strin
 
 // startAgent starts a client agent inside h.
 func (e *Env) startAgent(h *faultnet.Host) (*agent, error) {
-	p, in, out, err := e.startProc(h, "agent on "+h.Name(), true, AgentArgs...)
+	args := AgentArgs
+	if f := e.opts.TLS; f != nil {
+		args = append(append([]string{}, AgentArgs...), "--tls-ca", f.CA, "--tls-server-name", TLSServerName)
+	}
+	p, in, out, err := e.startProc(h, "agent on "+h.Name(), true, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -149,13 +155,16 @@ type serverProc struct {
 }
 
 // serverArgs are the flags every server process gets: the scenarios'
-// heartbeat configuration, quiet logs.
-func serverArgs(addr netip.AddrPort, extra ...string) []string {
+// heartbeat configuration, quiet logs, and in a TLS run the certificate.
+func (e *Env) serverArgs(addr netip.AddrPort, extra ...string) []string {
 	args := []string{"serve",
 		"--listen", addr.String(),
 		"--heartbeat-interval", hbInterval.String(),
 		"--heartbeat-timeout", hbTimeout.String(),
 		"--log-level", "warn",
+	}
+	if f := e.opts.TLS; f != nil {
+		args = append(args, "--tls-cert", f.Cert, "--tls-key", f.Key)
 	}
 	return append(args, extra...)
 }
@@ -163,7 +172,7 @@ func serverArgs(addr netip.AddrPort, extra ...string) []string {
 // startServer starts a tcppro server process listening on addr inside h,
 // and waits until it accepts connections.
 func (e *Env) startServer(ctx context.Context, h *faultnet.Host, addr netip.AddrPort, extra ...string) (*serverProc, error) {
-	args := serverArgs(addr, extra...)
+	args := e.serverArgs(addr, extra...)
 	p, _, _, err := e.startProc(h, "server on "+h.Name(), false, args...)
 	if err != nil {
 		return nil, err
@@ -260,4 +269,113 @@ func (t *tailBuffer) suffix() string {
 		return ""
 	}
 	return "; its stderr: " + s
+}
+
+// agent is the parent's handle on an agent process.
+type agent struct {
+	name   string
+	proc   *proc
+	stdin  io.WriteCloser
+	stderr *tailBuffer
+
+	encMu sync.Mutex
+	enc   *json.Encoder
+
+	mu      sync.Mutex
+	nextID  int64
+	pending map[int64]chan agentResp
+	dead    error         // set when the agent's output ended
+	done    chan struct{} // closed then
+}
+
+// do sends a request and waits for its answer, ctx's end, or the agent's.
+func (a *agent) do(ctx context.Context, req agentReq) (agentResp, error) {
+	ch := make(chan agentResp, 1)
+	a.mu.Lock()
+	if a.dead != nil {
+		a.mu.Unlock()
+		return agentResp{}, a.dead
+	}
+	a.nextID++
+	req.ID = a.nextID
+	a.pending[req.ID] = ch
+	a.mu.Unlock()
+	a.encMu.Lock()
+	err := a.enc.Encode(req)
+	a.encMu.Unlock()
+	if err != nil {
+		return agentResp{}, fmt.Errorf("agent %s: sending %s: %w%s", a.name, req.Op, err, a.stderr.suffix())
+	}
+	select {
+	case r := <-ch:
+		if r.Err != "" {
+			return r, fmt.Errorf("agent %s: %s: %s", a.name, req.Op, r.Err)
+		}
+		return r, nil
+	case <-a.done:
+		return agentResp{}, fmt.Errorf("agent %s: %s: %w", a.name, req.Op, a.dead)
+	case <-ctx.Done():
+		a.mu.Lock()
+		delete(a.pending, req.ID)
+		a.mu.Unlock()
+		return agentResp{}, ctx.Err()
+	}
+}
+
+func (a *agent) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		var resp agentResp
+		if err := json.Unmarshal(sc.Bytes(), &resp); err != nil {
+			continue
+		}
+		a.mu.Lock()
+		ch := a.pending[resp.ID]
+		delete(a.pending, resp.ID)
+		a.mu.Unlock()
+		if ch != nil {
+			ch <- resp
+		}
+	}
+	a.mu.Lock()
+	a.dead = fmt.Errorf("agent ended%s", a.stderr.suffix())
+	a.mu.Unlock()
+	close(a.done)
+}
+
+// newClient creates a client with the scenarios' heartbeat settings (the
+// rest are the client's defaults) that connects to addrs.
+func (a *agent) newClient(ctx context.Context, name string, addrs []string) (int64, error) {
+	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: addrs,
+		HeartbeatInterval: hbInterval, HeartbeatTimeout: hbTimeout})
+	return r.Mono, err
+}
+
+func (a *agent) call(ctx context.Context, name, method, body string, timeout time.Duration) (*callResult, error) {
+	r, err := a.do(ctx, agentReq{Op: "call", Client: name, Method: method, Body: body, Timeout: timeout})
+	if err != nil {
+		return nil, err
+	}
+	return r.Call, nil
+}
+
+// callOK makes an echo call that must succeed (the connection is up).
+func (a *agent) callOK(ctx context.Context, name string) error {
+	r, err := a.call(ctx, name, "echo", "ping", 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if !r.ok() {
+		return fmt.Errorf("client %s: echo failed: %s", name, r.Err)
+	}
+	return nil
+}
+
+func (a *agent) stats(ctx context.Context, name string) (client.Stats, error) {
+	r, err := a.do(ctx, agentReq{Op: "stats", Client: name})
+	if err != nil {
+		return client.Stats{}, err
+	}
+	return *r.Stats, nil
 }

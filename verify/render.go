@@ -20,13 +20,20 @@ func WriteTable(w io.Writer, results []Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	pass := 0
+	pass, overTLS := 0, 0
 	for _, r := range results {
 		if r.Pass {
 			pass++
 		}
+		if r.TLS {
+			overTLS++
+		}
 	}
-	fmt.Fprintf(w, "\n%d of %d scenarios pass.\n", pass, len(results))
+	over := ""
+	if overTLS > 0 && overTLS == len(results) {
+		over = " over TLS"
+	}
+	fmt.Fprintf(w, "\n%d of %d scenarios pass%s.\n", pass, len(results), over)
 	fmt.Fprintln(w, "\nDetails:")
 	for _, r := range results {
 		fmt.Fprintf(w, "\n%s (%s, took %s):\n", r.Scenario, r.verdict(), fmtMS(r.DurationMS))

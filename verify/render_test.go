@@ -56,6 +56,21 @@ func TestWriteTableAndJSON(t *testing.T) {
 	if rows[0]["baseline_ms"] != 60000.0 || rows[0]["baseline_capped"] != true || rows[1]["baseline_ms"] != -1.0 || rows[0]["pass"] != true {
 		t.Errorf("values: %v", rows[:2])
 	}
+	if _, ok := rows[0]["tls"]; ok {
+		t.Errorf("a plain row carries tls: %v", rows[0])
+	}
+
+	// A TLS run says so, in the summary line and in each JSON row.
+	tlsRows := []Result{{Scenario: "conn-cap", BoundMS: 100, MeasuredMS: 3, BaselineMS: -1, Pass: true, TLS: true}}
+	b.Reset()
+	if err := WriteTable(&b, tlsRows); err != nil || !strings.Contains(b.String(), "1 of 1 scenarios pass over TLS.") {
+		t.Errorf("TLS table: %v\n%s", err, b.String())
+	}
+	b.Reset()
+	if err := WriteJSON(&b, tlsRows); err != nil || !strings.Contains(b.String(), `"tls": true`) {
+		t.Errorf("TLS JSON: %v\n%s", err, b.String())
+	}
+
 	b.Reset()
 	if err := WriteJSON(&b, nil); err != nil || strings.TrimSpace(b.String()) != "[]" {
 		t.Errorf("no results: %q, %v", b.String(), err)

@@ -24,10 +24,11 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// runScenario runs one scenario in its own lab, in parallel with the other
-// scenario tests, and fails the test unless its row passes. It skips when
-// the lab is unsupported here (or fails, with TCPPRO_FAULTNET_REQUIRE=1).
-func runScenario(t *testing.T, name string) Result {
+// runScenario runs one scenario in its own lab, over plain TCP or (with
+// tlsFiles) TLS, in parallel with the other scenario tests, and fails the
+// test unless its row passes. It skips when the lab is unsupported here (or
+// fails, with TCPPRO_FAULTNET_REQUIRE=1).
+func runScenario(t *testing.T, name string, tlsFiles *TLSFiles) Result {
 	t.Helper()
 	t.Parallel()
 	faultnet.ForTest(t) // skips (or fails) with the reason when unsupported
@@ -35,7 +36,7 @@ func runScenario(t *testing.T, name string) Result {
 	if !ok {
 		t.Fatalf("no scenario %q", name)
 	}
-	r, err := Run(context.Background(), s, Options{BaselineCap: testCap, Progress: logWriter{t}, Command: testCommand})
+	r, err := Run(context.Background(), s, Options{BaselineCap: testCap, Progress: logWriter{t}, Command: testCommand, TLS: tlsFiles})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,18 @@ func runScenario(t *testing.T, name string) Result {
 	if !r.Pass {
 		t.Errorf("%s FAILED: measured %s against %s: %s", name, r.measuredCell(), r.boundCell(), r.Detail)
 	}
+	if r.TLS != (tlsFiles != nil) {
+		t.Errorf("%s: the row says TLS=%v", name, r.TLS)
+	}
 	return r
+}
+
+// eachTransport runs the scenario twice, in parallel: over plain TCP
+// (subtest plain) and over TLS (subtest tls), checking each row with check.
+func eachTransport(t *testing.T, name string, check func(t *testing.T, r Result)) {
+	t.Parallel()
+	t.Run("plain", func(t *testing.T) { check(t, runScenario(t, name, nil)) })
+	t.Run("tls", func(t *testing.T) { check(t, runScenario(t, name, testTLSFiles(t))) })
 }
 
 // wantWithin checks the measured time against the bound.
@@ -69,54 +81,56 @@ func wantBaselineCapped(t *testing.T, r Result) {
 }
 
 func TestLinkCutIdle(t *testing.T) {
-	r := runScenario(t, "link-cut-idle")
-	if r.BoundMS != 2400 {
-		t.Errorf("bound %v ms, want (1 s + 1 s) × 1.2 = 2400 ms", r.BoundMS)
-	}
-	wantWithin(t, r)
-	wantBaselineCapped(t, r)
+	eachTransport(t, "link-cut-idle", func(t *testing.T, r Result) {
+		if r.BoundMS != 2400 {
+			t.Errorf("bound %v ms, want the 2 s heartbeat timeout × 1.2 = 2400 ms", r.BoundMS)
+		}
+		wantWithin(t, r)
+		wantBaselineCapped(t, r)
+	})
 }
 
 func TestLinkCutUnacked(t *testing.T) {
-	r := runScenario(t, "link-cut-unacked")
-	wantWithin(t, r)
-	wantBaselineCapped(t, r)
+	eachTransport(t, "link-cut-unacked", func(t *testing.T, r Result) {
+		wantWithin(t, r)
+		wantBaselineCapped(t, r)
+	})
 }
 
 func TestServerFrozen(t *testing.T) {
-	r := runScenario(t, "server-frozen")
-	wantWithin(t, r)
-	wantBaselineCapped(t, r)
+	eachTransport(t, "server-frozen", func(t *testing.T, r Result) {
+		wantWithin(t, r)
+		wantBaselineCapped(t, r)
+	})
 }
 
 func TestConnectBlackhole(t *testing.T) {
-	r := runScenario(t, "connect-blackhole")
-	if lo := ms(dialLo); r.MeasuredMS < lo || r.MeasuredMS > ms(dialHi) {
-		t.Errorf("failed after %.0f ms, want %.0f to %.0f ms", r.MeasuredMS, lo, ms(dialHi))
-	}
-	wantBaselineCapped(t, r)
+	eachTransport(t, "connect-blackhole", func(t *testing.T, r Result) {
+		if lo := ms(dialLo); r.MeasuredMS < lo || r.MeasuredMS > ms(dialHi) {
+			t.Errorf("failed after %.0f ms, want %.0f to %.0f ms", r.MeasuredMS, lo, ms(dialHi))
+		}
+		wantBaselineCapped(t, r)
+	})
 }
 
 func TestServerKilled(t *testing.T) {
-	r := runScenario(t, "server-killed")
-	wantWithin(t, r)
+	eachTransport(t, "server-killed", wantWithin)
 }
 
 func TestServerDrain(t *testing.T) {
-	r := runScenario(t, "server-drain")
-	if !strings.HasPrefix(r.Measured, "0 failed/") {
-		t.Errorf("measured %q, want 0 failed calls", r.Measured)
-	}
+	eachTransport(t, "server-drain", func(t *testing.T, r Result) {
+		if !strings.HasPrefix(r.Measured, "0 failed/") {
+			t.Errorf("measured %q, want 0 failed calls", r.Measured)
+		}
+	})
 }
 
 func TestConnCap(t *testing.T) {
-	r := runScenario(t, "conn-cap")
-	wantWithin(t, r)
+	eachTransport(t, "conn-cap", wantWithin)
 }
 
 func TestPeerClose(t *testing.T) {
-	r := runScenario(t, "peer-close")
-	wantWithin(t, r)
+	eachTransport(t, "peer-close", wantWithin)
 }
 
 // TestInterruptLeavesNothing runs a scenario in a child process, as
@@ -162,6 +176,8 @@ func TestInterruptLeavesNothing(t *testing.T) {
 	if got := netnsOf(cmd.Process.Pid); len(got) == 0 {
 		t.Fatal("no namespace of the child's seen while it runs")
 	}
+	// A moment into the frozen phase; this synchronises nothing (the
+	// interruption must leave nothing behind at any point).
 	time.Sleep(300 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -47,8 +48,19 @@ func helperServe(args []string) int {
 	hbTimeout := fs.Duration("heartbeat-timeout", 0, "heartbeat timeout")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "graceful shutdown deadline")
 	logLevel := fs.String("log-level", "info", "log level")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate")
+	tlsKey := fs.String("tls-key", "", "PEM key")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	var tlsCfg *tls.Config
+	if *tlsCert != "" {
+		f := &TLSFiles{Cert: *tlsCert, Key: *tlsKey}
+		var err error
+		if tlsCfg, err = f.serverConfig(); err != nil {
+			fmt.Fprintln(os.Stderr, "serve:", err)
+			return 2
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -60,6 +72,7 @@ func helperServe(args []string) int {
 		Addr:     *listen,
 		MaxConns: *maxConns,
 		Session:  session.Config{HeartbeatInterval: *hbInterval, HeartbeatTimeout: *hbTimeout, MaxInFlight: *maxInFlight},
+		TLS:      tlsCfg,
 		Logger:   log,
 	}, refservice.Handler())
 	if err != nil {
@@ -128,9 +141,8 @@ func (o *observer) ConnRejected(reason string) {
 	o.mu.Unlock()
 }
 
-func (o *observer) RequestDone(string, wire.Code, time.Duration) {}
-func (o *observer) GoAwaySent(wire.Reason)                       {}
-func (o *observer) HeartbeatRTT(time.Duration)                   {}
+func (o *observer) GoAwaySent(wire.Reason)     {}
+func (o *observer) HeartbeatRTT(time.Duration) {}
 
 // waitClose waits until a close matching match is recorded.
 func (o *observer) waitClose(ctx context.Context, limit time.Duration, match func(closeEvent) bool) (closeEvent, error) {
@@ -170,12 +182,17 @@ func (o *observer) closesFrom(p netip.Prefix) []closeEvent {
 
 // startInProcServer runs a tcppro server in this process on a listener
 // made inside h (its accepted connections belong to h's namespace), with
-// the scenarios' heartbeat configuration; mod adjusts the configuration.
-// It is closed when the scenario ends.
+// the scenarios' heartbeat configuration and the run's transport; mod
+// adjusts the configuration. It is closed when the scenario ends.
 func (e *Env) startInProcServer(h *faultnet.Host, addr netip.AddrPort, mod func(*server.Config)) (*server.Server, *observer, error) {
+	tlsCfg, _, err := e.tlsConfigs()
+	if err != nil {
+		return nil, nil, err
+	}
 	obs := newObserver()
 	cfg := server.Config{
 		Session:  session.Config{HeartbeatInterval: hbInterval, HeartbeatTimeout: hbTimeout},
+		TLS:      tlsCfg,
 		Logger:   slog.New(slog.DiscardHandler),
 		Observer: obs,
 	}
@@ -207,17 +224,21 @@ func (e *Env) startInProcServer(h *faultnet.Host, addr netip.AddrPort, mod func(
 }
 
 // plainMode says what a plainServer does with a connection: by default it
-// echoes.
+// echoes (a plain service, not a tcppro one, for the baselines).
 type plainMode struct {
-	// closeAfter > 0: close the connection that long after accepting it.
+	// closeAfter > 0: open as a tcppro server does (HELLO), then close the
+	// connection that long after accepting it.
 	closeAfter time.Duration
-	// pingEvery > 0: send a tcppro PING this often and discard what
-	// arrives: a peer that looks alive and never answers.
-	pingEvery time.Duration
+	// talkEvery > 0: open as a tcppro server does (HELLO), then send an
+	// unsolicited PONG this often and discard what arrives: a peer that
+	// looks alive and never answers. A PONG proves the sender alive like
+	// any bytes, and needs no answer (it matches no PING: ignored, §8), so
+	// the client sends nothing back.
+	talkEvery time.Duration
 }
 
-// plainServer is a plain TCP server in this process, on a listener inside
-// a lab host.
+// plainServer is a raw TCP server in this process, on a listener inside a
+// lab host. In a TLS run it speaks TLS.
 type plainServer struct {
 	ln   net.Listener
 	wg   sync.WaitGroup
@@ -238,41 +259,57 @@ func (e *Env) startPlainServer(h *faultnet.Host, addr netip.AddrPort, mode plain
 	s := &plainServer{ln: ln, conn: map[net.Conn]struct{}{}, accepted: make(chan netip.AddrPort, 64), closed: make(chan plainClose, 64)}
 	s.wg.Go(func() {
 		for {
-			c, err := ln.Accept()
+			raw, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			accepted := mono()
 			s.mu.Lock()
-			s.conn[c] = struct{}{}
+			s.conn[raw] = struct{}{}
 			s.mu.Unlock()
 			select {
-			case s.accepted <- addrPort(c.RemoteAddr()):
+			case s.accepted <- addrPort(raw.RemoteAddr()):
 			default:
 			}
 			s.wg.Go(func() {
 				defer func() {
 					s.mu.Lock()
-					delete(s.conn, c)
+					delete(s.conn, raw)
 					s.mu.Unlock()
-					c.Close()
+					raw.Close()
 				}()
+				c, err := e.secureServer(raw)
+				if err != nil {
+					e.logf("raw server on %v: %v", addr, err)
+					return
+				}
+				if mode.closeAfter > 0 || mode.talkEvery > 0 {
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := wire.NewFramer(c, c).ServerHandshake(wire.Hello{}); err != nil {
+						e.logf("raw server on %v: HELLO exchange: %v", addr, err)
+						return
+					}
+					_ = c.SetDeadline(time.Time{})
+				}
 				switch {
 				case mode.closeAfter > 0:
-					time.Sleep(mode.closeAfter)
+					// The scenario's own pacing: the close comes
+					// closeAfter after the accept.
+					time.Sleep(mode.closeAfter - since(accepted, mono()))
 					at := mono()
 					c.Close()
 					select {
 					case s.closed <- plainClose{at: at, remote: addrPort(c.RemoteAddr())}:
 					default:
 					}
-				case mode.pingEvery > 0:
+				case mode.talkEvery > 0:
 					s.wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
 					for i := uint64(1); ; i++ {
 						_ = c.SetWriteDeadline(time.Now().Add(time.Second))
-						if _, err := c.Write(wire.AppendPing(nil, i)); err != nil {
+						if _, err := c.Write(wire.AppendPong(nil, i)); err != nil {
 							return
 						}
-						time.Sleep(mode.pingEvery)
+						time.Sleep(mode.talkEvery) // the peer's pace
 					}
 				default:
 					_, _ = io.Copy(c, c)

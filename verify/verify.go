@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,8 @@ type Result struct {
 	Error string `json:"error,omitempty"`
 	// DurationMS is how long the scenario took to run.
 	DurationMS float64 `json:"duration_ms"`
+	// TLS reports a run over TLS (Options.TLS).
+	TLS bool `json:"tls,omitempty"`
 }
 
 // DefaultBaselineCap is how long a plain connection is watched before the
@@ -89,6 +92,12 @@ type Options struct {
 	// Parallel runs the scenarios of RunAll at the same time, each in its
 	// own lab. Default false: one after the other.
 	Parallel bool
+
+	// TLS, if set, runs every scenario over TLS: the servers (processes
+	// and in-process) serve TLS with TLS.Cert and TLS.Key, the agents'
+	// clients and the raw peers trust TLS.CA for TLSServerName, and the raw
+	// servers speak TLS too. Default nil: plain TCP. See NewTLSFiles.
+	TLS *TLSFiles
 }
 
 func (o Options) withDefaults() Options {
@@ -140,7 +149,9 @@ type Env struct {
 
 	mu       sync.Mutex
 	cleanups []func()
-	procs    []*proc // every process started, checked for race and panic reports
+	procs    []*proc     // every process started, checked for race and panic reports
+	srvTLS   *tls.Config // loaded from opts.TLS on first use
+	cliTLS   *tls.Config
 }
 
 // BaselineCap is how long a plain connection is watched.
@@ -199,7 +210,7 @@ func Check(ctx context.Context) error {
 func Run(ctx context.Context, s Scenario, opts Options) (Result, error) {
 	opts = opts.withDefaults()
 	env := &Env{ctx: ctx, opts: opts, name: s.Name}
-	fmt.Fprintf(opts.Progress, "verify: %s: start: %s\n", s.Name, s.Description)
+	fmt.Fprintf(opts.Progress, "verify: %s: start (%s): %s\n", s.Name, env.transport(), s.Description)
 	start := time.Now()
 	r, err := runProtected(ctx, s, env)
 	env.close()
@@ -216,6 +227,7 @@ func Run(ctx context.Context, s Scenario, opts Options) (Result, error) {
 		}
 	}
 	r.Scenario = s.Name
+	r.TLS = opts.TLS != nil
 	r.DurationMS = ms(time.Since(start))
 	if err != nil {
 		if errors.Is(err, faultnet.ErrUnsupported) {

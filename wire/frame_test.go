@@ -9,23 +9,88 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode/utf8"
 )
 
-// validFrames holds one or more encoded frames of every type.
+// Metadata used across the tests.
+var (
+	testMD = Metadata{{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, {"user", "ann"}, {"empty", ""}}
+	// maxMD is the largest block allowed: 64 entries, 8192 bytes of entries.
+	maxMD = func() Metadata {
+		var m Metadata
+		for i := range MaxMetadataEntries {
+			m = append(m, Field{Key: "k" + strconv.Itoa(100 + i)[1:], Value: strings.Repeat(string(rune('a'+i%26)), 122)})
+		}
+		return m
+	}()
+)
+
+// validFrames holds one or more encoded frames of every type, with and
+// without metadata and MORE.
 func validFrames() map[string][]byte {
 	return map[string][]byte{
-		"request":           AppendRequest(nil, 1, 1000, "echo", []byte("hi")),
-		"request-nobody":    AppendRequest(nil, 1<<63, 0, "m", nil),
-		"request-maxmethod": AppendRequest(nil, 9, 5, strings.Repeat("x", MaxMethodLen), []byte{0}),
-		"response":          AppendResponse(nil, 1, []byte("hi")),
-		"response-empty":    AppendResponse(nil, 42, nil),
-		"error":             AppendError(nil, 3, CodeApplication, "boom"),
-		"error-conn":        AppendError(nil, 0, CodeBusy, ""),
-		"ping":              AppendPing(nil, 0x0102030405060708),
-		"pong":              AppendPong(nil, ^uint64(0)),
-		"goaway":            AppendGoAway(nil, 17, ReasonDrain, "bye"),
-		"goaway-empty":      AppendGoAway(nil, 0, ReasonShutdown, ""),
+		"request":                  AppendRequest(nil, 1, false, 1000, "echo", nil, []byte("hi")),
+		"request-more":             AppendRequest(nil, 2, true, 0, "upload", nil, []byte("first chunk")),
+		"request-metadata":         AppendRequest(nil, 3, false, 5, "echo", testMD, []byte("hi")),
+		"request-metadata-more":    AppendRequest(nil, 4, true, 5, "echo", Metadata{{"k", "v"}}, nil),
+		"request-nobody":           AppendRequest(nil, 1<<63, false, 0, "m", nil, nil),
+		"request-maxmethod":        AppendRequest(nil, 9, false, 5, strings.Repeat("x", MaxMethodLen), nil, []byte{0}),
+		"request-maxmetadata":      AppendRequest(nil, 10, false, 5, strings.Repeat("x", MaxMethodLen), maxMD, nil),
+		"response":                 AppendResponse(nil, 1, false, nil, []byte("hi")),
+		"response-empty":           AppendResponse(nil, 42, false, nil, nil),
+		"response-more":            AppendResponse(nil, 2, true, nil, []byte("part")),
+		"response-metadata":        AppendResponse(nil, 3, false, testMD, []byte("hi")),
+		"response-metadata-nobody": AppendResponse(nil, 3, true, Metadata{{"k", "v"}}, nil),
+		"data":                     AppendData(nil, 2, false, []byte("last chunk")),
+		"data-more":                AppendData(nil, 2, true, []byte("middle chunk")),
+		"data-empty":               AppendData(nil, 7, false, nil),
+		"error":                    AppendError(nil, 3, CodeApplication, nil, "boom"),
+		"error-metadata":           AppendError(nil, 3, CodeApplication, testMD, "boom"),
+		"error-conn":               AppendError(nil, 0, CodeBusy, nil, ""),
+		"error-unknown-code":       AppendError(nil, 0, Code(999), nil, "future"),
+		"ping":                     AppendPing(nil, 0x0102030405060708),
+		"pong":                     AppendPong(nil, ^uint64(0)),
+		"goaway":                   AppendGoAway(nil, 17, ReasonDrain, "bye"),
+		"goaway-empty":             AppendGoAway(nil, 0, ReasonShutdown, ""),
+		"hello-client":             AppendHello(nil, Hello{Version: 2, MaxFrameSize: 65536, MaxMessageSize: 4194304, HeartbeatInterval: 5000}),
+		"hello-server":             AppendHello(nil, Hello{Version: 2, MaxFrameSize: MaxMaxFrameSize, MaxMessageSize: 1<<32 - 1, MaxInFlight: 1, HeartbeatInterval: 1}),
+		"hello-empty":              frame(TypeHello, 0, 0, 0, 2, 0, 0),
+		"cancel":                   AppendCancel(nil, 5),
+		"extension":                frame(200, 0x5a, 77, 1, 2, 3),
+	}
+}
+
+// frame builds a frame by hand: a header with the payload's length, and the
+// payload.
+func frame(t Type, flags uint8, id uint64, payload ...byte) []byte {
+	b := AppendHeader(nil, Header{Length: uint32(len(payload)), Type: t, Flags: flags, ID: id})
+	return append(b, payload...)
+}
+
+// header builds a raw 16-byte header.
+func header(length uint32, typ byte, flags byte, reserved uint16, id uint64) []byte {
+	b := binary.BigEndian.AppendUint32(nil, length)
+	b = append(b, typ, flags)
+	b = binary.BigEndian.AppendUint16(b, reserved)
+	return binary.BigEndian.AppendUint64(b, id)
+}
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func wantProtocolError(t *testing.T, what string, err error) {
+	t.Helper()
+	var pe *ProtocolError
+	if !errors.Is(err, ErrProtocol) || !errors.As(err, &pe) || pe.Reason == "" || errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("%s: err = %v, want a *ProtocolError", what, err)
 	}
 }
 
@@ -37,9 +102,14 @@ func TestNames(t *testing.T) {
 		{TypePing.String(), "PING"},
 		{TypePong.String(), "PONG"},
 		{TypeGoAway.String(), "GOAWAY"},
+		{TypeHello.String(), "HELLO"},
+		{TypeCancel.String(), "CANCEL"},
+		{TypeData.String(), "DATA"},
 		{Type(0).String(), "UNKNOWN(0)"},
-		{Type(7).String(), "UNKNOWN(7)"},
-		{Type(255).String(), "UNKNOWN(255)"},
+		{Type(10).String(), "UNKNOWN(10)"},
+		{Type(127).String(), "UNKNOWN(127)"},
+		{Type(128).String(), "EXTENSION(128)"},
+		{Type(255).String(), "EXTENSION(255)"},
 		{CodeBusy.String(), "BUSY"},
 		{CodeFrameTooLarge.String(), "FRAME_TOO_LARGE"},
 		{CodeProtocol.String(), "PROTOCOL"},
@@ -49,7 +119,10 @@ func TestNames(t *testing.T) {
 		{CodeOverloaded.String(), "OVERLOADED"},
 		{CodeShuttingDown.String(), "SHUTTING_DOWN"},
 		{CodeInternal.String(), "INTERNAL"},
+		{CodeUnsupportedVersion.String(), "UNSUPPORTED_VERSION"},
+		{CodeControlFlood.String(), "CONTROL_FLOOD"},
 		{Code(0).String(), "CODE(0)"},
+		{Code(12).String(), "CODE(12)"},
 		{Code(4242).String(), "CODE(4242)"},
 		{ReasonShutdown.String(), "SHUTDOWN"},
 		{ReasonMaxAge.String(), "MAX_AGE"},
@@ -58,6 +131,7 @@ func TestNames(t *testing.T) {
 		{Reason(0).String(), "REASON(0)"},
 		{Reason(5).String(), "REASON(5)"},
 		{Header{Type: TypeRequest, ID: 7, Length: 42}.String(), "REQUEST id=7 len=42"},
+		{Header{Type: TypeData, ID: 7, Length: 3, Flags: FlagMore}.String(), "DATA id=7 len=3 flags=0x1"},
 		{Header{Type: TypePing, Length: 8, Flags: 0x81}.String(), "PING id=0 len=8 flags=0x81"},
 	} {
 		if tc.got != tc.want {
@@ -66,8 +140,21 @@ func TestNames(t *testing.T) {
 	}
 }
 
+func TestTypeClasses(t *testing.T) {
+	control := map[Type]bool{TypePing: true, TypePong: true, TypeGoAway: true, TypeHello: true, TypeCancel: true}
+	for i := range 256 {
+		typ := Type(i)
+		if got, want := typ.Extension(), i >= 128; got != want {
+			t.Errorf("%v.Extension() = %v, want %v", typ, got, want)
+		}
+		if got := typ.Control(); got != control[typ] {
+			t.Errorf("%v.Control() = %v, want %v", typ, got, control[typ])
+		}
+	}
+}
+
 func TestRetryable(t *testing.T) {
-	want := map[Code]bool{CodeBusy: true, CodeOverloaded: true, CodeShuttingDown: true}
+	want := map[Code]bool{CodeBusy: true, CodeOverloaded: true, CodeShuttingDown: true, CodeUnsupportedVersion: true}
 	for c := Code(0); c < 20; c++ {
 		if got := c.Retryable(); got != want[c] {
 			t.Errorf("%v.Retryable() = %v, want %v", c, got, want[c])
@@ -75,146 +162,109 @@ func TestRetryable(t *testing.T) {
 	}
 }
 
-// TestWorkedExample pins the bytes of the example in docs/protocol.md.
-func TestWorkedExample(t *testing.T) {
-	req := hex.EncodeToString(AppendRequest(nil, 1, 1000, "echo", []byte("hi")))
-	if want := "0000000b010000000000000000000001" + "000003e8046563686f6869"; req != want {
-		t.Errorf("request = %s, want %s", req, want)
-	}
-	resp := hex.EncodeToString(AppendResponse(nil, 1, []byte("hi")))
-	if want := "00000002020000000000000000000001" + "6869"; resp != want {
-		t.Errorf("response = %s, want %s", resp, want)
-	}
-	if got, want := hex.EncodeToString(AppendPing(nil, 7)), "00000008040000000000000000000000"+"0000000000000007"; got != want {
-		t.Errorf("ping = %s, want %s", got, want)
-	}
-	if got, want := hex.EncodeToString(AppendError(nil, 0, CodeBusy, "")), "00000002030000000000000000000000"+"0001"; got != want {
-		t.Errorf("busy = %s, want %s", got, want)
+// More and HasMetadata read the flag bits only where they are defined.
+func TestHeaderFlags(t *testing.T) {
+	for _, tc := range []struct {
+		h           Header
+		more, hasMD bool
+	}{
+		{Header{Type: TypeRequest, ID: 1, Flags: 0xff}, true, true},
+		{Header{Type: TypeRequest, ID: 1, Flags: 0xfc}, false, false},
+		{Header{Type: TypeResponse, ID: 1, Flags: FlagMore}, true, false},
+		{Header{Type: TypeResponse, ID: 1, Flags: FlagMetadata}, false, true},
+		{Header{Type: TypeData, ID: 1, Flags: 0xff}, true, false},
+		{Header{Type: TypeError, ID: 1, Flags: FlagMetadata}, false, true},
+		{Header{Type: TypeError, ID: 0, Flags: FlagMetadata}, false, false},
+		{Header{Type: TypeCancel, ID: 1, Flags: 0xff}, false, false},
+		{Header{Type: TypePing, Flags: 0xff}, false, false},
+		{Header{Type: TypeHello, Flags: 0xff}, false, false},
+		{Header{Type: 200, ID: 1, Flags: 0xff}, false, false},
+	} {
+		if tc.h.More() != tc.more || tc.h.HasMetadata() != tc.hasMD {
+			t.Errorf("%v: More %v, HasMetadata %v; want %v, %v", tc.h, tc.h.More(), tc.h.HasMetadata(), tc.more, tc.hasMD)
+		}
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
-	var d Decoder
-	check := func(t *testing.T, b []byte, typ Type, id uint64) Frame {
-		t.Helper()
-		f, n, err := d.Next(b)
-		if err != nil || n != len(b) {
-			t.Fatalf("Next = n %d, err %v; want n %d", n, err, len(b))
+// Reserved flag bits are ignored: the frame decodes and parses as without
+// them.
+func TestReservedFlagsIgnored(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		b     []byte
+		flags uint8 // set on top of the encoder's
+	}{
+		{"ping", AppendPing(nil, 1), 0xff},
+		{"pong", AppendPong(nil, 1), 0xff},
+		{"goaway", AppendGoAway(nil, 1, ReasonDrain, "x"), 0xff},
+		{"hello", AppendHello(nil, DefaultHello()), 0xff},
+		{"cancel", AppendCancel(nil, 1), 0xff},
+		{"data", AppendData(nil, 1, true, []byte("abc")), 0xfe},
+		{"request", AppendRequest(nil, 1, true, 0, "m", nil, []byte("abc")), 0xfc},
+		{"response", AppendResponse(nil, 1, false, testMD, []byte("abc")), 0xfc},
+		{"error", AppendError(nil, 1, CodeApplication, testMD, "abc"), 0xfc},
+		{"error-conn", AppendError(nil, 0, CodeBusy, nil, "\x00\x05abc"), 0xfe}, // METADATA ignored with id 0
+	} {
+		plain := append([]byte(nil), tc.b...)
+		flagged := append([]byte(nil), tc.b...)
+		flagged[5] |= tc.flags
+		fp, _, err := new(Decoder).Next(plain)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if f.Type != typ || f.ID != id || f.Flags != 0 || int(f.Length) != len(b)-HeaderLen || !bytes.Equal(f.Payload, b[HeaderLen:]) {
-			t.Fatalf("Next = %v, want %v id=%d len=%d", f.Header, typ, id, len(b)-HeaderLen)
+		ff, n, err := new(Decoder).Next(flagged)
+		if err != nil || n != len(flagged) || ff.Flags != flagged[5] {
+			t.Errorf("%s with flags %#x: %v, %d, %v", tc.name, flagged[5], ff.Header, n, err)
+			continue
 		}
-		return f
+		if ff.More() != fp.More() || ff.HasMetadata() != fp.HasMetadata() {
+			t.Errorf("%s: More %v HasMetadata %v, want %v %v", tc.name, ff.More(), ff.HasMetadata(), fp.More(), fp.HasMetadata())
+		}
+		switch ff.Type {
+		case TypeRequest:
+			_, _, md, body, err := ParseRequest(ff.Flags, ff.Payload)
+			if err != nil || string(body) != "abc" || md.Len() != 0 {
+				t.Errorf("%s: %v %q %v", tc.name, md, body, err)
+			}
+		case TypeResponse:
+			md, body, err := ParseResponse(ff.Flags, ff.Payload)
+			if err != nil || string(body) != "abc" || md.Len() != len(testMD) {
+				t.Errorf("%s: %v %q %v", tc.name, md, body, err)
+			}
+		case TypeError:
+			_, md, msg, err := ParseError(ff.ID, ff.Flags, ff.Payload)
+			want := "abc"
+			if ff.ID == 0 {
+				want = "\x00\x05abc"
+			}
+			if err != nil || string(msg) != want || (md.Len() != 0) != (ff.ID != 0) {
+				t.Errorf("%s: %v %q %v", tc.name, md, msg, err)
+			}
+		}
 	}
-	t.Run("request", func(t *testing.T) {
-		for _, method := range []string{"m", "echo", strings.Repeat("x", MaxMethodLen)} {
-			for _, body := range [][]byte{nil, []byte("body"), make([]byte, 70000)} {
-				f := check(t, AppendRequest(nil, 1<<40, 123456, method, body), TypeRequest, 1<<40)
-				to, m, bd, err := ParseRequest(f.Payload)
-				if err != nil || to != 123456 || string(m) != method || !bytes.Equal(bd, body) {
-					t.Fatalf("ParseRequest = %d %q %d bytes %v", to, m, len(bd), err)
-				}
-			}
-		}
-	})
-	t.Run("response", func(t *testing.T) {
-		for _, body := range [][]byte{nil, []byte("body"), make([]byte, 70000)} {
-			f := check(t, AppendResponse(nil, 5, body), TypeResponse, 5)
-			if !bytes.Equal(f.Payload, body) {
-				t.Fatal("payload differs")
-			}
-		}
-	})
-	t.Run("error", func(t *testing.T) {
+}
+
+// Extension types pass Next with only their reserved bytes and length
+// checked, so that a receiver can skip them.
+func TestExtensionTypes(t *testing.T) {
+	for _, typ := range []Type{128, 200, 255} {
 		for _, id := range []uint64{0, 1, ^uint64(0)} {
-			f := check(t, AppendError(nil, id, CodeTimeout, "deadline passed"), TypeError, id)
-			c, msg, err := ParseError(f.Payload)
-			if err != nil || c != CodeTimeout || string(msg) != "deadline passed" {
-				t.Fatalf("ParseError = %v %q %v", c, msg, err)
-			}
-		}
-	})
-	t.Run("ping-pong", func(t *testing.T) {
-		for _, v := range []uint64{0, 1, 0xdeadbeefcafebabe} {
-			for typ, b := range map[Type][]byte{TypePing: AppendPing(nil, v), TypePong: AppendPong(nil, v)} {
-				f := check(t, b, typ, 0)
-				if got, err := ParsePing(f.Payload); err != nil || got != v {
-					t.Fatalf("ParsePing = %x %v, want %x", got, err, v)
+			for _, payload := range [][]byte{nil, {1}, make([]byte, 1000)} {
+				b := cat(frame(typ, 0xff, id, payload...), AppendPing(nil, 3))
+				f, n, err := new(Decoder).Next(b)
+				if err != nil || n != HeaderLen+len(payload) || f.Type != typ || f.ID != id || !bytes.Equal(f.Payload, payload) {
+					t.Fatalf("%v id %d, %d bytes: %v, %d, %v", typ, id, len(payload), f.Header, n, err)
+				}
+				if f, _, err := new(Decoder).Next(b[n:]); err != nil || f.Type != TypePing {
+					t.Fatalf("frame after the skipped one: %v, %v", f.Header, err)
 				}
 			}
 		}
-	})
-	t.Run("goaway", func(t *testing.T) {
-		f := check(t, AppendGoAway(nil, 99, ReasonMaxAge, "max age"), TypeGoAway, 0)
-		last, r, msg, err := ParseGoAway(f.Payload)
-		if err != nil || last != 99 || r != ReasonMaxAge || string(msg) != "max age" {
-			t.Fatalf("ParseGoAway = %d %v %q %v", last, r, msg, err)
+		if _, _, err := (&Decoder{MaxFrameSize: 100}).Next(header(101, byte(typ), 0, 0, 0)); !errors.Is(err, ErrFrameTooLarge) {
+			t.Errorf("%v above the limit: %v", typ, err)
 		}
-	})
-}
-
-func TestAppendKeepsPrefixAndStreams(t *testing.T) {
-	prefix := []byte("prefix")
-	b := append([]byte(nil), prefix...)
-	b = AppendRequest(b, 1, 0, "a", []byte("x"))
-	b = AppendResponse(b, 1, []byte("y"))
-	b = AppendPing(b, 7)
-	if !bytes.HasPrefix(b, prefix) {
-		t.Fatal("prefix overwritten")
-	}
-	b = b[len(prefix):]
-	var d Decoder
-	var types []Type
-	for len(b) > 0 {
-		f, n, err := d.Next(b)
-		if err != nil || n == 0 {
-			t.Fatalf("Next: n %d, err %v", n, err)
-		}
-		types = append(types, f.Type)
-		b = b[n:]
-	}
-	if len(types) != 3 || types[0] != TypeRequest || types[1] != TypeResponse || types[2] != TypePing {
-		t.Fatalf("decoded %v", types)
-	}
-}
-
-// The payload and method that Next and ParseRequest return must not let an
-// append run into the next frame.
-func TestPayloadCapacityIsLimited(t *testing.T) {
-	b := AppendRequest(nil, 1, 0, "m", []byte("x"))
-	b = AppendPing(b, 1)
-	f, n, err := new(Decoder).Next(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = append(f.Payload, 0xff)
-	_, m, _, _ := ParseRequest(f.Payload)
-	_ = append(m, 0xff)
-	if _, _, err := new(Decoder).Next(b[n:]); err != nil {
-		t.Fatalf("next frame corrupted: %v", err)
-	}
-}
-
-func TestFlagsIgnored(t *testing.T) {
-	b := AppendPing(nil, 1)
-	b[5] = 0xff
-	f, n, err := new(Decoder).Next(b)
-	if err != nil || n != len(b) || f.Flags != 0xff {
-		t.Fatalf("Next = %v, %d, %v", f.Header, n, err)
-	}
-}
-
-func TestAppendRequestPanics(t *testing.T) {
-	for _, method := range []string{"", strings.Repeat("x", MaxMethodLen+1)} {
-		func() {
-			defer func() {
-				r := recover()
-				if s, _ := r.(string); !strings.Contains(s, "ValidMethod") {
-					t.Errorf("method of %d bytes: recovered %v, want a panic naming ValidMethod", len(method), r)
-				}
-			}()
-			AppendRequest(nil, 1, 0, method, nil)
-		}()
+		_, _, err := new(Decoder).Next(header(0, byte(typ), 0, 1, 0))
+		wantProtocolError(t, typ.String()+" with reserved bytes", err)
 	}
 }
 
@@ -232,60 +282,31 @@ func TestValidMethod(t *testing.T) {
 	}
 }
 
-func TestMessageTruncation(t *testing.T) {
-	for _, tc := range []struct {
-		msg  string
-		want int
-	}{
-		{strings.Repeat("a", MaxErrorMessageLen), MaxErrorMessageLen},
-		{strings.Repeat("a", 5000), MaxErrorMessageLen},
-		{strings.Repeat("a", MaxErrorMessageLen-1) + "é", MaxErrorMessageLen - 1}, // é straddles the limit
-		{strings.Repeat("a", MaxErrorMessageLen-2) + "€", MaxErrorMessageLen - 2}, // 3-byte rune
-		{strings.Repeat("a", MaxErrorMessageLen-2) + "é" + "b", MaxErrorMessageLen},
-	} {
-		_, msg, err := ParseError(AppendError(nil, 1, CodeInternal, tc.msg)[HeaderLen:])
-		if err != nil || len(msg) != tc.want || !utf8.Valid(msg) || !strings.HasPrefix(tc.msg, string(msg)) {
-			t.Errorf("ERROR message of %d bytes: got %d bytes (valid %v, err %v), want %d", len(tc.msg), len(msg), utf8.Valid(msg), err, tc.want)
-		}
-		_, _, msg, err = ParseGoAway(AppendGoAway(nil, 1, ReasonDrain, tc.msg)[HeaderLen:])
-		if err != nil || len(msg) != tc.want || !strings.HasPrefix(tc.msg, string(msg)) {
-			t.Errorf("GOAWAY message of %d bytes: got %d bytes (err %v), want %d", len(tc.msg), len(msg), err, tc.want)
-		}
-	}
-}
-
-// header builds a raw 16-byte header.
-func header(length uint32, typ byte, flags byte, reserved uint16, id uint64) []byte {
-	b := binary.BigEndian.AppendUint32(nil, length)
-	b = append(b, typ, flags)
-	b = binary.BigEndian.AppendUint16(b, reserved)
-	return binary.BigEndian.AppendUint64(b, id)
-}
-
-func wantProtocolError(t *testing.T, what string, err error) {
-	t.Helper()
-	var pe *ProtocolError
-	if !errors.Is(err, ErrProtocol) || !errors.As(err, &pe) || pe.Reason == "" || errors.Is(err, ErrFrameTooLarge) {
-		t.Errorf("%s: err = %v, want a *ProtocolError", what, err)
-	}
-}
-
 // badHeaders are headers that ParseHeader rejects; each is followed by a
-// payload of the declared length (capped) in the complete-frame tests.
+// payload of the declared length in the complete-frame tests.
 var badHeaders = []struct {
 	name string
 	hdr  []byte
 }{
 	{"reserved-high", header(8, 4, 0, 0x0100, 0)},
 	{"reserved-low", header(8, 4, 0, 0x0001, 0)},
+	{"reserved-extension", header(0, 200, 0, 0x8000, 0)},
 	{"type-0", header(0, 0, 0, 0, 0)},
-	{"type-7", header(0, 7, 0, 0, 1)},
-	{"type-255", header(0, 255, 0, 0, 1)},
+	{"type-10", header(0, 10, 0, 0, 1)},
+	{"type-127", header(0, 127, 0, 0, 0)},
 	{"request-id-0", header(6, 1, 0, 0, 0)},
 	{"request-short", header(5, 1, 0, 0, 1)},
 	{"request-empty", header(0, 1, 0, 0, 1)},
+	{"request-metadata-short", header(7, 1, FlagMetadata, 0, 1)},
 	{"response-id-0", header(2, 2, 0, 0, 0)},
+	{"response-metadata-short", header(1, 2, FlagMetadata, 0, 1)},
+	{"data-id-0", header(2, 9, 0, 0, 0)},
+	{"cancel-id-0", header(0, 8, 0, 0, 0)},
 	{"error-short", header(1, 3, 0, 0, 1)},
+	{"error-empty-conn", header(0, 3, 0, 0, 0)},
+	{"error-more", header(2, 3, FlagMore, 0, 1)},
+	{"error-more-conn", header(2, 3, 0xff, 0, 0)},
+	{"error-metadata-short", header(3, 3, FlagMetadata, 0, 1)},
 	{"ping-id", header(8, 4, 0, 0, 1)},
 	{"ping-7", header(7, 4, 0, 0, 0)},
 	{"ping-9", header(9, 4, 0, 0, 0)},
@@ -295,6 +316,12 @@ var badHeaders = []struct {
 	{"pong-9", header(9, 5, 0, 0, 0)},
 	{"goaway-id", header(10, 6, 0, 0, 3)},
 	{"goaway-short", header(9, 6, 0, 0, 0)},
+	{"hello-id", header(4, 7, 0, 0, 1)},
+	{"hello-3", header(3, 7, 0, 0, 0)},
+	{"hello-5", header(5, 7, 0, 0, 0)},
+	{"hello-13", header(13, 7, 0, 0, 0)},
+	{"hello-65-settings", header(4+65*10, 7, 0, 0, 0)},
+	{"hello-huge", header(1<<30, 7, 0, 0, 0)},
 }
 
 func TestParseHeaderErrors(t *testing.T) {
@@ -304,40 +331,79 @@ func TestParseHeaderErrors(t *testing.T) {
 	for _, tc := range badHeaders {
 		h, err := ParseHeader(tc.hdr)
 		wantProtocolError(t, tc.name, err)
-		if h.Length != binary.BigEndian.Uint32(tc.hdr) || h.Type != Type(tc.hdr[4]) {
+		if h.Length != binary.BigEndian.Uint32(tc.hdr) || h.Type != Type(tc.hdr[4]) || h.Flags != tc.hdr[5] || h.ID != binary.BigEndian.Uint64(tc.hdr[8:]) {
 			t.Errorf("%s: header %v not decoded alongside the error", tc.name, h)
+		}
+	}
+	// Edge cases that are valid.
+	for name, hdr := range map[string][]byte{
+		"error-conn":          header(2, 3, 0, 0, 0),
+		"error-conn-metadata": header(2, 3, FlagMetadata, 0, 0),
+		"error-metadata":      header(4, 3, FlagMetadata, 0, 1),
+		"request-metadata":    header(8, 1, FlagMetadata, 0, 1),
+		"response-metadata":   header(2, 2, FlagMetadata, 0, 1),
+		"response-empty":      header(0, 2, 0, 0, 1),
+		"data-empty":          header(0, 9, FlagMetadata, 0, 1), // METADATA is reserved on DATA
+		"cancel-payload":      header(5, 8, 0, 0, 1),            // a later version may define it
+		"hello-64-settings":   header(4+64*10, 7, 0, 0, 0),
+		"extension-any-id":    header(3, 128, 0xff, 0, 0),
+		"goaway-long":         header(10000, 6, 0, 0, 0),
+	} {
+		if _, err := ParseHeader(hdr); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
 
 func TestNextErrors(t *testing.T) {
-	var d Decoder
+	d := Decoder{MaxFrameSize: MaxMaxFrameSize}
 	for _, tc := range badHeaders {
 		// With the header alone, and with the whole frame.
-		full := append(append([]byte(nil), tc.hdr...), make([]byte, binary.BigEndian.Uint32(tc.hdr))...)
-		for _, b := range [][]byte{tc.hdr, full} {
+		b := tc.hdr
+		if l := binary.BigEndian.Uint32(tc.hdr); l < 1<<16 {
+			b = append(append([]byte(nil), tc.hdr...), make([]byte, l)...)
+		}
+		for _, b := range [][]byte{tc.hdr, b} {
 			f, n, err := d.Next(b)
 			wantProtocolError(t, tc.name, err)
-			if n != 0 || f.Payload != nil {
-				t.Errorf("%s: n = %d, payload %d bytes; want 0, nil", tc.name, n, len(f.Payload))
+			if n != 0 || f.Payload != nil || f.Type != Type(tc.hdr[4]) {
+				t.Errorf("%s: n = %d, payload %d bytes, header %v; want 0, nil", tc.name, n, len(f.Payload), f.Header)
 			}
 		}
 	}
-	// REQUEST payloads whose layout is wrong: only visible once complete.
-	for name, b := range map[string][]byte{
-		"empty-method":       append(header(6, 1, 0, 0, 1), 0, 0, 0, 0, 0, 'x'),
-		"method-overrun":     append(header(8, 1, 0, 0, 1), 0, 0, 0, 0, 4, 'a', 'b', 'c'),
-		"method-255-overrun": append(header(6, 1, 0, 0, 1), 0, 0, 0, 0, 255, 'a'),
-	} {
+	// Payloads whose layout is wrong: only visible once complete.
+	for name, b := range badPayloads() {
 		f, n, err := d.Next(b)
 		wantProtocolError(t, name, err)
 		if n != 0 || f.Payload != nil {
 			t.Errorf("%s: n = %d, want 0", name, n)
 		}
-		if _, n, err := d.Next(b[:len(b)-1]); n != 0 || err != nil {
+		h, herr := ParseHeader(b)
+		if _, n, err := d.Next(b[:len(b)-1]); herr == nil && (n != 0 || err != nil) {
 			t.Errorf("%s, incomplete: n = %d, err = %v; want 0, nil", name, n, err)
 		}
+		wantProtocolError(t, name+" (parser)", parse(h, b[HeaderLen:]))
 	}
+}
+
+// parse runs the payload parser of h's type.
+func parse(h Header, payload []byte) error {
+	var err error
+	switch h.Type {
+	case TypeRequest:
+		_, _, _, _, err = ParseRequest(h.Flags, payload)
+	case TypeResponse:
+		_, _, err = ParseResponse(h.Flags, payload)
+	case TypeError:
+		_, _, _, err = ParseError(h.ID, h.Flags, payload)
+	case TypePing, TypePong:
+		_, err = ParsePing(payload)
+	case TypeGoAway:
+		_, _, _, err = ParseGoAway(payload)
+	case TypeHello:
+		_, err = ParseHello(payload)
+	}
+	return err
 }
 
 func TestNextFrameTooLarge(t *testing.T) {
@@ -348,27 +414,36 @@ func TestNextFrameTooLarge(t *testing.T) {
 		{0, DefaultMaxFrameSize + 1, DefaultMaxFrameSize},
 		{0, ^uint32(0), DefaultMaxFrameSize},
 		{100, 101, 100},
-		{1, 2, 1},
+		{16, 17, 16},
 	} {
 		d := Decoder{MaxFrameSize: tc.max}
-		// Only the 16 header bytes are supplied.
-		f, n, err := d.Next(header(tc.length, byte(TypeResponse), 0, 0, 1))
-		var fe *FrameTooLargeError
-		if !errors.Is(err, ErrFrameTooLarge) || !errors.As(err, &fe) || errors.Is(err, ErrProtocol) {
-			t.Fatalf("max %d, length %d: err = %v, want *FrameTooLargeError", tc.max, tc.length, err)
-		}
-		if fe.Length != tc.length || fe.Max != tc.wantMax || n != 0 || f.Length != tc.length {
-			t.Errorf("got %+v, n %d, header %v", *fe, n, f.Header)
-		}
-		if msg := err.Error(); !strings.Contains(msg, itoa(tc.length)) || !strings.Contains(msg, itoa(tc.wantMax)) {
-			t.Errorf("message %q does not name both %d and %d", msg, tc.length, tc.wantMax)
+		for _, typ := range []Type{TypeResponse, TypeData, TypeError, TypeGoAway, 128} {
+			// Only the 16 header bytes are supplied.
+			id := uint64(1)
+			if typ == TypeGoAway {
+				id = 0
+			}
+			f, n, err := d.Next(header(tc.length, byte(typ), 0, 0, id))
+			var fe *FrameTooLargeError
+			if !errors.Is(err, ErrFrameTooLarge) || !errors.As(err, &fe) || errors.Is(err, ErrProtocol) {
+				t.Fatalf("%v, max %d, length %d: err = %v, want *FrameTooLargeError", typ, tc.max, tc.length, err)
+			}
+			if fe.Length != tc.length || fe.Max != tc.wantMax || n != 0 || f.Length != tc.length {
+				t.Errorf("got %+v, n %d, header %v", *fe, n, f.Header)
+			}
+			if msg := err.Error(); !strings.Contains(msg, itoa(tc.length)) || !strings.Contains(msg, itoa(tc.wantMax)) {
+				t.Errorf("message %q does not name both %d and %d", msg, tc.length, tc.wantMax)
+			}
 		}
 	}
 	// At the limit is fine.
-	b := AppendResponse(nil, 1, make([]byte, 100))
+	b := AppendData(nil, 1, false, make([]byte, 100))
 	if _, n, err := (&Decoder{MaxFrameSize: 100}).Next(b); err != nil || n != len(b) {
 		t.Errorf("payload at the limit: n %d, err %v", n, err)
 	}
+	// A header's protocol error is reported before its size.
+	_, _, err := (&Decoder{MaxFrameSize: 100}).Next(header(1000, 1, 0, 0, 0))
+	wantProtocolError(t, "REQUEST id 0 above the limit", err)
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
@@ -382,100 +457,24 @@ func TestNextIncomplete(t *testing.T) {
 				t.Fatalf("%s cut at %d: n %d, err %v, payload %v", name, i, n, err, f.Payload)
 			}
 			want := Header{}
+			wantLen := HeaderLen
 			if i >= HeaderLen {
 				want, _ = ParseHeader(b)
+				wantLen = len(b)
 			}
 			if f.Header != want {
 				t.Fatalf("%s cut at %d: header %v, want %v", name, i, f.Header, want)
 			}
+			if got := FrameLen(b[:i]); got != wantLen {
+				t.Fatalf("%s cut at %d: FrameLen %d, want %d", name, i, got, wantLen)
+			}
 		}
 		// Extra bytes after a frame are left alone.
-		if _, n, err := d.Next(append(b, 0xff, 0xff)); n != len(b) || err != nil {
+		if _, n, err := d.Next(append(b, 0xff, 0xff)); n != len(b) || err != nil || FrameLen(b) != len(b) {
 			t.Fatalf("%s with trailing bytes: n %d, err %v", name, n, err)
 		}
 	}
-}
-
-func TestParserErrors(t *testing.T) {
-	for name, err := range map[string]error{
-		"request-nil":     func() error { _, _, _, err := ParseRequest(nil); return err }(),
-		"request-5":       func() error { _, _, _, err := ParseRequest([]byte{0, 0, 0, 0, 1}); return err }(),
-		"request-empty":   func() error { _, _, _, err := ParseRequest([]byte{0, 0, 0, 0, 0, 'x'}); return err }(),
-		"request-overrun": func() error { _, _, _, err := ParseRequest([]byte{0, 0, 0, 0, 2, 'x'}); return err }(),
-		"error-nil":       func() error { _, _, err := ParseError(nil); return err }(),
-		"error-1":         func() error { _, _, err := ParseError([]byte{1}); return err }(),
-		"ping-nil":        func() error { _, err := ParsePing(nil); return err }(),
-		"ping-7":          func() error { _, err := ParsePing(make([]byte, 7)); return err }(),
-		"ping-9":          func() error { _, err := ParsePing(make([]byte, 9)); return err }(),
-		"goaway-nil":      func() error { _, _, _, err := ParseGoAway(nil); return err }(),
-		"goaway-9":        func() error { _, _, _, err := ParseGoAway(make([]byte, 9)); return err }(),
-	} {
-		wantProtocolError(t, name, err)
-	}
-	// Minimal valid payloads.
-	if to, m, body, err := ParseRequest([]byte{0, 0, 0, 9, 1, 'x'}); err != nil || to != 9 || string(m) != "x" || len(body) != 0 {
-		t.Errorf("minimal REQUEST: %d %q %q %v", to, m, body, err)
-	}
-	if c, msg, err := ParseError([]byte{0, 42}); err != nil || c != 42 || len(msg) != 0 {
-		t.Errorf("minimal ERROR: %v %q %v", c, msg, err)
-	}
-	if last, r, msg, err := ParseGoAway(make([]byte, 10)); err != nil || last != 0 || r != 0 || len(msg) != 0 {
-		t.Errorf("minimal GOAWAY: %d %v %q %v", last, r, msg, err)
-	}
-}
-
-func TestZeroAllocs(t *testing.T) {
-	buf := make([]byte, 0, 4096)
-	body := make([]byte, 64)
-	for name, fn := range map[string]func(){
-		"AppendRequest":  func() { buf = AppendRequest(buf[:0], 1, 100, "echo", body) },
-		"AppendResponse": func() { buf = AppendResponse(buf[:0], 1, body) },
-		"AppendError":    func() { buf = AppendError(buf[:0], 1, CodeApplication, "failed") },
-		"AppendPing":     func() { buf = AppendPing(buf[:0], 1) },
-		"AppendPong":     func() { buf = AppendPong(buf[:0], 1) },
-		"AppendGoAway":   func() { buf = AppendGoAway(buf[:0], 1, ReasonDrain, "bye") },
-		"AppendHeader":   func() { buf = AppendHeader(buf[:0], Header{Type: TypeResponse, ID: 1}) },
-	} {
-		if a := testing.AllocsPerRun(100, fn); a != 0 {
-			t.Errorf("%s: %v allocs, want 0", name, a)
-		}
-	}
-
-	var stream []byte
-	for _, b := range validFrames() {
-		stream = append(stream, b...)
-	}
-	var d Decoder
-	incomplete := AppendPing(nil, 1)[:HeaderLen+1]
-	decodeAll := func() {
-		for b := stream; len(b) > 0; {
-			f, n, err := d.Next(b)
-			if err != nil || n == 0 {
-				panic(err)
-			}
-			var perr error
-			switch f.Type {
-			case TypeRequest:
-				_, _, _, perr = ParseRequest(f.Payload)
-			case TypeError:
-				_, _, perr = ParseError(f.Payload)
-			case TypePing, TypePong:
-				_, perr = ParsePing(f.Payload)
-			case TypeGoAway:
-				_, _, _, perr = ParseGoAway(f.Payload)
-			}
-			if perr != nil {
-				panic(perr)
-			}
-			b = b[n:]
-		}
-		// An incomplete frame costs nothing either. (Not a prefix of stream:
-		// map order puts any frame first, the empty RESPONSE included.)
-		if _, n, err := d.Next(incomplete); n != 0 || err != nil {
-			panic("incomplete")
-		}
-	}
-	if a := testing.AllocsPerRun(100, decodeAll); a != 0 {
-		t.Errorf("Decoder.Next + parsers: %v allocs, want 0", a)
+	if got := FrameLen(header(^uint32(0), 0, 0, 0xffff, 0)); got != HeaderLen+1<<32-1 {
+		t.Errorf("FrameLen of the largest length = %d", got)
 	}
 }

@@ -8,19 +8,23 @@ import (
 
 // Framer reads and writes frames on a blocking io.Reader and io.Writer. It is
 // meant for tests, tools and minimal clients; tcppro's sessions decode with
-// Decoder from their own buffers.
+// Decoder from their own buffers. ClientHandshake and ServerHandshake run
+// the HELLO exchange that opens a connection.
 //
 // ReadFrame may run concurrently with the Write methods (one reader and one
 // writer goroutine), but ReadFrame must not run concurrently with itself, nor
-// a Write method with another. After an error from either side the
+// a Write method with another, and the handshake methods, which both read
+// and write, with any other method. After an error from either side the
 // connection must be closed: the stream is out of step, or (for a protocol or
 // size error) the protocol requires it.
 //
 // Framer issues one or two Read calls per frame (header, payload) and does no
 // read-ahead; wrap the reader in a bufio.Reader to save system calls.
 type Framer struct {
-	// MaxFrameSize is the largest payload ReadFrame accepts, in bytes; 0
-	// means DefaultMaxFrameSize. It does not limit what is written.
+	// MaxFrameSize is the largest payload ReadFrame accepts, in bytes (the
+	// MAX_FRAME_SIZE announced to the peer); 0 means DefaultMaxFrameSize.
+	// It does not limit what is written: the caller keeps its frames within
+	// the peer's MAX_FRAME_SIZE.
 	MaxFrameSize uint32
 
 	r    io.Reader
@@ -60,12 +64,9 @@ func (fr *Framer) ReadFrame() (Frame, error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		return Frame{}, err // io.EOF if nothing was read, else io.ErrUnexpectedEOF
 	}
-	h, err := ParseHeader(fr.hdr[:])
+	h, err := decodeHeader(fr.hdr[:], fr.MaxFrameSize)
 	if err != nil {
 		return Frame{Header: h}, err
-	}
-	if max := maxFrameSize(fr.MaxFrameSize); h.Length > max {
-		return Frame{Header: h}, &FrameTooLargeError{Length: h.Length, Max: max}
 	}
 	payload := fr.readBuf(int(h.Length))
 	if _, err := io.ReadFull(fr.r, payload); err != nil {
@@ -74,7 +75,7 @@ func (fr *Framer) ReadFrame() (Frame, error) {
 		}
 		return Frame{Header: h}, err
 	}
-	if err := checkPayload(h.Type, payload); err != nil {
+	if err := checkPayload(h, payload); err != nil {
 		return Frame{Header: h}, err
 	}
 	return Frame{Header: h, Payload: payload}, nil
@@ -92,21 +93,31 @@ func (fr *Framer) readBuf(n int) []byte {
 }
 
 // WriteRequest writes a REQUEST frame with one Write call; see AppendRequest.
-func (fr *Framer) WriteRequest(id uint64, timeoutMillis uint32, method string, body []byte) error {
-	buf := fr.writeBuf(HeaderLen + requestFixedLen + len(method) + len(body))
-	return fr.flush(AppendRequest(buf, id, timeoutMillis, method, body))
+func (fr *Framer) WriteRequest(id uint64, more bool, timeoutMillis uint32, method string, md Metadata, chunk []byte) error {
+	buf := fr.writeBuf(HeaderLen + RequestOverhead(method, md) + len(chunk))
+	return fr.flush(AppendRequest(buf, id, more, timeoutMillis, method, md, chunk))
 }
 
-// WriteResponse writes a RESPONSE frame with one Write call; see AppendResponse.
-func (fr *Framer) WriteResponse(id uint64, body []byte) error {
-	buf := fr.writeBuf(HeaderLen + len(body))
-	return fr.flush(AppendResponse(buf, id, body))
+// WriteResponse writes a RESPONSE frame with one Write call; see
+// AppendResponse.
+func (fr *Framer) WriteResponse(id uint64, more bool, md Metadata, chunk []byte) error {
+	buf := fr.writeBuf(HeaderLen + ResponseOverhead(md) + len(chunk))
+	return fr.flush(AppendResponse(buf, id, more, md, chunk))
+}
+
+// WriteData writes a DATA frame with one Write call; see AppendData.
+func (fr *Framer) WriteData(id uint64, more bool, chunk []byte) error {
+	buf := fr.writeBuf(HeaderLen + len(chunk))
+	return fr.flush(AppendData(buf, id, more, chunk))
 }
 
 // WriteError writes an ERROR frame with one Write call; see AppendError.
-func (fr *Framer) WriteError(id uint64, code Code, msg string) error {
-	buf := fr.writeBuf(HeaderLen + errorFixedLen + min(len(msg), MaxErrorMessageLen))
-	return fr.flush(AppendError(buf, id, code, msg))
+func (fr *Framer) WriteError(id uint64, code Code, md Metadata, msg string) error {
+	n := HeaderLen + errorFixedLen + min(len(msg), MaxErrorMessageLen)
+	if id != 0 {
+		n += md.EncodedLen()
+	}
+	return fr.flush(AppendError(fr.writeBuf(n), id, code, md, msg))
 }
 
 // WritePing writes a PING frame with one Write call; see AppendPing.
@@ -123,6 +134,16 @@ func (fr *Framer) WritePong(data uint64) error {
 func (fr *Framer) WriteGoAway(lastID uint64, reason Reason, msg string) error {
 	buf := fr.writeBuf(HeaderLen + goAwayFixedLen + min(len(msg), MaxErrorMessageLen))
 	return fr.flush(AppendGoAway(buf, lastID, reason, msg))
+}
+
+// WriteCancel writes a CANCEL frame with one Write call; see AppendCancel.
+func (fr *Framer) WriteCancel(id uint64) error {
+	return fr.flush(AppendCancel(fr.writeBuf(HeaderLen), id))
+}
+
+// WriteHello writes a HELLO frame with one Write call; see AppendHello.
+func (fr *Framer) WriteHello(h Hello) error {
+	return fr.flush(AppendHello(fr.writeBuf(HeaderLen+helloFixedLen+4*settingLen), h))
 }
 
 // writeBuf returns an empty buffer with room for a frame of n bytes: the

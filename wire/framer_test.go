@@ -5,23 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // writeAll writes one frame of every type, plus a large one, with fr.
 func writeAll(fr *Framer, large []byte) error {
 	for _, err := range []func() error{
-		func() error { return fr.WriteRequest(1, 250, "echo", []byte("hello")) },
-		func() error { return fr.WriteResponse(1, []byte("hello")) },
-		func() error { return fr.WriteError(2, CodeUnknownMethod, "no such method") },
+		func() error { return fr.WriteHello(DefaultHello()) },
+		func() error { return fr.WriteRequest(1, false, 250, "echo", nil, []byte("hello")) },
+		func() error { return fr.WriteRequest(2, true, 0, "upload", testMD, []byte("part 1")) },
+		func() error { return fr.WriteData(2, false, []byte("part 2")) },
+		func() error { return fr.WriteResponse(1, false, nil, []byte("hello")) },
+		func() error { return fr.WriteResponse(2, true, testMD, nil) },
+		func() error { return fr.WriteError(3, CodeUnknownMethod, testMD, "no such method") },
+		func() error { return fr.WriteError(0, CodeControlFlood, testMD, "flood") },
 		func() error { return fr.WritePing(77) },
 		func() error { return fr.WritePong(77) },
 		func() error { return fr.WriteGoAway(2, ReasonShutdown, "bye") },
-		func() error { return fr.WriteResponse(3, large) },
-		func() error { return fr.WriteRequest(4, 0, "m", nil) },
+		func() error { return fr.WriteCancel(4) },
+		func() error { return fr.WriteData(3, false, large) },
+		func() error { return fr.WriteRequest(5, false, 0, "m", nil, nil) },
 	} {
 		if err := err(); err != nil {
 			return err
@@ -34,39 +39,57 @@ func writeAll(fr *Framer, large []byte) error {
 // failing t, so that it can run on any goroutine.
 func readAll(fr *Framer, large []byte) error {
 	var err error
-	next := func(typ Type, id uint64) []byte {
+	next := func(typ Type, id uint64, flags uint8) Frame {
 		if err != nil {
-			return nil
+			return Frame{}
 		}
 		var f Frame
 		if f, err = fr.ReadFrame(); err != nil {
-			return nil
+			return Frame{}
 		}
-		if f.Type != typ || f.ID != id || int(f.Length) != len(f.Payload) {
-			err = fmt.Errorf("ReadFrame = %v, want %v id=%d", f.Header, typ, id)
+		if f.Type != typ || f.ID != id || f.Flags != flags || int(f.Length) != len(f.Payload) {
+			err = fmt.Errorf("ReadFrame = %v, want %v id=%d flags=%#x", f.Header, typ, id, flags)
 		}
-		return f.Payload
+		return f
 	}
 	check := func(ok bool, format string, args ...any) {
 		if err == nil && !ok {
 			err = fmt.Errorf(format, args...)
 		}
 	}
-	to, m, body, perr := ParseRequest(next(TypeRequest, 1))
-	check(perr == nil && to == 250 && string(m) == "echo" && string(body) == "hello", "REQUEST: %d %q %q %v", to, m, body, perr)
-	p := next(TypeResponse, 1)
-	check(string(p) == "hello", "RESPONSE: %q", p)
-	c, msg, perr := ParseError(next(TypeError, 2))
-	check(perr == nil && c == CodeUnknownMethod && string(msg) == "no such method", "ERROR: %v %q %v", c, msg, perr)
-	v, perr := ParsePing(next(TypePing, 0))
+	h, perr := ParseHello(next(TypeHello, 0, 0).Payload)
+	check(perr == nil && h == DefaultHello(), "HELLO: %+v %v", h, perr)
+	f := next(TypeRequest, 1, 0)
+	to, m, md, body, perr := ParseRequest(f.Flags, f.Payload)
+	check(perr == nil && to == 250 && string(m) == "echo" && md == nil && string(body) == "hello", "REQUEST: %d %q %q %v", to, m, body, perr)
+	f = next(TypeRequest, 2, FlagMore|FlagMetadata)
+	_, m, md, body, perr = ParseRequest(f.Flags, f.Payload)
+	check(perr == nil && string(m) == "upload" && slices.Equal(md.Metadata(), testMD) && string(body) == "part 1", "REQUEST: %q %v %q %v", m, md, body, perr)
+	p := next(TypeData, 2, 0).Payload
+	check(string(p) == "part 2", "DATA: %q", p)
+	f = next(TypeResponse, 1, 0)
+	check(string(f.Payload) == "hello", "RESPONSE: %q", f.Payload)
+	f = next(TypeResponse, 2, FlagMore|FlagMetadata)
+	md, body, perr = ParseResponse(f.Flags, f.Payload)
+	check(perr == nil && slices.Equal(md.Metadata(), testMD) && len(body) == 0, "RESPONSE: %v %q %v", md, body, perr)
+	f = next(TypeError, 3, FlagMetadata)
+	c, md, msg, perr := ParseError(f.ID, f.Flags, f.Payload)
+	check(perr == nil && c == CodeUnknownMethod && slices.Equal(md.Metadata(), testMD) && string(msg) == "no such method", "ERROR: %v %v %q %v", c, md, msg, perr)
+	f = next(TypeError, 0, 0)
+	c, md, msg, perr = ParseError(f.ID, f.Flags, f.Payload)
+	check(perr == nil && c == CodeControlFlood && md == nil && string(msg) == "flood", "ERROR: %v %v %q %v", c, md, msg, perr)
+	v, perr := ParsePing(next(TypePing, 0, 0).Payload)
 	check(perr == nil && v == 77, "PING: %d %v", v, perr)
-	v, perr = ParsePing(next(TypePong, 0))
+	v, perr = ParsePing(next(TypePong, 0, 0).Payload)
 	check(perr == nil && v == 77, "PONG: %d %v", v, perr)
-	last, r, msg, perr := ParseGoAway(next(TypeGoAway, 0))
+	last, r, msg, perr := ParseGoAway(next(TypeGoAway, 0, 0).Payload)
 	check(perr == nil && last == 2 && r == ReasonShutdown && string(msg) == "bye", "GOAWAY: %d %v %q %v", last, r, msg, perr)
-	p = next(TypeResponse, 3)
-	check(bytes.Equal(p, large), "large RESPONSE: %d bytes differ", len(p))
-	_, m, body, perr = ParseRequest(next(TypeRequest, 4))
+	p = next(TypeCancel, 4, 0).Payload
+	check(len(p) == 0, "CANCEL: %q", p)
+	p = next(TypeData, 3, 0).Payload
+	check(bytes.Equal(p, large), "large DATA: %d bytes differ", len(p))
+	f = next(TypeRequest, 5, 0)
+	_, m, _, body, perr = ParseRequest(f.Flags, f.Payload)
 	check(perr == nil && string(m) == "m" && len(body) == 0, "REQUEST: %q %q %v", m, body, perr)
 	return err
 }
@@ -98,13 +121,9 @@ func TestFramerRoundTripBuffer(t *testing.T) {
 // goroutine reads while another writes on the same Framers.
 func TestFramerRoundTripPipe(t *testing.T) {
 	large := largeBody(1<<20 + 3)
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	deadline := time.Now().Add(20 * time.Second) // fail rather than hang
-	a.SetDeadline(deadline)
-	b.SetDeadline(deadline)
+	a, b := pipe(t)
 	fa, fb := NewFramer(a, a), NewFramer(b, b)
+	fa.MaxFrameSize, fb.MaxFrameSize = 2<<20, 2<<20
 	errc := make(chan error, 4)
 	go func() { errc <- writeAll(fa, large) }()
 	go func() { errc <- writeAll(fb, large) }()
@@ -135,14 +154,19 @@ func TestFramerOneWritePerFrame(t *testing.T) {
 		write func() error
 		want  []byte
 	}{
-		{func() error { return fr.WriteRequest(1, 2, "echo", []byte("x")) }, AppendRequest(nil, 1, 2, "echo", []byte("x"))},
-		{func() error { return fr.WriteRequest(5, 2, "echo", large) }, AppendRequest(nil, 5, 2, "echo", large)},
-		{func() error { return fr.WriteResponse(1, large) }, AppendResponse(nil, 1, large)},
-		{func() error { return fr.WriteResponse(1, nil) }, AppendResponse(nil, 1, nil)},
-		{func() error { return fr.WriteError(0, CodeBusy, long) }, AppendError(nil, 0, CodeBusy, long)},
+		{func() error { return fr.WriteRequest(1, false, 2, "echo", nil, []byte("x")) }, AppendRequest(nil, 1, false, 2, "echo", nil, []byte("x"))},
+		{func() error { return fr.WriteRequest(5, true, 2, "echo", maxMD, large) }, AppendRequest(nil, 5, true, 2, "echo", maxMD, large)},
+		{func() error { return fr.WriteResponse(1, true, testMD, large) }, AppendResponse(nil, 1, true, testMD, large)},
+		{func() error { return fr.WriteResponse(1, false, nil, nil) }, AppendResponse(nil, 1, false, nil, nil)},
+		{func() error { return fr.WriteData(1, true, large) }, AppendData(nil, 1, true, large)},
+		{func() error { return fr.WriteData(1, false, nil) }, AppendData(nil, 1, false, nil)},
+		{func() error { return fr.WriteError(0, CodeBusy, testMD, long) }, AppendError(nil, 0, CodeBusy, nil, long)},
+		{func() error { return fr.WriteError(7, CodeApplication, maxMD, long) }, AppendError(nil, 7, CodeApplication, maxMD, long)},
 		{func() error { return fr.WritePing(1) }, AppendPing(nil, 1)},
 		{func() error { return fr.WritePong(1) }, AppendPong(nil, 1)},
 		{func() error { return fr.WriteGoAway(9, ReasonMaxAge, long) }, AppendGoAway(nil, 9, ReasonMaxAge, long)},
+		{func() error { return fr.WriteCancel(9) }, AppendCancel(nil, 9)},
+		{func() error { return fr.WriteHello(DefaultHello()) }, AppendHello(nil, DefaultHello())},
 	} {
 		w.writes = nil
 		if err := tc.write(); err != nil {
@@ -166,7 +190,7 @@ func TestFramerWriteErrors(t *testing.T) {
 		t.Errorf("short write: err = %v, want io.ErrShortWrite", err)
 	}
 	boom := errors.New("boom")
-	if err := NewFramer(shortWriter{boom}, nil).WriteResponse(1, largeBody(1<<20)); err != boom {
+	if err := NewFramer(shortWriter{boom}, nil).WriteData(1, false, largeBody(1<<20)); err != boom {
 		t.Errorf("failed write: err = %v, want %v", err, boom)
 	}
 }
@@ -205,7 +229,7 @@ func TestFramerOversize(t *testing.T) {
 	var buf bytes.Buffer
 	fr := NewFramer(&buf, &buf)
 	fr.MaxFrameSize = 100
-	fr.WriteResponse(1, make([]byte, 100))
+	fr.WriteData(1, false, make([]byte, 100))
 	if f, err := fr.ReadFrame(); err != nil || len(f.Payload) != 100 {
 		t.Errorf("payload at the limit: %v, %v", f.Header, err)
 	}
@@ -232,9 +256,25 @@ func TestFramerProtocolErrors(t *testing.T) {
 		_, err := NewFramer(nil, bytes.NewReader(b)).ReadFrame()
 		wantProtocolError(t, tc.name, err)
 	}
-	b := append(header(8, 1, 0, 0, 1), 0, 0, 0, 0, 4, 'a', 'b', 'c')
-	_, err := NewFramer(nil, bytes.NewReader(b)).ReadFrame()
-	wantProtocolError(t, "method overrun", err)
+	for name, b := range badPayloads() {
+		f, err := NewFramer(nil, bytes.NewReader(b)).ReadFrame()
+		wantProtocolError(t, name, err)
+		if f.Payload != nil || f.Type != Type(b[4]) {
+			t.Errorf("%s: frame %v with %d payload bytes", name, f.Header, len(f.Payload))
+		}
+	}
+}
+
+// Extension frames are read whole, so that the caller can skip them.
+func TestFramerExtension(t *testing.T) {
+	b := cat(frame(130, 0xff, 0, []byte("opaque")...), AppendPing(nil, 1))
+	fr := NewFramer(nil, bytes.NewReader(b))
+	if f, err := fr.ReadFrame(); err != nil || f.Type != 130 || string(f.Payload) != "opaque" {
+		t.Fatalf("extension: %v, %v", f.Header, err)
+	}
+	if f, err := fr.ReadFrame(); err != nil || f.Type != TypePing {
+		t.Fatalf("after the extension: %v, %v", f.Header, err)
+	}
 }
 
 // A large payload is held in a pooled buffer only until the next ReadFrame,
@@ -243,9 +283,9 @@ func TestFramerReleasesLargeBuffers(t *testing.T) {
 	var buf bytes.Buffer
 	fr := NewFramer(&buf, &buf)
 	large := largeBody(DefaultMaxFrameSize)
-	fr.WriteResponse(1, large)
-	fr.WriteResponse(2, []byte("small"))
-	fr.WriteResponse(3, largeBody(keepBufLen))
+	fr.WriteData(1, false, large)
+	fr.WriteData(2, false, []byte("small"))
+	fr.WriteData(3, false, largeBody(keepBufLen))
 
 	f, err := fr.ReadFrame()
 	if err != nil || !bytes.Equal(f.Payload, large) || fr.rbig == nil {
@@ -285,13 +325,16 @@ func TestFramerZeroAllocs(t *testing.T) {
 	fr := NewFramer(&buf, &buf)
 	body := make([]byte, 64)
 	roundTrip := func() {
-		if err := fr.WriteRequest(1, 100, "echo", body); err != nil {
+		if err := fr.WriteRequest(1, false, 100, "echo", testMD, body); err != nil {
+			panic(err)
+		}
+		if err := fr.WriteData(1, false, body); err != nil {
 			panic(err)
 		}
 		if err := fr.WritePing(1); err != nil {
 			panic(err)
 		}
-		for range 2 {
+		for range 3 {
 			if _, err := fr.ReadFrame(); err != nil {
 				panic(err)
 			}

@@ -8,12 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/wire"
 )
 
 func init() {
@@ -34,6 +38,16 @@ func runCall(args []string) int {
 	timeout := fs.Duration("timeout", 5*time.Second, "deadline of each call")
 	dialTimeout := fs.Duration("dial-timeout", d.DialTimeout, "connect timeout")
 	quiet := fs.Bool("quiet", false, "print only the summary")
+	var verbose bool
+	fs.BoolVar(&verbose, "verbose", false, "also print each answer's metadata, one line per entry: N metadata key=value")
+	fs.BoolVar(&verbose, "v", false, "short for --verbose")
+	var md metadataFlag
+	fs.Var(&md, "metadata", "`key=value` metadata sent with each call; repeat for more entries (the environment variable holds one)")
+	useTLS := fs.Bool("tls", false, "speak TLS, trusting the system's CAs unless --tls-ca is given (implied by the other --tls-* flags)")
+	tlsCA := fs.String("tls-ca", "", "trust the PEM CA certificates in `FILE` for the server's certificate (default: the system's)")
+	tlsCert := fs.String("tls-cert", "", "present the PEM client certificate in `FILE` (mutual TLS; needs --tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
+	tlsServerName := fs.String("tls-server-name", "", "`NAME` to verify the server's certificate against (default: the host of each --addr)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -50,9 +64,19 @@ func runCall(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro call: --count and --concurrency must be at least 1")
 		return 2
 	}
+	if err := wire.Metadata(md).Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro call: --metadata:", err)
+		return 2
+	}
+	tlsCfg, err := clientTLS(*useTLS, *tlsCA, *tlsCert, *tlsKey, *tlsServerName)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro call:", err)
+		return 2
+	}
 	cl, err := client.New(client.Config{
 		Addrs:       strings.Split(*addrs, ","),
 		DialTimeout: *dialTimeout,
+		TLS:         tlsCfg,
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -76,7 +100,12 @@ func runCall(args []string) int {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 				t0 := time.Now()
-				resp, err := cl.Call(ctx, *method, []byte(msg))
+				var respMD wire.Metadata
+				opts := []client.CallOption{client.WithMetadata(wire.Metadata(md))}
+				if verbose {
+					opts = append(opts, client.ResponseMetadata(&respMD))
+				}
+				resp, err := cl.Call(ctx, *method, []byte(msg), opts...)
 				cancel()
 				el := time.Since(t0).Round(time.Microsecond)
 				if err != nil {
@@ -91,6 +120,9 @@ func runCall(args []string) int {
 				} else {
 					fmt.Printf("%d\tok\t%v\t%s\n", i, el, resp)
 				}
+				for _, f := range respMD {
+					fmt.Printf("%d\tmetadata\t%s=%s\n", i, f.Key, printable(f.Value))
+				}
 				outMu.Unlock()
 			}
 		}()
@@ -102,4 +134,41 @@ func runCall(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// metadataFlag collects repeated --metadata key=value flags.
+type metadataFlag wire.Metadata
+
+func (m *metadataFlag) String() string {
+	if m == nil {
+		return ""
+	}
+	parts := make([]string, len(*m))
+	for i, f := range *m {
+		parts[i] = f.Key + "=" + f.Value
+	}
+	return strings.Join(parts, " ")
+}
+
+func (m *metadataFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("%q is not key=value", s)
+	}
+	if err := (wire.Metadata{{Key: k, Value: v}}).Validate(); err != nil {
+		return err
+	}
+	*m = append(*m, wire.Field{Key: k, Value: v})
+	return nil
+}
+
+// printable returns s as it is when it is printable text without tabs or
+// line breaks, Go-quoted otherwise, so that each entry stays on one line.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == utf8.RuneError {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,36 +42,79 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// TestServeAndCall runs the README's first two commands as processes:
-// serve, call it, and stop it with SIGTERM (graceful, exit 0).
-func TestServeAndCall(t *testing.T) {
+// servedProc is a `tcppro serve` child process.
+type servedProc struct {
+	cmd  *exec.Cmd
+	addr string
+	logs *syncBuffer
+	done chan error // receives Wait's result once; put back by whoever takes it
+}
+
+// startServe starts `tcppro serve` on a free loopback port with the admin
+// plane on another, plus args, and waits until it accepts connections. It
+// is killed when the test ends.
+func startServe(t *testing.T, args ...string) *servedProc {
+	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	serve := tcppro("serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port")
-	var logs bytes.Buffer
-	serve.Stderr = &logs
-	if err := serve.Start(); err != nil {
+	s := &servedProc{
+		cmd:  tcppro(append([]string{"serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port"}, args...)...),
+		addr: addr,
+		logs: &syncBuffer{},
+		done: make(chan error, 1),
+	}
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- serve.Wait() }()
+	go func() { s.done <- s.cmd.Wait() }()
 	t.Cleanup(func() {
-		serve.Process.Kill()
-		<-done
+		s.cmd.Process.Kill()
+		<-s.done
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			break
+			return s
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("serve exited (%v) before listening:\n%s", err, s.logs)
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("serve never listened: %v\n%s", err, logs.String())
+			t.Fatalf("serve never listened: %v\n%s", err, s.logs)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling the listener
 	}
+}
 
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServeAndCall runs the README's first two commands as processes:
+// serve, call it, and stop it with SIGTERM (graceful, exit 0).
+func TestServeAndCall(t *testing.T) {
+	s := startServe(t)
+	addr, serve, done := s.addr, s.cmd, s.done
 	out, err := tcppro("call", "--addr", addr, "hello").Output()
 	if err != nil {
 		t.Fatalf("call: %v", err)
@@ -91,13 +135,18 @@ func TestServeAndCall(t *testing.T) {
 	case err := <-done:
 		done <- err
 		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, logs.String())
+			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, s.logs)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not exit after SIGTERM")
 	}
-	if !strings.Contains(logs.String(), "effective") && !strings.Contains(logs.String(), "starting") {
-		t.Fatalf("the effective configuration was not logged:\n%s", logs.String())
+	if logs := s.logs.String(); !strings.Contains(logs, "effective") && !strings.Contains(logs, "starting") {
+		t.Fatalf("the effective configuration was not logged:\n%s", logs)
+	}
+	// A default start warns about nothing (the admin plane's metrics are
+	// wired in, interceptor included).
+	if logs := s.logs.String(); strings.Contains(logs, "level=WARN") {
+		t.Errorf("serve warned at a default start:\n%s", logs)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -37,12 +38,22 @@ func runServe(args []string) int {
 	maxAge := fs.Duration("max-conn-age", d.MaxConnAge, "maximum connection age, ±jitter (negative: none)")
 	maxAgeJitter := fs.Float64("max-conn-age-jitter", d.MaxConnAgeJitter, "relative jitter on the maximum connection age")
 	maxAgeGrace := fs.Duration("max-conn-age-grace", d.MaxConnAgeGrace, "time an aged connection gets to finish after GOAWAY")
-	hbInterval := fs.Duration("heartbeat-interval", sd.HeartbeatInterval, "silence before a PING is sent")
-	hbTimeout := fs.Duration("heartbeat-timeout", sd.HeartbeatTimeout, "wait for any frame after a PING before the peer is dead")
-	frameTimeout := fs.Duration("frame-read-timeout", sd.FrameReadTimeout, "time a started frame has to complete")
+	hbInterval := fs.Duration("heartbeat-interval", sd.HeartbeatInterval, "silence (nothing received) after which a PING is sent; negative disables heartbeats")
+	hbTimeout := fs.Duration("heartbeat-timeout", sd.HeartbeatTimeout, "silence, counted from the last bytes received, after which the peer is dead; must exceed --heartbeat-interval")
+	handshakeTimeout := fs.Duration("handshake-timeout", sd.HandshakeTimeout, "bound on a new connection's TLS handshake and HELLO exchange")
+	frameTimeout := fs.Duration("frame-read-timeout", sd.FrameReadTimeout, "time a started frame may receive nothing more")
 	writeTimeout := fs.Duration("write-timeout", sd.WriteTimeout, "time queued output may make no progress")
-	maxFrame := fs.Uint("max-frame-size", uint(sd.MaxFrameSize), "largest accepted frame payload, bytes")
-	maxInFlight := fs.Int("max-in-flight", sd.MaxInFlight, "requests in flight per connection")
+	lingerTimeout := fs.Duration("linger-timeout", sd.LingerTimeout, "time a closing connection waits for the peer's FIN or its last bytes to leave")
+	maxFrame := bytesFlag(fs, "max-frame-size", int64(sd.MaxFrameSize), 0, math.MaxUint32, "largest frame payload accepted, announced in HELLO: a `SIZE` such as 65536 or 64KiB, from 16KiB to 16MiB-1")
+	maxMessage := bytesFlag(fs, "max-message-size", int64(sd.MaxMessageSize), 0, math.MaxUint32, "largest request body accepted (`SIZE`), announced in HELLO")
+	maxInFlight := fs.Int("max-in-flight", sd.MaxInFlight, "requests in flight per connection, announced in HELLO; beyond it requests get OVERLOADED")
+	maxQueuedControl := fs.Int("max-queued-control", sd.MaxQueuedControl, "control frames (PONGs, refusals) queued for a peer that does not read them before it is cut with CONTROL_FLOOD")
+	writeQueue := bytesFlag(fs, "write-queue-size", int64(sd.WriteQueueSize), 0, math.MaxInt32, "bytes (`SIZE`) queued for writing per connection; reading from a peer that lets it fill pauses")
+	connMemory := bytesFlag(fs, "conn-memory", int64(sd.ConnMemory), 0, math.MaxInt64, "bytes (`SIZE`) held per connection (bodies received, answers unwritten); beyond it requests get OVERLOADED; at least --max-message-size")
+	memoryBudget := bytesFlag(fs, "memory-budget", d.MemoryBudget, -1, math.MaxInt64, "bytes (`SIZE`) held across all connections; beyond it requests get OVERLOADED; -1 disables (default: half of GOMEMLIMIT when set, else 1GiB)")
+	tlsCert := fs.String("tls-cert", "", "serve TLS with the PEM certificate (and chain) in `FILE`; the pair is reloaded when its files change, without a restart (needs --tls-key)")
+	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
+	tlsClientCA := fs.String("tls-client-ca", "", "require client certificates signed by the PEM CA certificates in `FILE` (mutual TLS; needs --tls-cert)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	adminAddr := fs.String("admin", admin.DefaultAddr, "admin plane address host:port, its own port (health, readiness, offline/drain, metrics, connections, pprof); empty disables")
@@ -66,6 +77,7 @@ func runServe(args []string) int {
 		AllowEphemeralPort: *allowEph,
 		MaxConns:           *maxConns,
 		Workers:            *workers,
+		MemoryBudget:       *memoryBudget,
 		HandlerTimeout:     *handlerTimeout,
 		MaxConnAge:         *maxAge,
 		MaxConnAgeJitter:   *maxAgeJitter,
@@ -73,13 +85,29 @@ func runServe(args []string) int {
 		Session: session.Config{
 			HeartbeatInterval: *hbInterval,
 			HeartbeatTimeout:  *hbTimeout,
+			HandshakeTimeout:  *handshakeTimeout,
 			FrameReadTimeout:  *frameTimeout,
 			WriteTimeout:      *writeTimeout,
+			LingerTimeout:     *lingerTimeout,
 			MaxFrameSize:      uint32(*maxFrame),
+			MaxMessageSize:    uint32(*maxMessage),
 			MaxInFlight:       *maxInFlight,
+			MaxQueuedControl:  *maxQueuedControl,
+			WriteQueueSize:    int(*writeQueue),
+			ConnMemory:        int(*connMemory),
 		},
 		Logger: log,
 	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro serve:", flagError(err, serveFlagOf))
+		return 2
+	}
+	tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *tlsClientCA, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		return 2
+	}
+	cfg.TLS = tlsCfg
 	admCfg := admin.Config{
 		Addr:               *adminAddr,
 		Token:              *adminToken,
@@ -92,11 +120,12 @@ func runServe(args []string) int {
 			return 2
 		}
 		admCfg.Metrics = admin.NewMetrics(nil)
-		cfg.Observer = admCfg.Metrics
+		// The Observer, and the interceptor that times every request.
+		admCfg.Metrics.Install(&cfg)
 	}
 	srv, err := server.New(cfg, refservice.Handler())
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		fmt.Fprintln(os.Stderr, "tcppro serve:", flagError(err, serveFlagOf))
 		return 2
 	}
 	log.Info("starting", "config", srv.Config())
@@ -167,4 +196,28 @@ func runServe(args []string) int {
 	stopAdmin()
 	log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
 	return 0
+}
+
+// serveFlagOf maps the configuration fields that validation can name to
+// their flags, so that an error names the flag to fix.
+var serveFlagOf = map[string]string{
+	"MaxConns":          "max-conns",
+	"Workers":           "workers",
+	"MemoryBudget":      "memory-budget",
+	"HandlerTimeout":    "handler-timeout",
+	"MaxConnAge":        "max-conn-age",
+	"MaxConnAgeJitter":  "max-conn-age-jitter",
+	"MaxConnAgeGrace":   "max-conn-age-grace",
+	"HeartbeatInterval": "heartbeat-interval",
+	"HeartbeatTimeout":  "heartbeat-timeout",
+	"HandshakeTimeout":  "handshake-timeout",
+	"FrameReadTimeout":  "frame-read-timeout",
+	"WriteTimeout":      "write-timeout",
+	"LingerTimeout":     "linger-timeout",
+	"MaxFrameSize":      "max-frame-size",
+	"MaxMessageSize":    "max-message-size",
+	"MaxInFlight":       "max-in-flight",
+	"MaxQueuedControl":  "max-queued-control",
+	"WriteQueueSize":    "write-queue-size",
+	"ConnMemory":        "conn-memory",
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -88,6 +89,9 @@ func superviseVerify(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
 		code = 2
 	}
+	// The child's TLS files (--tls) are named after its pid too: a crash
+	// leaves them behind.
+	removeTLSDirs(cmd.Process.Pid)
 	// The child's labs are named after its pid: any still there were left
 	// by a crash. CleanStale kills what runs in them and deletes them.
 	prefix := fmt.Sprintf("tcpprofl-%d-", cmd.Process.Pid)
@@ -121,12 +125,25 @@ func labsWithPrefix(prefix string) []string {
 	return out
 }
 
+// tlsDirPattern is the os.MkdirTemp pattern of the TLS files of the run
+// in process pid.
+func tlsDirPattern(pid int) string { return fmt.Sprintf("tcppro-verify-tls-%d-", pid) }
+
+// removeTLSDirs removes the TLS directories the run in process pid left.
+func removeTLSDirs(pid int) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), tlsDirPattern(pid)+"*"))
+	for _, d := range dirs {
+		os.RemoveAll(d)
+	}
+}
+
 // verifyFlags are the command's settings.
 type verifyFlags struct {
 	asJSON      bool
 	scenarios   []verify.Scenario
 	baselineCap time.Duration
 	serial      bool
+	tls         bool
 }
 
 // parseVerifyFlags parses the command line; when ok is false the command
@@ -134,12 +151,13 @@ type verifyFlags struct {
 func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tcppro verify [--json] [--scenario NAME[,NAME...]] [--baseline-cap D] [--serial]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: tcppro verify [--json] [--scenario NAME[,NAME...]] [--baseline-cap D] [--serial] [--tls]\n\n"+
 			"Runs tcppro's fault scenarios on this machine and measures them: each builds a\n"+
 			"lab of network namespaces (addresses in 198.18.0.0/15; nothing outside the lab is\n"+
 			"touched), runs a tcppro server and client on separate hosts of it with heartbeat\n"+
-			"interval 1s and timeout 1s, produces a real fault and checks tcppro's bound.\n"+
-			"Rows 1-4 also measure a plain net.Conn on the kernel's defaults. Needs root.\n"+
+			"interval 1s and timeout 2s, produces a real fault and checks tcppro's bound.\n"+
+			"Rows 1-4 also measure a plain net.Conn on the kernel's defaults. With --tls every\n"+
+			"scenario runs over TLS (a throwaway CA and certificate, deleted at the end). Needs root.\n"+
 			"Everything it creates is removed when it ends, fails or is interrupted.\n"+
 			"Exit status: 0 every row passes, 1 any fails, 2 usage error or unsupported host.\n\n"+
 			"scenarios:\n")
@@ -153,6 +171,7 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	only := fs.String("scenario", "", "run only these scenarios, comma-separated (default: all)")
 	baselineCap := fs.Duration("baseline-cap", verify.DefaultBaselineCap, "how long a plain connection is watched before its row says \"> cap\"")
 	serial := fs.Bool("serial", false, "run the scenarios one after the other (default: all at once, each in its own lab)")
+	useTLS := fs.Bool("tls", false, "run every scenario over TLS between the clients and the service (a CA and a certificate are generated for the run into a temporary directory, removed at the end)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, 0, false
@@ -180,7 +199,7 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 			scenarios = append(scenarios, s)
 		}
 	}
-	return verifyFlags{asJSON: *asJSON, scenarios: scenarios, baselineCap: *baselineCap, serial: *serial}, 0, true
+	return verifyFlags{asJSON: *asJSON, scenarios: scenarios, baselineCap: *baselineCap, serial: *serial, tls: *useTLS}, 0, true
 }
 
 // runVerifyScenarios is the child: it runs the scenarios and prints the
@@ -206,13 +225,29 @@ func runVerifyScenarios(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
 		return 2
 	}
-	fmt.Fprintf(os.Stderr, "tcppro verify: running %d scenario(s)%s; plain-TCP baselines capped at %v\n",
-		len(scenarios), map[bool]string{true: " one after the other", false: " at once, each in its own lab"}[f.serial], f.baselineCap)
+	var tlsFiles *verify.TLSFiles
+	transport := "plain TCP"
+	if f.tls {
+		dir, err := os.MkdirTemp("", tlsDirPattern(os.Getpid()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro verify: --tls:", err)
+			return 2
+		}
+		defer os.RemoveAll(dir)
+		if tlsFiles, err = verify.NewTLSFiles(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro verify: --tls:", err)
+			return 2
+		}
+		transport = "TLS (a CA and a certificate for " + verify.TLSServerName + " in " + dir + ", removed at the end)"
+	}
+	fmt.Fprintf(os.Stderr, "tcppro verify: running %d scenario(s)%s over %s; plain-TCP baselines capped at %v\n",
+		len(scenarios), map[bool]string{true: " one after the other", false: " at once, each in its own lab"}[f.serial], transport, f.baselineCap)
 	start := time.Now()
 	results, err := verify.RunAll(ctx, scenarios, verify.Options{
 		BaselineCap: f.baselineCap,
 		Progress:    os.Stderr,
 		Parallel:    !f.serial,
+		TLS:         tlsFiles,
 	})
 	if ctx.Err() != nil {
 		stop()

@@ -1,0 +1,130 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/netconn"
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// clientConn is one connection to a server: the core.Sink that ends calls
+// and reports the connection's readiness, GOAWAY and end to its endpoint.
+type clientConn struct {
+	ep *endpoint
+	tc *netconn.Conn
+
+	ready    chan struct{} // closed by the server's HELLO
+	goAway   chan struct{} // closed by the server's GOAWAY
+	unusable atomic.Bool   // GOAWAY received or closed: pick skips it
+	answered atomic.Int64  // calls answered on it (a RESPONSE or an ERROR)
+}
+
+// wentAway reports whether the server sent GOAWAY on the connection.
+func (cc *clientConn) wentAway() bool {
+	select {
+	case <-cc.goAway:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
+	cc := &clientConn{ep: ep, ready: make(chan struct{}), goAway: make(chan struct{})}
+	cc.tc = netconn.New(nc, core.Client, c.cfg.Session, core.Options{}, cc)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.conns[cc] = struct{}{}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		cc.tc.Run()
+		c.mu.Lock()
+		delete(c.conns, cc)
+		c.mu.Unlock()
+	}()
+	return cc, nil
+}
+
+func (cc *clientConn) usable() bool { return !cc.unusable.Load() }
+
+// roundTrip sends the call on this connection and waits until the core
+// ends it: with its answer, an error, or at its deadline (the core's
+// timer). A context cancelled first abandons the call (CANCEL if it was
+// sent).
+func (cc *clientConn) roundTrip(ctx context.Context, cl *call, dst []byte) ([]byte, wire.Metadata, error) {
+	cl.dst = dst
+	if err := cc.tc.Call(&cl.core); err != nil {
+		return dst, nil, err
+	}
+	select {
+	case <-cl.done:
+	case <-ctx.Done():
+		// At the context's deadline, which is the call's, the core ends
+		// the call itself, saying whether it was sent (DeadlineError.Sent).
+		if _, ok := ctx.Deadline(); !ok || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cc.tc.Abandon(&cl.core, ctxError(ctx))
+		}
+		<-cl.done
+	}
+	if cl.err != nil {
+		return dst, cl.md, cl.err
+	}
+	return cl.resp, cl.md, nil
+}
+
+// Ready implements core.Sink: the server's HELLO arrived.
+func (cc *clientConn) Ready(wire.Hello) { close(cc.ready) }
+
+// CallDone implements core.Sink: the core ended a call.
+func (cc *clientConn) CallDone(c *core.Call, body []byte, md wire.Metadata, err error) {
+	if err == nil || isAnswer(err) {
+		cc.answered.Add(1)
+	}
+	c.Owner.(*call).ended(body, md, err)
+}
+
+// isAnswer reports whether err is the server's ERROR answer to a call
+// (rather than a connection's end); kept apart so that a successful call
+// does not pay for the errors.As.
+func isAnswer(err error) bool {
+	var e *session.Error
+	return errors.As(err, &e) && !e.Conn
+}
+
+// GoAway implements core.Sink: no new calls go to this connection; the
+// endpoint opens a fresh one.
+func (cc *clientConn) GoAway(uint64, wire.Reason, []byte) {
+	cc.unusable.Store(true)
+	cc.ep.c.stats.goAways.Add(1)
+	close(cc.goAway)
+}
+
+// Closed implements core.Sink.
+func (cc *clientConn) Closed(err error) {
+	cc.unusable.Store(true)
+	s := &cc.ep.c.stats
+	switch {
+	case errors.Is(err, session.ErrPeerDead):
+		s.deadPeers.Add(1)
+	case errors.Is(err, session.ErrWriteTimeout):
+		s.writeTimeouts.Add(1)
+	}
+}
+
+// HeartbeatRTT implements core.Sink.
+func (cc *clientConn) HeartbeatRTT(time.Duration) {}
+
+// Request and Cancelled implement core.Sink; a client serves no requests.
+func (cc *clientConn) Request(core.Incoming) bool { return false }
+func (cc *clientConn) Cancelled(uint64)           {}

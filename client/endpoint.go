@@ -1,0 +1,259 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/tcppro/tcppro/netx"
+	"github.com/tcppro/tcppro/session"
+)
+
+type epState int
+
+const (
+	stateConnecting epState = iota
+	stateReady
+	stateFailing
+)
+
+// endpoint keeps one connection to one address alive.
+type endpoint struct {
+	c    *Client
+	addr string
+	dial func(ctx context.Context, addr string) (net.Conn, error)
+
+	// Under c.mu.
+	state   epState
+	cur     *clientConn
+	lastErr error
+}
+
+// pick returns a ready connection (another endpoint's than avoid when there
+// is one), waiting while some endpoint is still connecting; when every
+// endpoint is failing it fails fast with an *UnavailableError.
+func (c *Client) pick(ctx context.Context, cl *call, deadline time.Time, avoid *endpoint) (*clientConn, error) {
+	for {
+		if cc := c.pickReady(avoid); cc != nil {
+			return cc, nil
+		}
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if cc := c.pickReady(avoid); cc != nil {
+			c.mu.Unlock()
+			return cc, nil
+		}
+		failing := true
+		errs := make(map[string]error, len(c.eps))
+		for _, ep := range c.eps {
+			if ep.state != stateFailing {
+				failing = false
+			}
+			errs[ep.addr] = ep.lastErr
+		}
+		if failing {
+			c.mu.Unlock()
+			return nil, &UnavailableError{Errs: errs}
+		}
+		ch := c.changed
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctxError(ctx)
+		case <-cl.expired(deadline):
+			return nil, fmt.Errorf("client: call timed out waiting for a connection: %w", &session.DeadlineError{})
+		}
+	}
+}
+
+// pickReady returns the next ready connection in round-robin order,
+// skipping any that is no longer usable, and avoid's unless it is the only
+// one; nil if none is ready.
+func (c *Client) pickReady(avoid *endpoint) *clientConn {
+	ready := *c.ready.Load()
+	n := uint64(len(ready))
+	if n == 0 {
+		return nil
+	}
+	i := c.rr.Add(1)
+	var fallback *clientConn
+	for k := uint64(0); k < n; k++ {
+		cc := ready[(i+k)%n]
+		if !cc.usable() {
+			continue
+		}
+		if cc.ep != avoid {
+			return cc
+		}
+		fallback = cc
+	}
+	return fallback
+}
+
+// notifyLocked wakes calls waiting for a ready connection and republishes
+// the ready list.
+func (c *Client) notifyLocked() {
+	ready := make([]*clientConn, 0, len(c.eps))
+	if !c.closed {
+		for _, ep := range c.eps {
+			if ep.state == stateReady && ep.cur != nil {
+				ready = append(ready, ep.cur)
+			}
+		}
+	}
+	c.ready.Store(&ready)
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// set changes the endpoint's state (only if cur is still its connection,
+// when from is not nil).
+func (ep *endpoint) set(from *clientConn, state epState, cur *clientConn, err error) {
+	c := ep.c
+	c.mu.Lock()
+	if from == nil || ep.cur == from {
+		ep.state, ep.cur = state, cur
+		if err != nil {
+			ep.lastErr = err
+		}
+		c.notifyLocked()
+	}
+	c.mu.Unlock()
+}
+
+// run connects, watches the connection, and reconnects: at once after a
+// GOAWAY, after a backoff delay after a failure.
+func (ep *endpoint) run() {
+	c := ep.c
+	defer c.wg.Done()
+	failures := 0
+	for {
+		if failures > 0 {
+			d := c.cfg.Backoff.Delay(failures - 1)
+			c.stats.backoffWaits.Add(1)
+			c.stats.backoffNanos.Add(uint64(d))
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		cc, err := ep.connect()
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			failures++
+			ep.set(nil, stateFailing, nil, err)
+			continue
+		}
+		ep.set(nil, stateReady, cc, nil)
+		select {
+		case <-cc.tc.Done():
+		case <-cc.goAway:
+		case <-c.ctx.Done():
+			return
+		}
+		away := cc.wentAway()
+		switch {
+		case cc.answered.Load() == 0:
+			// Told to go away, or closed, before a single answer: back off
+			// as after a failure, or a server that sends GOAWAY on every
+			// new connection would be redialled in a tight loop.
+			failures++
+		case away:
+			failures = 0 // the old connection finishes its calls on its own
+		default:
+			failures = 1 // it worked: retry soon, but jittered
+		}
+		if away {
+			// Calls wait for the next connection rather than fail.
+			ep.set(cc, stateConnecting, nil, nil)
+			continue
+		}
+		c.stats.reconnects.Add(1)
+		err = cc.tc.Err()
+		if err == nil {
+			err = fmt.Errorf("%w: the server ended the connection", session.ErrConnClosed)
+		}
+		ep.set(cc, stateFailing, nil, err)
+	}
+}
+
+// connect dials, runs the TLS handshake if configured, and waits for the
+// server's HELLO. A server that refuses the connection (BUSY, SHUTTING_DOWN)
+// is an error here, and the endpoint backs off.
+func (ep *endpoint) connect() (*clientConn, error) {
+	c := ep.c
+	c.stats.dials.Add(1)
+	// DialTimeout bounds every connect, through a Dial hook too.
+	dctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	nc, err := ep.dial(dctx, ep.addr)
+	timedOut := dctx.Err() == context.DeadlineExceeded
+	cancel()
+	if err != nil {
+		c.stats.dialFailures.Add(1)
+		var de *netx.DialError
+		if timedOut && !errors.As(err, &de) {
+			err = &netx.DialError{Addr: ep.addr, Timeout: true, Err: err}
+		}
+		return nil, err
+	}
+	if c.cfg.TLS != nil {
+		if nc, err = ep.handshake(nc); err != nil {
+			c.stats.dialFailures.Add(1)
+			return nil, err
+		}
+	}
+	cc, err := c.newConn(nc, ep)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	select {
+	case <-cc.ready:
+		return cc, nil
+	case <-cc.tc.Done():
+		c.stats.dialFailures.Add(1)
+		err := cc.tc.Err()
+		if err == nil {
+			err = session.ErrConnClosed
+		}
+		return nil, err
+	case <-c.ctx.Done():
+		cc.tc.Close(ErrClosed)
+		return nil, ErrClosed
+	}
+}
+
+// handshake runs the client's TLS handshake, bounded by HandshakeTimeout.
+func (ep *endpoint) handshake(nc net.Conn) (net.Conn, error) {
+	c := ep.c
+	cfg := c.cfg.TLS
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		if host, _, err := net.SplitHostPort(ep.addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	tc := tls.Client(nc, cfg)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Session.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: TLS: %w", session.ErrHandshakeTimeout, err)
+		}
+		return nil, err
+	}
+	return tc, nil
+}

@@ -1,0 +1,140 @@
+package core
+
+import (
+	"fmt"
+
+	"github.com/tcppro/tcppro/session"
+)
+
+// A connection ends in one of two ways.
+//
+// Gracefully: once it has nothing left to do — a server that sent GOAWAY,
+// or read the peer's FIN, with no request in flight; a client that
+// received GOAWAY with no call left — it wants to send its FIN after its
+// last bytes (WantFin); then it is done when the peer's FIN arrives, or
+// after LingerTimeout.
+//
+// By failure (fail): a protocol error, a dead peer, a timeout, the peer's
+// connection-level ERROR, a write error, or Close. Every call ends at
+// once, every request is forgotten, queued data is dropped; a final ERROR
+// frame, if any, is sent, and the connection is done once it has left, or
+// after LingerTimeout.
+
+// Close ends the connection at once with err (a local decision: the
+// server or the client is closing). Every call ends with err; the
+// transport must close the socket (Done).
+func (c *Conn) Close(now int64, err error) {
+	if err == nil {
+		err = session.ErrConnClosed
+	}
+	c.fail(now, err, nil)
+	c.finish()
+}
+
+// ReceiveEOF reports the peer's FIN. A client fails what it has in flight
+// and is done (gracefully if it had nothing left to do); a server stops
+// reading, drops requests whose frames were still arriving, and finishes
+// those in flight before its own FIN (protocol.md §12).
+func (c *Conn) ReceiveEOF(now int64) {
+	if c.failed || c.eof || c.done {
+		return
+	}
+	c.eof, c.eofAt = true, now
+	switch {
+	case c.finSent, c.role == Client && c.finWanted:
+		// This side had nothing left to do either (a client with no
+		// call left wants to FIN only once its last bytes are out): the
+		// connection ends gracefully.
+		c.finish()
+	case c.role == Client || !c.helloRecv:
+		c.fail(now, connClosed("the peer closed the connection", nil), nil)
+	default:
+		for _, id := range c.reqIDs() {
+			if r := c.reqs[id]; r.st == reqReceiving {
+				c.dropRequest(r)
+			}
+		}
+		c.settle(now)
+	}
+}
+
+// FinSent reports that the transport half-closed the socket after WantFin
+// (halfClosed), or, when it cannot half-close, that it closed it.
+func (c *Conn) FinSent(now int64, halfClosed bool) {
+	c.finSent, c.finAt = true, now
+	if !halfClosed || c.eof {
+		c.finish()
+	}
+}
+
+// fail ends the connection with err, queueing final (an encoder of a last
+// control frame) if not nil.
+func (c *Conn) fail(now int64, err error, final func([]byte) []byte) {
+	if c.failed || c.done {
+		return
+	}
+	c.failed, c.err, c.failAt = true, err, now
+	o := &c.out
+	for o.ring != nil {
+		c.unring(o.ring)
+	}
+	c.addQueued(-(len(o.fifo) - o.fifoOff))
+	o.fifo, o.fifoOff = nil, 0
+	o.ctrl, o.ctrlOff, o.ctrlN, o.peerN = nil, 0, 0, 0
+	if c.role == Client {
+		c.endAllCalls(err)
+	} else {
+		c.dropAllRequests()
+	}
+	c.sink.Closed(err)
+	if final != nil {
+		c.addControl(now, final)
+	}
+	c.settle(now)
+}
+
+// finish makes the connection done, telling the Sink of a graceful end.
+func (c *Conn) finish() {
+	if c.done {
+		return
+	}
+	c.done = true
+	if c.role == Server {
+		c.dropAllRequests()
+	}
+	if !c.failed {
+		c.sink.Closed(nil)
+	}
+}
+
+// settle moves the connection along after any change: a failed connection
+// is done once its final frame has left; one with nothing left to do wants
+// its FIN.
+func (c *Conn) settle(now int64) {
+	switch {
+	case c.done:
+	case c.failed:
+		if c.out.pending() == 0 {
+			c.finish()
+		}
+	case !c.finWanted && c.drained():
+		c.finWanted = true
+	}
+}
+
+// drained reports whether a connection that is ending gracefully has
+// nothing left to do.
+func (c *Conn) drained() bool {
+	if c.role == Client {
+		return c.goingAway && len(c.calls) == 0 && c.waiting.head == nil
+	}
+	return (c.goingAway || c.eof) && c.inflight == 0
+}
+
+// connClosed is ErrConnClosed with what happened.
+func connClosed(what string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%w: %s", session.ErrConnClosed, what)
+	}
+	return fmt.Errorf("%w: %s: %w", session.ErrConnClosed, what, err)
+}

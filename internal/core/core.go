@@ -1,0 +1,307 @@
+// Package core is tcppro's protocol core: every rule of docs/protocol.md for
+// one connection, as a single-owner state machine with no I/O.
+//
+// A Conn holds all the protocol state of one connection: the HELLO exchange,
+// request ids, calls and requests in flight, message assembly and chunking,
+// heartbeats and liveness, the write queue and its bounds, the memory held
+// for the peer, GOAWAY and last ids, cancellation, and closing. It has no
+// goroutines, no locks, no sockets and never reads a clock. Its inputs are
+// bytes received (Receive, ReceiveEOF), the time (every method takes the
+// current time; Tick fires the timers) and commands (Call, Abandon, Answer,
+// AnswerError, GoAway, Close). Its outputs are bytes to send (Transmit,
+// into the caller's buffer, with Written reporting what left), events
+// (through the Sink, synchronously, while the caller drives the Conn) and
+// the next time it must be called (Next).
+//
+// A Conn is not safe for concurrent use: a transport serialises every call
+// into it (a mutex in the goroutine-per-connection transport, the loop
+// itself in an event loop). The transport decides nothing about the
+// protocol: it moves bytes and time, and closes the socket when Done says
+// so.
+//
+// Times are monotonic nanoseconds on any scale the transport chooses (0 is
+// never a valid deadline: deadlines of 0 mean none).
+package core
+
+import (
+	"time"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// Role says which side of the connection a Conn plays.
+type Role uint8
+
+// Roles.
+const (
+	Client Role = iota + 1 // opened the connection; sends requests
+	Server                 // answers requests
+)
+
+func (r Role) String() string {
+	switch r {
+	case Client:
+		return "client"
+	case Server:
+		return "server"
+	}
+	return "role?"
+}
+
+// Budget is memory shared by the connections of one server: a Conn reserves
+// what it holds for its peer (request bodies, answers not yet written) and
+// releases it when done. Implementations must be safe for concurrent use
+// (connections reserve from many goroutines); Reserve with force set must
+// succeed, even past the budget (answers are never refused).
+type Budget interface {
+	Reserve(n int, force bool) bool
+	Release(n int)
+}
+
+// Sink receives a Conn's events. Its methods are called synchronously from
+// inside the Conn's methods, in protocol order, and must neither block nor
+// call back into the Conn (the transport holds it). Byte slices alias the
+// Conn's or the transport's buffers and are valid only during the call.
+type Sink interface {
+	// Ready reports the peer's HELLO: the connection is open, with the
+	// peer's limits.
+	Ready(peer wire.Hello)
+	// Request hands a server a complete request. Returning false refuses
+	// it with OVERLOADED (not processed); returning true obliges the
+	// owner to end it with Answer or AnswerError, exactly once, even
+	// after Cancelled or the connection's end.
+	Request(r Incoming) bool
+	// Cancelled tells a server that the peer cancelled a request it
+	// accepted: its answer will be dropped.
+	Cancelled(id uint64)
+	// CallDone ends a client call, exactly once: with the answer's body and
+	// metadata, or with an error. The Conn no longer refers to the Call.
+	CallDone(c *Call, body []byte, md wire.Metadata, err error)
+	// GoAway tells a client that the peer sent GOAWAY: the connection takes
+	// no new calls. Calls above lastID have already been ended with an
+	// error that session.RetrySafe accepts.
+	GoAway(lastID uint64, reason wire.Reason, msg []byte)
+	// Closed reports that the connection failed or ended: err says why
+	// (nil after a graceful end). Every call has been ended before; a
+	// server's accepted requests will have their answers dropped. Called
+	// once.
+	Closed(err error)
+	// HeartbeatRTT reports the round trip of a PING answered by its PONG.
+	HeartbeatRTT(d time.Duration)
+}
+
+// Incoming is a complete request handed to a server's Sink.
+type Incoming struct {
+	ID            uint64
+	TimeoutMillis uint32 // the client's remaining deadline; 0: none
+	Method        []byte
+	Metadata      wire.Metadata
+	Body          []byte
+	// Size is the bytes the request holds against the connection's memory
+	// bound until it is answered.
+	Size int
+}
+
+// Options are a Conn's collaborators beyond its configuration.
+type Options struct {
+	// Budget is the server's memory shared by all its connections; nil
+	// means none (only session.Config.ConnMemory bounds a connection).
+	Budget Budget
+}
+
+// Stats is a snapshot of a Conn's counters, for connection tables.
+type Stats struct {
+	FramesIn, FramesOut uint64
+	BytesIn, BytesOut   uint64
+	InFlight            int   // requests in flight (server) or calls admitted (client)
+	LastReceived        int64 // time of the last bytes received
+	RTT                 time.Duration
+	GoingAway           bool // GOAWAY sent (server) or received (client)
+	Held                int  // server: bytes held for the peer
+	Queued              int  // bytes waiting to be transmitted
+	// Server: requests refused OVERLOADED by the protocol's own bounds
+	// (MAX_IN_FLIGHT, memory), as opposed to the Sink's refusals.
+	RefusedInFlight, RefusedMemory uint64
+}
+
+// Conn is one connection's protocol state. See the package comment.
+type Conn struct {
+	role Role
+	cfg  session.Config
+	opts Options
+	sink Sink
+	dec  wire.Decoder
+
+	// Handshake.
+	helloRecv bool
+	peer      wire.Hello
+	started   int64
+
+	// Liveness.
+	lastRecv   int64 // last bytes received, or the end of a read pause
+	lastPingAt int64
+	pingSeq    uint64
+	pingData   uint64 // the outstanding PING's payload, if pingOut
+	pingOut    bool
+	rtt        time.Duration
+	partial    bool // a frame has started arriving and is incomplete
+
+	// Output: control frames first, then data in turns.
+	out outQueue
+
+	// Client.
+	nextID     uint64
+	calls      map[uint64]*Call // admitted, not ended
+	waiting    callList         // not admitted yet, oldest first
+	deadlines  callHeap
+	peerLastID uint64 // smallest GOAWAY last id received, if goingAway
+
+	// Server.
+	reqs      map[uint64]*request
+	freeReqs  []*request
+	highestID uint64
+	lastID    uint64 // the last id of our GOAWAY, if goingAway
+	inflight  int    // requests receiving or handled, not cancelled
+	held      int    // bytes reserved for the peer (Budget and ConnMemory)
+
+	// Lifecycle.
+	goingAway bool  // GOAWAY sent (server) or received (client)
+	eof       bool  // the peer's FIN was read
+	eofAt     int64 // when
+	finWanted bool  // nothing left to do: send FIN once the output is out
+	finSent   bool
+	finAt     int64
+	failed    bool  // the connection failed or was closed; err says why
+	failAt    int64 // when
+	done      bool  // the transport must close the socket now
+	err       error
+
+	framesIn, bytesIn uint64
+	refusedInFlight   uint64
+	refusedMemory     uint64
+}
+
+// New returns the protocol state of a new connection, created at now. A
+// client's HELLO is queued at once; a server waits for the client's.
+func New(role Role, cfg session.Config, opts Options, sink Sink, now int64) *Conn {
+	cfg = cfg.WithDefaults()
+	c := &Conn{
+		role:     role,
+		cfg:      cfg,
+		opts:     opts,
+		sink:     sink,
+		dec:      wire.Decoder{MaxFrameSize: cfg.MaxFrameSize},
+		started:  now,
+		lastRecv: now,
+		peer:     defaultHello(),
+		nextID:   1,
+	}
+	c.out.init(c)
+	if role == Client {
+		c.calls = make(map[uint64]*Call)
+		h := c.hello()
+		c.addControl(now, func(b []byte) []byte { return wire.AppendHello(b, h) })
+	} else {
+		c.reqs = make(map[uint64]*request)
+	}
+	return c
+}
+
+// defaultHello is what a peer's limits are taken to be until its HELLO.
+func defaultHello() wire.Hello {
+	return wire.Hello{
+		Version:        wire.Version,
+		MaxFrameSize:   wire.DefaultMaxFrameSize,
+		MaxMessageSize: wire.DefaultMaxMessageSize,
+		MaxInFlight:    wire.DefaultMaxInFlight,
+	}
+}
+
+// hello is this side's HELLO.
+func (c *Conn) hello() wire.Hello {
+	h := wire.Hello{
+		Version:        wire.Version,
+		MaxFrameSize:   c.cfg.MaxFrameSize,
+		MaxMessageSize: c.cfg.MaxMessageSize,
+	}
+	if c.role == Server {
+		h.MaxInFlight = uint32(c.cfg.MaxInFlight)
+	}
+	if c.cfg.Heartbeats() {
+		h.HeartbeatInterval = uint64(c.cfg.HeartbeatInterval / time.Millisecond)
+	}
+	return h
+}
+
+// Role is the side this Conn plays.
+func (c *Conn) Role() Role { return c.role }
+
+// Config is the effective configuration (defaults filled in).
+func (c *Conn) Config() session.Config { return c.cfg }
+
+// Peer is the peer's HELLO, or the protocol's defaults before it arrived.
+func (c *Conn) Peer() wire.Hello { return c.peer }
+
+// Ready reports whether the peer's HELLO has arrived.
+func (c *Conn) Ready() bool { return c.helloRecv }
+
+// Err is why the connection failed or was closed, or nil.
+func (c *Conn) Err() error { return c.err }
+
+// Failed reports whether the connection failed or was closed: it takes no
+// more commands and its calls have ended.
+func (c *Conn) Failed() bool { return c.failed }
+
+// Done reports whether the transport must close the socket now.
+func (c *Conn) Done() bool { return c.done }
+
+// GoingAway reports whether GOAWAY was sent (server) or received (client),
+// and its last id.
+func (c *Conn) GoingAway() (bool, uint64) {
+	if c.role == Server {
+		return c.goingAway, c.lastID
+	}
+	return c.goingAway, c.peerLastID
+}
+
+// Usable reports whether a client connection takes new calls now.
+func (c *Conn) Usable() bool {
+	return c.role == Client && c.helloRecv && !c.goingAway && !c.failed && !c.finWanted
+}
+
+// WantRead reports whether the transport should read from the peer: not
+// after the peer's FIN, nor once the connection failed, nor while a server
+// holds at least WriteQueueSize bytes for a peer that does not read them
+// (protocol.md §11.4).
+func (c *Conn) WantRead() bool {
+	return !c.eof && !c.failed && !c.done && !c.out.paused
+}
+
+// InFlight is the number of requests in flight (server) or of calls
+// admitted and not ended (client).
+func (c *Conn) InFlight() int {
+	if c.role == Client {
+		return len(c.calls)
+	}
+	return c.inflight
+}
+
+// Stats returns the Conn's counters.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		FramesIn:     c.framesIn,
+		FramesOut:    c.out.framesOut,
+		BytesIn:      c.bytesIn,
+		BytesOut:     c.out.bytesOut,
+		InFlight:     c.InFlight(),
+		LastReceived: c.lastRecv,
+		RTT:          c.rtt,
+		GoingAway:    c.goingAway,
+		Held:         c.held,
+		Queued:       c.out.queued,
+
+		RefusedInFlight: c.refusedInFlight,
+		RefusedMemory:   c.refusedMemory,
+	}
+}

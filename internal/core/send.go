@@ -1,0 +1,392 @@
+package core
+
+import (
+	"math"
+
+	"github.com/tcppro/tcppro/wire"
+)
+
+// outQueue is what a Conn has to send, in three parts:
+//
+//   - control frames (HELLO, PING, PONG, CANCEL, GOAWAY, refusals and
+//     connection-level ERRORs), whole frames, sent first;
+//   - fifo: whole single-frame answers (a server's), in order;
+//   - ring: messages that go out frame by frame (a client's requests, a
+//     server's answers larger than one frame), taking turns one chunk each.
+//
+// queued counts the data bytes not yet transmitted (fifo, and each ring
+// message's remaining head and body); inTransit the bytes handed to the
+// transport and not yet reported written.
+type outQueue struct {
+	c *Conn
+
+	ctrl    []byte
+	ctrlOff int
+	ctrlN   int // frames in ctrl[ctrlOff:]
+	peerN   int // of those, frames owed to the peer (see peerControl)
+
+	fifo    []byte
+	fifoOff int
+
+	ring     *msg // the message whose turn is next; nil when none
+	fifoTurn bool // the fifo's turn comes before the ring's next chunk
+
+	queued    int
+	inTransit int
+	waitStart int64 // since when output is pending without progress
+	paused    bool  // server: reading paused (see WantRead)
+
+	framesOut, bytesOut uint64
+}
+
+// keepCap is the largest buffer an idle queue keeps; larger ones are
+// dropped when they empty, so an idle connection holds little.
+const keepCap = 512
+
+// minChunk is the smallest body chunk Transmit cuts to fill the room left
+// in a buffer that already holds frames.
+const minChunk = 4 << 10
+
+func (o *outQueue) init(c *Conn) { o.c = c }
+
+// pending is the number of bytes waiting to leave: queued, control and in
+// transit.
+func (o *outQueue) pending() int {
+	return o.queued + len(o.ctrl) - o.ctrlOff + o.inTransit
+}
+
+// willQueue is called before anything is added to the queue: output that
+// was idle starts waiting for write progress now.
+func (o *outQueue) willQueue(now int64) {
+	if o.pending() == 0 {
+		o.waitStart = now
+	}
+}
+
+// addControl queues a control frame, encoded by frame. After this side's
+// FIN nothing more can be written: the frame is dropped.
+func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
+	if c.finSent {
+		return
+	}
+	o := &c.out
+	o.willQueue(now)
+	o.ctrl = frame(o.ctrl)
+	o.ctrlN++
+	c.updatePause(now)
+}
+
+// peerControl queues a control frame owed to the peer because of what it
+// sent (a PONG, a refusal). Past MaxQueuedControl unsent ones, the peer is
+// flooding without reading: the connection fails with CONTROL_FLOOD. The
+// control frames this side sends of its own accord (HELLO, GOAWAY, PING,
+// CANCEL) do not count.
+func (c *Conn) peerControl(now int64, frame func([]byte) []byte) {
+	if c.finSent {
+		return // dropped by addControl: not counted either
+	}
+	if c.out.peerN >= c.floodBound() {
+		c.failFlood(now)
+		return
+	}
+	c.addControl(now, frame)
+	c.out.peerN++
+}
+
+// floodBound is how many control frames owed to the peer may wait unsent:
+// MaxQueuedControl, plus on a server one refusal per request a conforming
+// client may have in flight (it counts a refused request in flight until it
+// reads the refusal, so it cannot cause more), so that a burst of refusals
+// is never taken for a flood (protocol.md §11.3).
+func (c *Conn) floodBound() int {
+	if c.role == Server {
+		return c.cfg.MaxQueuedControl + c.cfg.MaxInFlight
+	}
+	return c.cfg.MaxQueuedControl
+}
+
+// peerFrame reports whether the control frame b was queued by peerControl:
+// a PONG, or a refusal (an ERROR with a request's id).
+func peerFrame(b []byte) bool {
+	h, _ := wire.ParseHeader(b)
+	return h.Type == wire.TypePong || (h.Type == wire.TypeError && h.ID != 0)
+}
+
+// msg is a message that goes out frame by frame.
+type msg struct {
+	next, prev *msg
+	id         uint64
+	typ        wire.Type // TypeRequest or TypeResponse
+	headSent   bool
+	inRing     bool
+	ovh        int // the head frame's payload bytes before the body
+	body       []byte
+	off        int // body bytes transmitted
+	md         wire.Metadata
+	method     string
+	deadline   int64 // a request's deadline, for its timeout field
+	call       *Call // a request's call
+}
+
+// remaining is the bytes of m that are still counted in queued.
+func (m *msg) remaining() int {
+	r := len(m.body) - m.off
+	if !m.headSent {
+		r += wire.HeaderLen + m.ovh
+	}
+	return r
+}
+
+// push adds m to the ring, after every message already in it: its head
+// frame then goes out after theirs, so heads leave in the order of push
+// (which keeps request ids increasing on the wire).
+func (c *Conn) push(now int64, m *msg) {
+	o := &c.out
+	o.willQueue(now)
+	if o.ring == nil {
+		m.next, m.prev = m, m
+		o.ring = m
+	} else {
+		tail := o.ring.prev
+		m.prev, m.next = tail, o.ring
+		tail.next = m
+		o.ring.prev = m
+	}
+	m.inRing = true
+	c.addQueued(m.remaining())
+	c.updatePause(now)
+}
+
+// unring takes m out of the ring, uncounting what it had left to send.
+func (c *Conn) unring(m *msg) {
+	o := &c.out
+	if !m.inRing {
+		return
+	}
+	c.addQueued(-m.remaining())
+	if m.next == m {
+		o.ring = nil
+	} else {
+		m.prev.next = m.next
+		m.next.prev = m.prev
+		if o.ring == m {
+			o.ring = m.next
+		}
+	}
+	m.next, m.prev, m.inRing = nil, nil, false
+}
+
+// addQueued changes the count of queued data bytes; on a server, queued
+// bytes are answers, held against the memory bounds until transmitted.
+func (c *Conn) addQueued(n int) {
+	c.out.queued += n
+	if c.role != Server || n == 0 {
+		return
+	}
+	if c.opts.Budget != nil {
+		if n > 0 {
+			c.opts.Budget.Reserve(n, true)
+		} else {
+			c.opts.Budget.Release(-n)
+		}
+	}
+}
+
+// Transmit appends the next frames to send to dst and returns it: control
+// frames first, then data frames: one chunk of the ring's next message and
+// the answers waiting in order, until about max bytes were added
+// (max must be at least wire.MinMaxFrameSize; a frame is never split, and
+// the first frame is taken whatever its size). The transport must write
+// the bytes in order and report them with Written before it calls Transmit
+// again.
+func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
+	o := &c.out
+	if c.done {
+		return dst
+	}
+	start := len(dst)
+	for o.ctrlOff < len(o.ctrl) {
+		n := wire.FrameLen(o.ctrl[o.ctrlOff:])
+		if len(dst) > start && len(dst)-start+n > max {
+			break
+		}
+		if peerFrame(o.ctrl[o.ctrlOff:]) {
+			o.peerN--
+		}
+		dst = append(dst, o.ctrl[o.ctrlOff:o.ctrlOff+n]...)
+		o.ctrlOff += n
+		o.ctrlN--
+		o.framesOut++
+	}
+	if o.ctrlOff == len(o.ctrl) {
+		o.ctrl, o.ctrlOff = trim(o.ctrl), 0
+	}
+	// Data only once every control frame is out. The ring and the fifo
+	// take turns, across calls too: when a chunk filled the last call,
+	// the fifo goes first in this one.
+	if !c.failed && o.ctrlOff == len(o.ctrl) {
+		// At most one chunk per call: a control frame queued while these
+		// bytes are written waits behind one chunk at most (protocol.md
+		// §1), whatever the peer's MAX_FRAME_SIZE.
+		chunked := false
+		for len(dst)-start < max {
+			progressed := false
+			if o.ring != nil && !chunked && !(o.fifoTurn && o.fifoOff < len(o.fifo)) {
+				dst, progressed = c.nextChunk(now, dst, max-(len(dst)-start), len(dst) == start)
+				o.fifoTurn = progressed
+				chunked = progressed
+			}
+			for o.fifoOff < len(o.fifo) {
+				n := wire.FrameLen(o.fifo[o.fifoOff:])
+				if len(dst) > start && len(dst)-start+n > max {
+					break
+				}
+				dst = append(dst, o.fifo[o.fifoOff:o.fifoOff+n]...)
+				o.fifoOff += n
+				o.framesOut++
+				c.addQueued(-n)
+				progressed = true
+				o.fifoTurn = false
+			}
+			if o.fifoOff == len(o.fifo) {
+				o.fifo, o.fifoOff = trim(o.fifo), 0
+			}
+			if !progressed {
+				break
+			}
+		}
+	}
+	o.inTransit += len(dst) - start
+	c.updatePause(now)
+	c.admit(now) // what left the write queue makes room for waiting calls
+	return dst
+}
+
+// trim empties a drained buffer, dropping it if it grew large.
+func trim(b []byte) []byte {
+	if cap(b) > keepCap {
+		return nil
+	}
+	return b[:0]
+}
+
+// nextChunk appends the next frame of the message whose turn it is: its
+// head frame with the body's first chunk, or a DATA frame with the next
+// one, sized to the peer's MAX_FRAME_SIZE and to room.
+func (c *Conn) nextChunk(now int64, dst []byte, room int, first bool) ([]byte, bool) {
+	o := &c.out
+	m := o.ring
+	ovh := 0
+	if !m.headSent {
+		ovh = m.ovh
+	}
+	space := min(int(c.peer.MaxFrameSize), room-wire.HeaderLen) - ovh
+	rem := len(m.body) - m.off
+	n := min(rem, space)
+	if n < 0 || (!first && n < rem && n < minChunk) {
+		return dst, false
+	}
+	more := m.off+n < len(m.body)
+	chunk := m.body[m.off : m.off+n]
+	sent := n
+	if !m.headSent {
+		if m.typ == wire.TypeRequest {
+			dst = wire.AppendRequest(dst, m.id, more, timeoutMillis(m.deadline, now), m.method, m.md, chunk)
+		} else {
+			dst = wire.AppendResponse(dst, m.id, more, m.md, chunk)
+		}
+		m.headSent = true
+		sent += wire.HeaderLen + ovh
+	} else {
+		dst = wire.AppendData(dst, m.id, more, chunk)
+	}
+	m.off += n
+	c.addQueued(-sent)
+	o.framesOut++
+	if more {
+		o.ring = m.next
+		return dst, true
+	}
+	c.unring(m) // nothing left: remaining() is 0
+	if m.call != nil {
+		m.call.st = callSent
+	}
+	return dst, true
+}
+
+// timeoutMillis is the timeout a REQUEST carries: the time left until
+// deadline, rounded up to a millisecond, at least 1; 0 for no deadline.
+func timeoutMillis(deadline, now int64) uint32 {
+	if deadline == 0 {
+		return 0
+	}
+	left := deadline - now
+	if left <= 0 {
+		return 1
+	}
+	ms := (left + 999_999) / 1_000_000
+	return uint32(min(ms, math.MaxUint32))
+}
+
+// Written reports that the transport wrote n bytes of what Transmit handed
+// out (all of them, or fewer before a failure it reports with
+// WriteFailed).
+func (c *Conn) Written(now int64, n int) {
+	o := &c.out
+	o.inTransit -= n
+	o.bytesOut += uint64(n)
+	if n > 0 {
+		o.waitStart = now
+	}
+	c.updatePause(now)
+	c.settle(now)
+}
+
+// WriteFailed reports that writing to the socket failed: the bytes not
+// written are abandoned, the connection fails with err (if it had not
+// failed already) and, as nothing more can be written, it is done.
+func (c *Conn) WriteFailed(now int64, err error) {
+	c.out.inTransit = 0
+	c.fail(now, connClosed("write", err), nil)
+	c.finish()
+}
+
+// ReadFailed reports that reading from the socket failed other than by the
+// peer's FIN (a reset, TCP_USER_TIMEOUT): the connection fails with err.
+func (c *Conn) ReadFailed(now int64, err error) {
+	c.fail(now, connClosed("read", err), nil)
+}
+
+// HasOutput reports whether Transmit has frames to hand out.
+func (c *Conn) HasOutput() bool {
+	o := &c.out
+	if c.done {
+		return false
+	}
+	if o.ctrlOff < len(o.ctrl) {
+		return true
+	}
+	return !c.failed && (o.ring != nil || o.fifoOff < len(o.fifo))
+}
+
+// WantFin reports whether the transport should half-close the socket (send
+// FIN) now: the connection has ended gracefully and everything was written.
+// The transport then calls FinSent.
+func (c *Conn) WantFin() bool {
+	return c.finWanted && !c.finSent && !c.failed && c.out.pending() == 0
+}
+
+// updatePause pauses a server's reading while it holds WriteQueueSize bytes
+// or more for a peer that does not read them, and resumes it as they leave.
+// The heartbeat's silence is counted from the resumption: nothing could be
+// received while reading was paused.
+func (c *Conn) updatePause(now int64) {
+	if c.role != Server {
+		return
+	}
+	p := c.out.pending() >= c.cfg.WriteQueueSize
+	if c.out.paused && !p {
+		c.lastRecv = max(c.lastRecv, now)
+	}
+	c.out.paused = p
+}

@@ -1,0 +1,301 @@
+package core
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// request is a request a server has taken in: its frames still arriving,
+// or handed to the Sink and not yet answered.
+type request struct {
+	id      uint64
+	st      reqState
+	held    int // bytes reserved for it
+	timeout uint32
+	method  []byte        // while receiving
+	md      wire.Metadata // while receiving
+	body    []byte        // while receiving
+}
+
+type reqState uint8
+
+const (
+	reqReceiving reqState = iota + 1 // DATA frames still to come
+	reqHandling                      // handed to the Sink; counts in flight
+	reqCancelled                     // handed to the Sink, then cancelled: its answer is dropped
+)
+
+// serverRequest handles a REQUEST frame.
+func (c *Conn) serverRequest(now int64, f wire.Frame) error {
+	timeout, method, md, body, err := wire.ParseRequest(f.Flags, f.Payload)
+	if err != nil {
+		return err
+	}
+	if f.ID <= c.highestID {
+		return protoErr("request id %d not above %d", f.ID, c.highestID)
+	}
+	c.highestID = f.ID
+	if c.goingAway {
+		return nil // above our GOAWAY's last id: never processed; its DATA is discarded
+	}
+	if len(body) > int(c.cfg.MaxMessageSize) {
+		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	}
+	if c.inflight >= c.cfg.MaxInFlight {
+		c.refusedInFlight++
+		c.refuse(now, f.ID, wire.CodeOverloaded, fmt.Sprintf("%d requests in flight on this connection, its limit (MAX_IN_FLIGHT)", c.inflight))
+		return nil
+	}
+	// Held: the body (method and metadata are small and bounded by the
+	// frame), so that ConnMemory = MaxMessageSize admits a message of the
+	// largest size.
+	size := len(body)
+	if why := c.reserve(size); why != "" {
+		c.refusedMemory++
+		c.refuse(now, f.ID, wire.CodeOverloaded, why)
+		return nil
+	}
+	r := c.newRequest(f.ID, size)
+	if f.More() {
+		r.st = reqReceiving
+		r.timeout = timeout
+		r.method = append(r.method[:0], method...)
+		r.md = md.Metadata()
+		r.body = append(r.body[:0], body...)
+		return nil
+	}
+	c.deliver(now, r, timeout, method, md.Metadata(), body)
+	return nil
+}
+
+// serverData handles a DATA frame continuing a request.
+func (c *Conn) serverData(now int64, f wire.Frame) error {
+	if f.ID > c.highestID {
+		return protoErr("DATA for request %d, above every request received", f.ID)
+	}
+	r := c.reqs[f.ID]
+	if r == nil || r.st != reqReceiving {
+		return nil // refused, cancelled or above our GOAWAY: discarded
+	}
+	if len(r.body)+len(f.Payload) > int(c.cfg.MaxMessageSize) {
+		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	}
+	if why := c.reserve(len(f.Payload)); why != "" {
+		c.refusedMemory++
+		c.dropRequest(r)
+		c.refuse(now, f.ID, wire.CodeOverloaded, why)
+		return nil
+	}
+	r.held += len(f.Payload)
+	r.body = append(r.body, f.Payload...)
+	if !f.More() {
+		c.deliver(now, r, r.timeout, r.method, r.md, r.body)
+	}
+	return nil
+}
+
+// deliver hands a complete request to the Sink, which accepts it or
+// refuses it (no free worker: OVERLOADED).
+func (c *Conn) deliver(now int64, r *request, timeout uint32, method []byte, md wire.Metadata, body []byte) {
+	r.st = reqHandling
+	ok := c.sink.Request(Incoming{ID: r.id, TimeoutMillis: timeout, Method: method, Metadata: md, Body: body, Size: r.held})
+	r.md = nil
+	r.method, r.body = trim(r.method), trim(r.body)
+	if !ok {
+		id := r.id // dropRequest clears r
+		c.dropRequest(r)
+		c.refuse(now, id, wire.CodeOverloaded, "no free worker")
+	}
+}
+
+// serverCancel handles CANCEL.
+func (c *Conn) serverCancel(now int64, f wire.Frame) error {
+	r := c.reqs[f.ID]
+	if r == nil {
+		return nil
+	}
+	switch r.st {
+	case reqReceiving:
+		c.dropRequest(r)
+	case reqHandling:
+		r.st = reqCancelled
+		c.inflight--
+		c.sink.Cancelled(r.id)
+	}
+	return nil
+}
+
+// refuse answers a request that was not processed, ahead of queued data.
+func (c *Conn) refuse(now int64, id uint64, code wire.Code, msg string) {
+	c.peerControl(now, func(b []byte) []byte { return wire.AppendError(b, id, code, nil, msg) })
+}
+
+// reserve takes n bytes from the connection's and the server's memory
+// bounds for a request, or says which is reached.
+func (c *Conn) reserve(n int) (refused string) {
+	if c.held+c.out.queued+n > c.cfg.ConnMemory {
+		return "the connection's memory bound is reached"
+	}
+	if c.opts.Budget != nil && !c.opts.Budget.Reserve(n, false) {
+		return "the server's memory budget is reached"
+	}
+	c.held += n
+	return ""
+}
+
+// newRequest records a request in flight.
+func (c *Conn) newRequest(id uint64, held int) *request {
+	var r *request
+	if n := len(c.freeReqs); n > 0 {
+		r = c.freeReqs[n-1]
+		c.freeReqs[n-1] = nil
+		c.freeReqs = c.freeReqs[:n-1]
+	} else {
+		r = new(request)
+	}
+	r.id, r.held = id, held
+	c.reqs[id] = r
+	c.inflight++
+	return r
+}
+
+// dropRequest forgets a request, releasing what it held.
+func (c *Conn) dropRequest(r *request) {
+	if r.st != reqCancelled {
+		c.inflight--
+	}
+	c.held -= r.held
+	if c.opts.Budget != nil && r.held > 0 {
+		c.opts.Budget.Release(r.held)
+	}
+	delete(c.reqs, r.id)
+	*r = request{method: r.method[:0], body: r.body[:0]}
+	if len(c.freeReqs) < 16 {
+		c.freeReqs = append(c.freeReqs, r)
+	}
+}
+
+// dropAllRequests forgets every request (the connection ended).
+func (c *Conn) dropAllRequests() {
+	for _, id := range c.reqIDs() {
+		c.dropRequest(c.reqs[id])
+	}
+}
+
+// reqIDs returns the ids of the requests in increasing order, so that they
+// are handled in a reproducible order.
+func (c *Conn) reqIDs() []uint64 {
+	ids := make([]uint64, 0, len(c.reqs))
+	for id := range c.reqs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Answer answers request id with a RESPONSE carrying md and body. The
+// bytes are copied: the caller may reuse them when Answer returns. An
+// answer larger than the client accepts becomes ERROR INTERNAL. The answer
+// of a cancelled request, or of any request once the connection has ended,
+// is dropped.
+func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
+	if !c.answering(id) {
+		c.settle(now)
+		return
+	}
+	if len(md) > 0 {
+		if err := md.Validate(); err != nil {
+			c.answerError(now, id, wire.CodeInternal, "invalid answer metadata: "+err.Error(), nil)
+			return
+		}
+	}
+	if n := len(body); n > int(c.peer.MaxMessageSize) {
+		c.answerError(now, id, wire.CodeInternal, fmt.Sprintf("answer of %d bytes exceeds the client's MAX_MESSAGE_SIZE %d", n, c.peer.MaxMessageSize), nil)
+		return
+	}
+	ovh := wire.ResponseOverhead(md)
+	if ovh > int(c.peer.MaxFrameSize)-wire.HeaderLen {
+		c.answerError(now, id, wire.CodeInternal, fmt.Sprintf("answer metadata of %d bytes does not fit the client's frames", ovh), nil)
+		return
+	}
+	if ovh+len(body) <= int(c.peer.MaxFrameSize) {
+		o := &c.out
+		o.willQueue(now)
+		n := len(o.fifo)
+		o.fifo = wire.AppendResponse(o.fifo, id, false, md, body)
+		c.addQueued(len(o.fifo) - n)
+		c.updatePause(now)
+	} else {
+		m := &msg{id: id, typ: wire.TypeResponse, ovh: ovh, md: md, body: append([]byte(nil), body...)}
+		c.push(now, m)
+	}
+	c.settle(now)
+}
+
+// AnswerError answers request id with an ERROR (code, msg and md). Like
+// Answer, it is dropped for a cancelled request or an ended connection.
+func (c *Conn) AnswerError(now int64, id uint64, code wire.Code, msg string, md wire.Metadata) {
+	if !c.answering(id) {
+		c.settle(now)
+		return
+	}
+	if len(md) > 0 && (md.Validate() != nil || wire.ResponseOverhead(md)+2+wire.MaxErrorMessageLen > int(c.peer.MaxFrameSize)) {
+		md = nil
+	}
+	c.answerError(now, id, code, msg, md)
+}
+
+func (c *Conn) answerError(now int64, id uint64, code wire.Code, msg string, md wire.Metadata) {
+	o := &c.out
+	o.willQueue(now)
+	n := len(o.fifo)
+	o.fifo = wire.AppendError(o.fifo, id, code, md, msg)
+	c.addQueued(len(o.fifo) - n)
+	c.updatePause(now)
+	c.settle(now)
+}
+
+// answering ends the request an answer is for and reports whether the
+// answer must be sent: not when the request was cancelled or is unknown
+// (the connection ended, which forgets every request).
+func (c *Conn) answering(id uint64) bool {
+	r := c.reqs[id]
+	if r == nil || r.st == reqReceiving {
+		return false
+	}
+	cancelled := r.st == reqCancelled
+	c.dropRequest(r)
+	return !cancelled && !c.failed
+}
+
+// GoAway sends GOAWAY (protocol.md §10): no request above the highest one
+// received so far will be processed. It returns that last id, and whether
+// this call sent it (later calls send nothing and return the same id).
+// Before the client's HELLO has arrived it refuses the connection instead,
+// with ERROR SHUTTING_DOWN, and returns 0.
+func (c *Conn) GoAway(now int64, reason wire.Reason, msg string) (lastID uint64, first bool) {
+	if c.role != Server {
+		panic("core: GoAway on a client connection")
+	}
+	if c.goingAway || c.failed {
+		return c.lastID, false
+	}
+	c.goingAway = true
+	if !c.helloRecv {
+		// The client's HELLO has not arrived, so this side's HELLO cannot
+		// be sent: refuse the connection as a draining server refuses new
+		// ones, with ERROR SHUTTING_DOWN instead of HELLO (protocol.md
+		// §4.1, §7). Nothing was processed.
+		err := fmt.Errorf("%w: connection refused before its handshake completed (%v: %s)", session.ErrGoAway, reason, msg)
+		c.fail(now, err, func(b []byte) []byte { return wire.AppendError(b, 0, wire.CodeShuttingDown, nil, msg) })
+		return 0, true
+	}
+	c.lastID = c.highestID
+	last := c.lastID
+	c.addControl(now, func(b []byte) []byte { return wire.AppendGoAway(b, last, reason, msg) })
+	c.settle(now)
+	return last, true
+}

@@ -1,0 +1,120 @@
+package core
+
+import (
+	"time"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+func timeDuration(ns int64) time.Duration { return time.Duration(ns) }
+
+func dur(d time.Duration) int64 { return int64(d) }
+
+// reading reports whether the liveness rules apply: the peer's bytes are
+// being read (not after its FIN, nor while reading is paused).
+func (c *Conn) reading() bool { return !c.eof && !c.out.paused }
+
+// Next returns the time at which Tick must be called next, or 0 if no
+// timer is running. Any other call into the Conn may make it earlier.
+func (c *Conn) Next() int64 {
+	if c.done {
+		return 0
+	}
+	var d int64
+	at := func(t int64) {
+		if d == 0 || t < d {
+			d = t
+		}
+	}
+	cfg := &c.cfg
+	if c.failed {
+		at(c.failAt + dur(cfg.LingerTimeout))
+		return d
+	}
+	if !c.helloRecv {
+		at(c.started + dur(cfg.HandshakeTimeout))
+	}
+	if c.reading() {
+		if c.helloRecv && cfg.Heartbeats() {
+			at(c.lastRecv + dur(cfg.HeartbeatTimeout))
+			at(max(c.lastRecv, c.lastPingAt) + dur(cfg.HeartbeatInterval))
+		}
+		if c.partial {
+			at(c.lastRecv + dur(cfg.FrameReadTimeout))
+		}
+	}
+	if c.out.pending() > 0 {
+		at(c.out.waitStart + dur(cfg.WriteTimeout))
+	}
+	if top := c.deadlines.top(); top != nil {
+		at(top.Deadline)
+	}
+	if c.eof && c.role == Server && c.inflight > 0 {
+		at(c.eofAt + dur(cfg.WriteTimeout))
+	}
+	if c.finSent {
+		at(c.finAt + dur(cfg.LingerTimeout))
+	}
+	return d
+}
+
+// Tick fires the timers due at now: the handshake timeout, heartbeats
+// (PING after HeartbeatInterval of silence, ErrPeerDead after
+// HeartbeatTimeout), the frame progress timeout, the write progress
+// timeout, call deadlines, and the lingering of a closing connection.
+func (c *Conn) Tick(now int64) {
+	if c.done {
+		return
+	}
+	cfg := &c.cfg
+	if c.failed {
+		if now >= c.failAt+dur(cfg.LingerTimeout) {
+			c.finish()
+		}
+		return
+	}
+	if !c.helloRecv && now >= c.started+dur(cfg.HandshakeTimeout) {
+		c.fail(now, session.ErrHandshakeTimeout, nil)
+		return
+	}
+	if c.out.pending() > 0 && now >= c.out.waitStart+dur(cfg.WriteTimeout) {
+		c.fail(now, session.ErrWriteTimeout, nil)
+		return
+	}
+	if c.eof && c.role == Server && c.inflight > 0 && now >= c.eofAt+dur(cfg.WriteTimeout) {
+		c.fail(now, connClosed("the peer closed its side and requests in flight outlived WriteTimeout", nil), nil)
+		return
+	}
+	if c.finSent && now >= c.finAt+dur(cfg.LingerTimeout) {
+		c.finish()
+		return
+	}
+	if c.reading() {
+		if c.helloRecv && cfg.Heartbeats() {
+			if now >= c.lastRecv+dur(cfg.HeartbeatTimeout) {
+				c.fail(now, session.ErrPeerDead, nil)
+				return
+			}
+			if now >= max(c.lastRecv, c.lastPingAt)+dur(cfg.HeartbeatInterval) {
+				c.ping(now)
+			}
+		}
+		if c.partial && now >= c.lastRecv+dur(cfg.FrameReadTimeout) {
+			c.fail(now, session.ErrFrameTimeout, nil)
+			return
+		}
+	}
+	for top := c.deadlines.top(); top != nil && now >= top.Deadline; top = c.deadlines.top() {
+		c.Abandon(now, top, &session.DeadlineError{Sent: top.m.headSent})
+	}
+	c.settle(now)
+}
+
+// ping sends a PING; its PONG gives the round trip.
+func (c *Conn) ping(now int64) {
+	c.pingSeq++
+	data := c.pingSeq
+	c.pingData, c.pingOut, c.lastPingAt = data, true, now
+	c.addControl(now, func(b []byte) []byte { return wire.AppendPing(b, data) })
+}

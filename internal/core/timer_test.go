@@ -1,0 +1,201 @@
+package core
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+func pingData(t *testing.T, f wire.Frame) uint64 {
+	t.Helper()
+	d, err := wire.ParsePing(f.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestPong: only a PONG matching the outstanding PING gives a round trip;
+// others are ignored, without error.
+func TestPong(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second}
+	c, r := newClient(t, cfg, serverHello(64<<10, 1))
+	c.Tick(t0 + sec)
+	fs := out(t, c, t0+sec)
+	if names(fs) != "PING" {
+		t.Fatalf("sent %s, want PING", names(fs))
+	}
+	first := pingData(t, fs[0])
+	feed(t, c, t0+sec+ms, wire.AppendPong(nil, first+100))
+	if len(r.rtts) != 0 || c.Failed() {
+		t.Fatalf("unmatched PONG: RTTs %v, err %v", r.rtts, c.Err())
+	}
+	c.Tick(t0 + 2*sec + ms) // a second PING replaces the first
+	second := pingData(t, out(t, c, t0+2*sec+ms)[0])
+	feed(t, c, t0+2*sec+2*ms, wire.AppendPong(nil, first))
+	if len(r.rtts) != 0 {
+		t.Fatalf("the first PING's PONG gave RTTs %v", r.rtts)
+	}
+	feed(t, c, t0+2*sec+5*ms, wire.AppendPong(nil, second))
+	feed(t, c, t0+2*sec+6*ms, wire.AppendPong(nil, second))
+	if len(r.rtts) != 1 || r.rtts[0] != 4*time.Millisecond || c.Stats().RTT != 4*time.Millisecond {
+		t.Fatalf("RTTs %v, want [4ms]", r.rtts)
+	}
+}
+
+// TestHeartbeat: PINGs after each interval of silence; the peer is dead
+// after the heartbeat timeout counted from the last bytes received, a
+// partial frame included.
+func TestHeartbeat(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second}
+	c, r := newClient(t, cfg, serverHello(64<<10, 1))
+	steps := []struct {
+		at   int64
+		in   []byte // received at at, before the Tick
+		want string // sent after the Tick
+		next int64  // Next() after
+	}{
+		{at: t0 + sec, want: "PING", next: t0 + 2*sec},
+		{at: t0 + 2*sec, want: "PING", next: t0 + 3*sec},
+		{at: t0 + 2500*ms, in: wire.AppendPing(nil, 5)[:10], want: "", next: t0 + 3500*ms},
+		{at: t0 + 3500*ms, want: "PING", next: t0 + 4500*ms},
+		{at: t0 + 4500*ms, want: "PING", next: t0 + 5500*ms},
+	}
+	for _, s := range steps {
+		if s.in != nil {
+			if n := c.Receive(s.at, s.in); n != 0 {
+				t.Fatalf("consumed %d bytes of a partial frame", n)
+			}
+		}
+		c.Tick(s.at)
+		if got := names(out(t, c, s.at)); got != s.want || c.Next() != s.next {
+			t.Fatalf("at %v: sent %q, Next() %v; want %q, %v", time.Duration(s.at-t0), got, time.Duration(c.Next()-t0), s.want, time.Duration(s.next-t0))
+		}
+	}
+	c.Tick(t0 + 5500*ms - 1)
+	if c.Failed() {
+		t.Fatal("failed before the heartbeat timeout")
+	}
+	c.Tick(t0 + 5500*ms)
+	if !errors.Is(c.Err(), session.ErrPeerDead) || len(r.closed) != 1 {
+		t.Fatalf("Err() = %v", c.Err())
+	}
+}
+
+// TestHeartbeatWhilePaused: a server that stopped reading because the
+// peer does not read its answers leaves liveness to the write timeout, and
+// counts silence again from when it resumes.
+func TestHeartbeatWhilePaused(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 2 * time.Second, WriteQueueSize: 1000, WriteTimeout: 5 * time.Second}
+	srv, _ := newServer(t, cfg, Options{})
+	feed(t, srv, t0, reqFrame(1, false, "a"))
+	srv.Answer(t0, 1, nil, make([]byte, 2000))
+	b := srv.Transmit(t0, nil, 1<<20)
+	if srv.WantRead() {
+		t.Fatal("reading not paused with 2000 bytes unwritten")
+	}
+	srv.Tick(t0 + 4*sec)
+	if srv.Failed() {
+		t.Fatalf("failed while paused: %v", srv.Err())
+	}
+	srv.Written(t0+4*sec, len(b))
+	if !srv.WantRead() || srv.Stats().LastReceived != t0+4*sec {
+		t.Fatalf("after the write: reading %t, last received %v", srv.WantRead(), srv.Stats().LastReceived-t0)
+	}
+	srv.Tick(t0 + 6*sec - 1)
+	if srv.Failed() {
+		t.Fatalf("failed %v after resuming: %v", 2*sec-1, srv.Err())
+	}
+	srv.Tick(t0 + 6*sec)
+	if !errors.Is(srv.Err(), session.ErrPeerDead) {
+		t.Fatalf("Err() = %v", srv.Err())
+	}
+}
+
+// TestFrameTimeout: a frame that started arriving must keep arriving;
+// nothing is due between frames.
+func TestFrameTimeout(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: -1, FrameReadTimeout: 2 * time.Second}
+	c, _ := newClient(t, cfg, serverHello(64<<10, 1))
+	if n := c.Next(); n != 0 {
+		t.Fatalf("Next() = %v between frames", time.Duration(n-t0))
+	}
+	ping := wire.AppendPing(nil, 1)
+	c.Receive(t0+sec, ping[:5])
+	c.Receive(t0+2*sec, ping[:6])
+	if n := c.Next(); n != t0+4*sec {
+		t.Fatalf("Next() = %v, want the frame timeout", time.Duration(n-t0))
+	}
+	c.Tick(t0 + 4*sec - 1)
+	if c.Failed() {
+		t.Fatal("failed early")
+	}
+	c.Tick(t0 + 4*sec)
+	if !errors.Is(c.Err(), session.ErrFrameTimeout) {
+		t.Fatalf("Err() = %v", c.Err())
+	}
+}
+
+// TestWriteTimeout: output that makes no progress for WriteTimeout fails
+// the connection; any progress restarts the count.
+func TestWriteTimeout(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: -1, WriteTimeout: 2 * time.Second}
+	c, r := newClient(t, cfg, serverHello(64<<10, 1))
+	cl := &Call{Method: "m", Body: make([]byte, 1000)}
+	if err := c.Call(t0, cl); err != nil {
+		t.Fatal(err)
+	}
+	b := c.Transmit(t0, nil, 1<<20)
+	c.Written(t0+1500*ms, 100)
+	c.Tick(t0 + 3500*ms - 1)
+	if c.Failed() {
+		t.Fatal("failed early")
+	}
+	if n := c.Next(); n != t0+3500*ms {
+		t.Fatalf("Next() = %v", time.Duration(n-t0))
+	}
+	c.Tick(t0 + 3500*ms)
+	if !errors.Is(c.Err(), session.ErrWriteTimeout) || !errors.Is(r.doneOf(t, cl).err, session.ErrWriteTimeout) {
+		t.Fatalf("Err() = %v", c.Err())
+	}
+	_ = b
+}
+
+// TestWriteFailedIsDone: once a write failed the connection is done, even
+// when it had failed before.
+func TestWriteFailedIsDone(t *testing.T) {
+	srv, r := newServer(t, session.Config{}, Options{})
+	feed(t, srv, t0, reqFrame(1, false, "a"))
+	srv.Answer(t0, 1, nil, []byte("answer"))
+	srv.Transmit(t0, nil, 1<<20)
+	srv.ReadFailed(t0, errors.New("reset"))
+	if srv.Done() {
+		t.Fatal("done with bytes being written")
+	}
+	srv.WriteFailed(t0, errors.New("broken pipe"))
+	if !srv.Done() || len(r.closed) != 1 {
+		t.Fatalf("done %t, closed %v", srv.Done(), r.closed)
+	}
+}
+
+// TestNoOutputAfterFin: after its FIN a side queues nothing: no PONG, no
+// PING, no GOAWAY.
+func TestNoOutputAfterFin(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 10 * time.Second, LingerTimeout: 5 * time.Second}
+	srv, _ := newServer(t, cfg, Options{})
+	srv.GoAway(t0, wire.ReasonShutdown, "")
+	out(t, srv, t0)
+	srv.FinSent(t0, true)
+	feed(t, srv, t0+ms, wire.AppendPing(nil, 1))
+	srv.Tick(t0 + 3*sec)
+	if srv.HasOutput() || srv.Failed() {
+		t.Fatalf("output %t after FIN, err %v", srv.HasOutput(), srv.Err())
+	}
+	srv.Tick(t0 + 5*sec)
+	if !srv.Done() {
+		t.Fatal("not done after LingerTimeout")
+	}
+}
