@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -197,11 +198,20 @@ func serverChild(spec childSpec, out *replier) error {
 }
 
 func startServer(spec childSpec, ln net.Listener) (stop func(), err error) {
+	var conf *tls.Config
+	if spec.TLSDir != "" {
+		if conf, err = serverTLSConfig(spec.TLSDir); err != nil {
+			return nil, err
+		}
+	}
 	switch spec.Kind {
 	case "raw":
+		if conf != nil {
+			ln = tls.NewListener(ln, conf)
+		}
 		return startRawServer(ln, spec.BufWrite), nil
 	case "tcppro":
-		return startTcpproServer(ln, spec.MaxConns)
+		return startTcpproServer(ln, spec.MaxConns, spec.Handler, conf)
 	}
 	return nil, fmt.Errorf("unknown kind %q", spec.Kind)
 }

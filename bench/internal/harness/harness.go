@@ -11,41 +11,60 @@ package harness
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
-	"unicode/utf8"
+
+	"github.com/tcppro/tcppro/server"
 )
 
 // fdLimit is the per-process open-file limit of the target machines; no
 // process of the harness may need more descriptors than this.
 const fdLimit = 20000
 
+// Scenario families, the values of -only.
+var families = []string{"rr", "pipe", "mem", "pong", "burst", "tls"}
+
 // Config is one benchmark run.
 type Config struct {
-	Reps          int           `json:"reps"`
-	Duration      time.Duration `json:"duration_ns"`
-	Warmup        time.Duration `json:"warmup_ns"`
-	RRConns       []int         `json:"rr_conns"`
-	PipeConns     int           `json:"pipe_conns"`
-	PipeDepth     int           `json:"pipe_depth"`
-	MemConns      int           `json:"mem_conns"`
-	MemSettle     time.Duration `json:"mem_settle_ns"`
-	Only          []string      `json:"only,omitempty"` // scenario families: rr, pipe, mem
-	RawBufWrite   bool          `json:"raw_bufwrite"`
-	CPUProfileDir string        `json:"cpuprofile_dir,omitempty"`
-	Quick         bool          `json:"quick"`
+	Reps      int           `json:"reps"`
+	Duration  time.Duration `json:"duration_ns"`
+	Warmup    time.Duration `json:"warmup_ns"`
+	RRConns   []int         `json:"rr_conns"`
+	PipeConns int           `json:"pipe_conns"`
+	PipeDepth int           `json:"pipe_depth"`
+	MemConns  int           `json:"mem_conns"`
+	MemSettle time.Duration `json:"mem_settle_ns"`
+	// PongConns are the connection counts of the PONG-delay scenario; each
+	// connection keeps PongSlow calls of "sleep PongSleep" running and
+	// sends a PING every PongEvery, measured over PongWindow per phase.
+	PongConns  []int         `json:"pong_conns"`
+	PongSlow   int           `json:"pong_slow"`
+	PongSleep  time.Duration `json:"pong_sleep_ns"`
+	PongEvery  time.Duration `json:"pong_every_ns"`
+	PongWindow time.Duration `json:"pong_window_ns"`
+	// BurstConns connections each alternate an idle gap (BurstGapMin to
+	// BurstGapMax, drawn from a generator seeded with BurstSeed and the
+	// connection's index) and a burst of two concurrent calls.
+	BurstConns  int           `json:"burst_conns"`
+	BurstGapMin time.Duration `json:"burst_gap_min_ns"`
+	BurstGapMax time.Duration `json:"burst_gap_max_ns"`
+	BurstSeed   uint64        `json:"burst_seed"`
+	// TLSConns is the connection count of the request/response scenario
+	// over TLS.
+	TLSConns      int      `json:"tls_conns"`
+	Only          []string `json:"only,omitempty"` // scenario families, see families
+	RawBufWrite   bool     `json:"raw_bufwrite"`
+	CPUProfileDir string   `json:"cpuprofile_dir,omitempty"`
+	Quick         bool     `json:"quick"`
+
+	// tls holds the certificates of the TLS scenario while Run runs.
+	tls *tlsMaterial
 }
 
 // DefaultConfig is the full run.
@@ -60,7 +79,15 @@ func DefaultConfig() Config {
 		MemConns:  9000,
 		// Longer than the default heartbeat interval (5s), so every held
 		// connection has been through a PING/PONG before each reading.
-		MemSettle: 6 * time.Second,
+		MemSettle:  6 * time.Second,
+		PongConns:  []int{1, 50},
+		PongSlow:   4,
+		PongSleep:  2 * time.Second,
+		PongEvery:  5 * time.Millisecond,
+		PongWindow: 10 * time.Second, // 2 000 PINGs on a single connection
+		BurstConns: 50, BurstGapMin: 20 * time.Millisecond, BurstGapMax: 60 * time.Millisecond,
+		BurstSeed: 1,
+		TLSConns:  50,
 	}
 }
 
@@ -75,6 +102,11 @@ func QuickConfig() Config {
 	c.PipeConns = 10
 	c.MemConns = 500
 	c.MemSettle = 100 * time.Millisecond
+	c.PongConns = []int{1, 10}
+	c.PongSleep = 300 * time.Millisecond
+	c.PongWindow = time.Second
+	c.BurstConns = 10
+	c.TLSConns = 10
 	return c
 }
 
@@ -87,7 +119,8 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("duration %v / warmup %v: want > 0 / >= 0", c.Duration, c.Warmup))
 	}
 	limit := fdLimit - 200 // the process's own descriptors and some slack
-	for _, n := range append(slices.Clone(c.RRConns), c.PipeConns, c.MemConns) {
+	counts := append(slices.Clone(c.RRConns), c.PipeConns, c.MemConns, c.BurstConns, c.TLSConns)
+	for _, n := range append(counts, c.PongConns...) {
 		if n < 1 || n > limit {
 			errs = append(errs, fmt.Errorf("connections: %d, want 1..%d (open-file limit %d per process)", n, limit, fdLimit))
 		}
@@ -95,9 +128,21 @@ func (c *Config) validate() error {
 	if c.PipeDepth < 2 {
 		errs = append(errs, fmt.Errorf("depth: %d, want >= 2", c.PipeDepth))
 	}
+	if c.PongSlow < 1 || c.PongSlow > 64 {
+		errs = append(errs, fmt.Errorf("pong-slow: %d, want 1..64 (below the server's MAX_IN_FLIGHT)", c.PongSlow))
+	}
+	if n := slices.Max(append([]int{0}, c.PongConns...)); n*c.PongSlow > server.DefaultWorkers {
+		errs = append(errs, fmt.Errorf("pong: %d conns x %d slow calls: above the server's %d workers", n, c.PongSlow, server.DefaultWorkers))
+	}
+	if c.PongSleep <= 0 || c.PongEvery < time.Millisecond || c.PongWindow <= 0 {
+		errs = append(errs, fmt.Errorf("pong sleep %v / every %v / window %v: want > 0 / >= 1ms / > 0", c.PongSleep, c.PongEvery, c.PongWindow))
+	}
+	if c.BurstGapMin <= 0 || c.BurstGapMax < c.BurstGapMin {
+		errs = append(errs, fmt.Errorf("burst gap %v..%v: want 0 < min <= max", c.BurstGapMin, c.BurstGapMax))
+	}
 	for _, o := range c.Only {
-		if o != "rr" && o != "pipe" && o != "mem" {
-			errs = append(errs, fmt.Errorf("only: unknown scenario family %q (rr, pipe, mem)", o))
+		if !slices.Contains(families, o) {
+			errs = append(errs, fmt.Errorf("only: unknown scenario family %q (%v)", o, families))
 		}
 	}
 	return errors.Join(errs...)
@@ -110,13 +155,30 @@ func (c *Config) wants(family string) bool {
 // scenario is one comparison.
 type scenario struct {
 	name     string
-	family   string // rr, pipe, mem
+	family   string // one of families
 	title    string
 	conns    int
 	inflight int
-	rpsMin   float64 // tcppro/raw req/s must be >= this
+	rpsMin   float64 // tcppro/raw req/s must be >= this (0: no target)
 	cpuMax   float64 // tcppro/raw CPU per request must be <= this (0: no target)
+	p99Max   float64 // tcppro/raw p99 latency must be <= this (0: no target)
+	tls      bool    // both sides over TLS
 }
+
+// Targets of the PONG-delay and burst scenarios.
+const (
+	pongP99MaxMs = 1.0 // PING RTT p99 behind slow handlers, absolute
+	burstP99Max  = 2.0 // tcppro/raw call latency p99
+)
+
+// Memory targets for tcppro (absolute, per connection).
+const (
+	memTargetKiB       = 4.5
+	goroutinesPerConn  = 1.0
+	refRawRSSIdleKiB   = 3.7
+	refRawRSSAfterKiB  = 7.6
+	memTargetMetricRSS = "RSS KiB/conn after 1 req"
+)
 
 func (c *Config) scenarios() []scenario {
 	var out []scenario
@@ -143,31 +205,30 @@ func (c *Config) scenarios() []scenario {
 			conns: c.MemConns,
 		})
 	}
+	if c.wants("pong") {
+		for _, n := range c.PongConns {
+			out = append(out, scenario{
+				name: fmt.Sprintf("pong-%d", n), family: "pong",
+				title: fmt.Sprintf("PING RTT, %d conns, %d x sleep %v each", n, c.PongSlow, c.PongSleep),
+				conns: n, inflight: c.PongSlow,
+			})
+		}
+	}
+	if c.wants("burst") {
+		out = append(out, scenario{
+			name: fmt.Sprintf("burst-%d", c.BurstConns), family: "burst",
+			title: fmt.Sprintf("bursts of 2 calls, gaps %v-%v, %d conns", c.BurstGapMin, c.BurstGapMax, c.BurstConns),
+			conns: c.BurstConns, inflight: 2, p99Max: burstP99Max,
+		})
+	}
+	if c.wants("tls") {
+		out = append(out, scenario{
+			name: fmt.Sprintf("tls-rr-%d", c.TLSConns), family: "tls",
+			title: fmt.Sprintf("req/resp %dB over TLS, %d conns x1 (information)", msgSize, c.TLSConns),
+			conns: c.TLSConns, inflight: 1, tls: true,
+		})
+	}
 	return out
-}
-
-// Memory targets for tcppro (absolute, per connection).
-const (
-	memTargetKiB       = 4.5
-	goroutinesPerConn  = 1.0
-	refRawRSSIdleKiB   = 3.7
-	refRawRSSAfterKiB  = 7.6
-	memTargetMetricRSS = "RSS KiB/conn after 1 req"
-)
-
-// Row is one line of the result table.
-type Row struct {
-	Scenario   string    `json:"scenario"`
-	Title      string    `json:"title"`
-	Metric     string    `json:"metric"`
-	Raw        float64   `json:"raw"`    // median over reps
-	Tcppro     float64   `json:"tcppro"` // median over reps
-	Ratio      float64   `json:"ratio"`  // median over reps of the paired tcppro/raw ratio
-	Target     string    `json:"target,omitempty"`
-	Result     string    `json:"result,omitempty"` // PASS, FAIL, or "" (no target / no data)
-	RawReps    []float64 `json:"raw_reps"`
-	TcpproReps []float64 `json:"tcppro_reps"`
-	format     string
 }
 
 // Report is the whole run.
@@ -183,6 +244,7 @@ type Report struct {
 	Progress  io.Writer      `json:"-"`
 	tput      map[string]map[string][]*tputSample
 	mem       map[string][]*memSample
+	pong      map[string][]*pongSample
 	scenarios []scenario
 }
 
@@ -226,16 +288,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		},
 		tput:      map[string]map[string][]*tputSample{},
 		mem:       map[string][]*memSample{},
+		pong:      map[string][]*pongSample{},
 		scenarios: cfg.scenarios(),
 	}
 	for _, sc := range r.scenarios {
-		if sc.family == "mem" {
+		switch sc.family {
+		case "mem":
 			r.mem[kindRaw] = make([]*memSample, cfg.Reps)
 			r.mem[kindTcppro] = make([]*memSample, cfg.Reps)
-			continue
+		case "pong":
+			r.pong[sc.name] = make([]*pongSample, cfg.Reps)
+		default:
+			r.tput[sc.name] = map[string][]*tputSample{
+				kindRaw: make([]*tputSample, cfg.Reps), kindTcppro: make([]*tputSample, cfg.Reps),
+			}
 		}
-		r.tput[sc.name] = map[string][]*tputSample{
-			kindRaw: make([]*tputSample, cfg.Reps), kindTcppro: make([]*tputSample, cfg.Reps),
+		if sc.tls && cfg.tls == nil {
+			m, err := newTLSMaterial()
+			if err != nil {
+				return nil, fmt.Errorf("TLS certificates: %w", err)
+			}
+			defer m.remove()
+			cfg.tls = m
 		}
 	}
 	for rep := range cfg.Reps {
@@ -244,30 +318,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 			order = []string{kindTcppro, kindRaw}
 		}
 		for _, sc := range r.scenarios {
+			if sc.family == "pong" {
+				if ctx.Err() == nil {
+					r.runPong(ctx, &cfg, sc, rep)
+				}
+				continue
+			}
 			for _, kind := range order {
 				if ctx.Err() != nil {
 					break
 				}
-				label := fmt.Sprintf("rep %d/%d %-14s %-6s", rep+1, cfg.Reps, sc.name, kind)
-				if sc.family == "mem" {
-					s, err := measureMemory(ctx, &cfg, kind, rep)
-					if err != nil {
-						r.errorf("%s: %v", label, err)
-						continue
-					}
-					r.mem[kind][rep] = &s
-					r.logf("%s  RSS %.2f / %.2f KiB/conn (idle / after 1 req; %.2f after FreeOSMemory), heap+stack %.2f / %.2f KiB/conn, goroutines %.3f / %.3f per conn",
-						label, s.RSSIdle, s.RSSAfter, s.RSSFreed, s.HSIdle, s.HSAfter, s.GorIdle, s.GorAfter)
-					continue
-				}
-				s, err := measureThroughput(ctx, &cfg, kind, sc.name, rep, sc.conns, sc.inflight)
-				if err != nil {
-					r.errorf("%s: %v", label, err)
-					continue
-				}
-				r.tput[sc.name][kind][rep] = &s
-				r.logf("%s  %9.0f req/s  server CPU %6.2f s/Mreq  load-gen CPU %6.2f s/Mreq  server syscalls/req %.2f r + %.2f w  (%d req in %.2fs, server %.2f CPU s)",
-					label, s.RPS, s.CPUPerM, s.LoadPerM, s.SysReads, s.SysWrites, s.Requests, s.Window, s.CPU)
+				r.runOne(ctx, &cfg, sc, kind, rep)
 			}
 		}
 	}
@@ -279,333 +340,46 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	return r, nil
 }
 
-// build turns the samples into rows and a verdict.
-func (r *Report) build() {
-	r.Samples = map[string]any{}
-	for _, sc := range r.scenarios {
-		if sc.family == "mem" {
-			r.Samples[sc.name] = r.mem
-			r.memRows(sc)
-			continue
+// runOne measures one side of one scenario once.
+func (r *Report) runOne(ctx context.Context, cfg *Config, sc scenario, kind string, rep int) {
+	label := fmt.Sprintf("rep %d/%d %-14s %-6s", rep+1, cfg.Reps, sc.name, kind)
+	if sc.family == "mem" {
+		s, err := measureMemory(ctx, cfg, kind, rep)
+		if err != nil {
+			r.errorf("%s: %v", label, err)
+			return
 		}
-		r.Samples[sc.name] = r.tput[sc.name]
-		raw, tp := r.tput[sc.name][kindRaw], r.tput[sc.name][kindTcppro]
-		get := func(f func(*tputSample) float64) func(int, string) (float64, bool) {
-			return func(rep int, kind string) (float64, bool) {
-				s := raw[rep]
-				if kind == kindTcppro {
-					s = tp[rep]
-				}
-				if s == nil {
-					return 0, false
-				}
-				return f(s), true
-			}
-		}
-		rps := r.row(sc, "req/s", "%.0f", get(func(s *tputSample) float64 { return s.RPS }))
-		rps.check(fmt.Sprintf(">= %.2fx raw", sc.rpsMin), rps.Ratio >= sc.rpsMin)
-		cpu := r.row(sc, "server CPU s/Mreq", "%.2f", get(func(s *tputSample) float64 { return s.CPUPerM }))
-		if sc.cpuMax > 0 {
-			cpu.check(fmt.Sprintf("<= %.2fx raw", sc.cpuMax), cpu.Ratio <= sc.cpuMax)
-		}
-		load := r.row(sc, "load-gen CPU s/Mreq", "%.2f", get(func(s *tputSample) float64 { return s.LoadPerM }))
-		sys := r.row(sc, "server read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.SysReads + s.SysWrites }))
-		lsys := r.row(sc, "load-gen read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.LoadSys }))
-		r.Rows = append(r.Rows, *rps, *cpu, *sys, *load, *lsys)
-	}
-	r.Verdict = "PASS"
-	for _, row := range r.Rows {
-		if row.Result == "FAIL" {
-			r.Verdict = "FAIL"
-		}
-	}
-	if len(r.Errors) > 0 {
-		r.Verdict = "ERROR"
-	}
-}
-
-func (r *Report) memRows(sc scenario) {
-	get := func(f func(*memSample) float64) func(int, string) (float64, bool) {
-		return func(rep int, kind string) (float64, bool) {
-			s := r.mem[kind][rep]
-			if s == nil {
-				return 0, false
-			}
-			return f(s), true
-		}
-	}
-	rssIdle := r.row(sc, "RSS KiB/conn idle", "%.2f", get(func(s *memSample) float64 { return s.RSSIdle }))
-	rssAfter := r.row(sc, memTargetMetricRSS, "%.2f", get(func(s *memSample) float64 { return s.RSSAfter }))
-	rssAfter.absCheck(memTargetKiB, fmt.Sprintf("<= %.1f KiB", memTargetKiB))
-	rssFreed := r.row(sc, "  same, after FreeOSMemory", "%.2f", get(func(s *memSample) float64 { return s.RSSFreed }))
-	freeRes := r.row(sc, "  freed heap still resident KiB/conn", "%.2f", get(func(s *memSample) float64 { return s.FreeRes }))
-	hsIdle := r.row(sc, "heap+stack KiB/conn idle", "%.2f", get(func(s *memSample) float64 { return s.HSIdle }))
-	hsAfter := r.row(sc, "heap+stack KiB/conn after 1 req", "%.2f", get(func(s *memSample) float64 { return s.HSAfter }))
-	hsAfter.absCheck(memTargetKiB, fmt.Sprintf("<= %.1f KiB", memTargetKiB))
-	gIdle := r.row(sc, "goroutines/conn idle", "%.3f", get(func(s *memSample) float64 { return s.GorIdle }))
-	gIdle.absCheck(goroutinesPerConn+0.001, "<= 1")
-	gAfter := r.row(sc, "goroutines/conn after 1 req", "%.3f", get(func(s *memSample) float64 { return s.GorAfter }))
-	gAfter.absCheck(goroutinesPerConn+0.001, "<= 1")
-	r.Rows = append(r.Rows, *rssIdle, *rssAfter, *rssFreed, *freeRes, *hsIdle, *hsAfter, *gIdle, *gAfter)
-}
-
-func (r *Report) row(sc scenario, metric, format string, get func(rep int, kind string) (float64, bool)) *Row {
-	row := &Row{Scenario: sc.name, Title: sc.title, Metric: metric, format: format, RawReps: []float64{}, TcpproReps: []float64{}}
-	var ratios []float64
-	for rep := range r.Config.Reps {
-		a, okA := get(rep, kindRaw)
-		b, okB := get(rep, kindTcppro)
-		if okA {
-			row.RawReps = append(row.RawReps, a)
-		}
-		if okB {
-			row.TcpproReps = append(row.TcpproReps, b)
-		}
-		if okA && okB && a != 0 {
-			ratios = append(ratios, b/a)
-		}
-	}
-	row.Raw, row.Tcppro, row.Ratio = median(row.RawReps), median(row.TcpproReps), median(ratios)
-	return row
-}
-
-// check sets a ratio target; no verdict without paired data.
-func (row *Row) check(target string, ok bool) {
-	row.Target = target
-	if len(row.RawReps) == 0 || len(row.TcpproReps) == 0 || row.Ratio == 0 {
+		r.mem[kind][rep] = &s
+		r.logf("%s  RSS %.2f / %.2f KiB/conn (idle / after 1 req; %.2f after FreeOSMemory), heap+stack %.2f / %.2f KiB/conn, goroutines %.3f / %.3f per conn",
+			label, s.RSSIdle, s.RSSAfter, s.RSSFreed, s.HSIdle, s.HSAfter, s.GorIdle, s.GorAfter)
 		return
 	}
-	row.Result = passFail(ok)
-}
-
-// absCheck sets an absolute target on tcppro's median.
-func (row *Row) absCheck(limit float64, target string) {
-	row.Target = target
-	if len(row.TcpproReps) == 0 {
-		return
-	}
-	row.Result = passFail(row.Tcppro <= limit)
-}
-
-func passFail(ok bool) string {
-	if ok {
-		return "PASS"
-	}
-	return "FAIL"
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// WriteTable prints the report as an aligned table.
-func (r *Report) WriteTable(w io.Writer) {
-	c := r.Config
-	fmt.Fprintf(w, "tcppro vs raw std-net echo — 127.0.0.1, %v CPUs, GOMAXPROCS %v, %s; %d rep(s), warm-up %v + window %v per measurement%s\n",
-		r.Host["cpus"], r.Host["gomaxprocs"], r.Host["go"], c.Reps, c.Warmup, c.Duration, map[bool]string{true: " (quick)"}[c.Quick])
-	rawDesc := "raw: goroutine per conn, bufio.Reader.ReadSlice('\\n') + conn.Write per message"
-	if c.RawBufWrite {
-		rawDesc = "raw: goroutine per conn, bufio.Reader + bufio.Writer flushed when input drained"
-	}
-	fmt.Fprintln(w, rawDesc)
-	fmt.Fprintln(w)
-	t := [][]string{{"scenario", "metric", "raw", "tcppro", "tcppro/raw", "target", "result"}}
-	last := ""
-	for _, row := range r.Rows {
-		name := row.Scenario
-		if name == last {
-			name = ""
-		}
-		last = row.Scenario
-		ratio := "-"
-		if row.Ratio != 0 {
-			ratio = fmt.Sprintf("%.3fx", row.Ratio)
-		}
-		res := row.Result
-		if res == "" && row.Target != "" {
-			res = "n/a"
-		}
-		t = append(t, []string{name, row.Metric, num(row.format, row.RawReps, row.Raw),
-			num(row.format, row.TcpproReps, row.Tcppro), ratio, row.Target, res})
-	}
-	writeAligned(w, t, "llrrrll")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "raw and tcppro: median over reps; tcppro/raw: median of the per-rep paired ratios.")
-	fmt.Fprintf(w, "server CPU = utime+stime of the server process over the measured window (load-gen CPU: the same for the load-generating parent, i.e. the client side; information only); memory = server VmRSS and runtime HeapInuse+StackInuse (after GC) deltas over the baseline. Reference raw RSS on this machine: %.1f KiB idle / %.1f KiB after one line.\n",
-		refRawRSSIdleKiB, refRawRSSAfterKiB)
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "per-rep values (raw | tcppro):")
-	t = t[:0]
-	for _, row := range r.Rows {
-		t = append(t, []string{"", row.Scenario, row.Metric, list(row.format, row.RawReps), "|", list(row.format, row.TcpproReps)})
-	}
-	writeAligned(w, t, "lllrcl")
-	if c.CPUProfileDir != "" {
-		fmt.Fprintf(w, "\nCPU profiles of server and load generator (measured window only, *.load.pprof for the load generator; profiling adds a little CPU to both sides) and heap profiles (memory scenario, after one request) in %s\n", c.CPUProfileDir)
-	}
-	if len(r.Errors) > 0 {
-		fmt.Fprintln(w, "\nerrors:")
-		for _, e := range r.Errors {
-			fmt.Fprintln(w, "  "+e)
-		}
-	}
-	fmt.Fprintf(w, "\nverdict: %s (%.0fs)\n", r.Verdict, r.Elapsed)
-}
-
-// writeAligned prints rows as columns two spaces apart; align has one letter
-// per column: l(eft), r(ight) or c (as l).
-func writeAligned(w io.Writer, rows [][]string, align string) {
-	width := make([]int, len(align))
-	for _, r := range rows {
-		for i, c := range r {
-			width[i] = max(width[i], utf8.RuneCountInString(c))
-		}
-	}
-	for _, r := range rows {
-		var b strings.Builder
-		for i, c := range r {
-			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
-			if i > 0 {
-				b.WriteString("  ")
-			}
-			if align[i] == 'r' {
-				b.WriteString(pad + c)
-			} else {
-				b.WriteString(c + pad)
-			}
-		}
-		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
-	}
-}
-
-func num(format string, reps []float64, v float64) string {
-	if len(reps) == 0 {
-		return "-"
-	}
-	return fmt.Sprintf(format, v)
-}
-
-func list(format string, v []float64) string {
-	if len(v) == 0 {
-		return "-"
-	}
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = fmt.Sprintf(format, x)
-	}
-	return strings.Join(s, " ")
-}
-
-// WriteJSON prints the report as JSON.
-func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	return enc.Encode(r)
-}
-
-// Main is the tcpprobench command: flags in, exit status out.
-func Main(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("tcpprobench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	def := DefaultConfig()
-	quick := fs.Bool("quick", false, "short smoke run (1 rep, short windows, fewer connections); explicit flags still win")
-	reps := fs.Int("reps", def.Reps, "repetitions per side and scenario (median reported)")
-	dur := fs.Duration("duration", def.Duration, "measured window per measurement")
-	warm := fs.Duration("warmup", def.Warmup, "warm-up before each measured window")
-	conns := fs.String("conns", "50,500", "connection counts for the request/response scenario")
-	pipeConns := fs.Int("pipe-conns", def.PipeConns, "connections in the in-flight scenario")
-	depth := fs.Int("depth", def.PipeDepth, "calls in flight per connection in the in-flight scenario")
-	memConns := fs.Int("mem-conns", def.MemConns, "connections held in the memory scenario")
-	memSettle := fs.Duration("mem-settle", def.MemSettle, "idle time before each memory reading with connections held (longer than the heartbeat interval)")
-	only := fs.String("only", "", "comma-separated scenario families to run: rr, pipe, mem (default all)")
-	rawBuf := fs.Bool("raw-bufwrite", false, "raw server coalesces echoes with a bufio.Writer (a tougher baseline)")
-	prof := fs.String("cpuprofile", "", "write CPU profiles of each measured window, server child and load generator (and a heap profile in the memory scenario), into this directory")
-	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
-	strict := fs.Bool("strict", false, "exit with status 3 when a target is missed")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "tcpprobench: unexpected arguments %q\n", fs.Args())
-		return 2
-	}
-	cfg := def
-	if *quick {
-		cfg = QuickConfig()
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["reps"] {
-		cfg.Reps = *reps
-	}
-	if set["duration"] {
-		cfg.Duration = *dur
-	}
-	if set["warmup"] {
-		cfg.Warmup = *warm
-	}
-	if set["conns"] {
-		cfg.RRConns = nil
-		for _, f := range strings.Split(*conns, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil {
-				fmt.Fprintf(stderr, "tcpprobench: -conns: %v\n", err)
-				return 2
-			}
-			cfg.RRConns = append(cfg.RRConns, n)
-		}
-	}
-	if set["pipe-conns"] {
-		cfg.PipeConns = *pipeConns
-	}
-	if set["depth"] {
-		cfg.PipeDepth = *depth
-	}
-	if set["mem-conns"] {
-		cfg.MemConns = *memConns
-	}
-	if set["mem-settle"] {
-		cfg.MemSettle = *memSettle
-	}
-	if *only != "" {
-		cfg.Only = strings.Split(*only, ",")
-	}
-	cfg.RawBufWrite = *rawBuf
-	cfg.CPUProfileDir = *prof
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second Ctrl-C kills at once; the children then see stdin EOF and exit
-	}()
-	rep, err := Run(ctx, cfg, stderr)
+	s, err := measureThroughput(ctx, cfg, sc, kind, rep)
 	if err != nil {
-		fmt.Fprintln(stderr, "tcpprobench:", err)
-		return 2
+		r.errorf("%s: %v", label, err)
+		return
 	}
-	if *asJSON {
-		if err := rep.WriteJSON(stdout); err != nil {
-			fmt.Fprintln(stderr, "tcpprobench:", err)
-			return 1
-		}
-	} else {
-		rep.WriteTable(stdout)
+	r.tput[sc.name][kind][rep] = &s
+	lat := ""
+	if s.Calls > 0 {
+		lat = fmt.Sprintf("  latency p50 %.3f p99 %.3f max %.3f ms (%d calls), host CPU pressure %.1f%%", s.P50, s.P99, s.Max, s.Calls, s.HostPressure)
 	}
-	switch {
-	case rep.Verdict == "ERROR":
-		return 1
-	case rep.Verdict == "FAIL" && *strict:
-		return 3
+	r.logf("%s  %9.0f req/s  server CPU %6.2f s/Mreq  load-gen CPU %6.2f s/Mreq  server syscalls/req %.2f r + %.2f w  (%d req in %.2fs, server %.2f CPU s)%s",
+		label, s.RPS, s.CPUPerM, s.LoadPerM, s.SysReads, s.SysWrites, s.Requests, s.Window, s.CPU, lat)
+}
+
+// runPong measures one PONG-delay scenario once: both phases (idle
+// connections, then connections with slow calls running) against one
+// server, in alternating order across reps.
+func (r *Report) runPong(ctx context.Context, cfg *Config, sc scenario, rep int) {
+	label := fmt.Sprintf("rep %d/%d %-14s tcppro", rep+1, cfg.Reps, sc.name)
+	s, err := measurePong(ctx, cfg, sc, rep)
+	if err != nil {
+		r.errorf("%s: %v", label, err)
+		return
 	}
-	return 0
+	r.pong[sc.name][rep] = &s
+	r.logf("%s  PING RTT ms with slow calls p50 %.3f p99 %.3f max %.3f (%d PINGs, %d sleeps done, host CPU pressure %.1f%%); idle p50 %.3f p99 %.3f max %.3f (%d PINGs, %.1f%%)",
+		label, s.Slow.P50, s.Slow.P99, s.Slow.Max, s.Slow.Pings, s.Slow.SleepsDone, s.Slow.HostPressure,
+		s.Idle.P50, s.Idle.P99, s.Idle.Max, s.Idle.Pings, s.Idle.HostPressure)
 }

@@ -35,6 +35,11 @@ func tinyConfig() Config {
 	c.PipeDepth = 8
 	c.MemConns = 40
 	c.MemSettle = 50 * time.Millisecond
+	c.PongConns = []int{1, 3}
+	c.PongSleep = 100 * time.Millisecond
+	c.PongWindow = 300 * time.Millisecond
+	c.BurstConns = 4
+	c.TLSConns = 4
 	return c
 }
 
@@ -57,15 +62,30 @@ func TestQuickRun(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Fatalf("errors: %q", rep.Errors)
 	}
-	if len(rep.Rows) != 5+5+8 {
-		t.Errorf("%d rows, want 18", len(rep.Rows))
+	// rr-4, pipe, mem, pong-1 and pong-3, burst, tls-rr.
+	if want := 5 + 5 + 8 + 2*10 + 6 + 5; len(rep.Rows) != want {
+		t.Errorf("%d rows, want %d", len(rep.Rows), want)
 	}
+	scenarios := map[string]bool{}
 	for _, row := range rep.Rows {
-		if len(row.RawReps) != 1 || len(row.TcpproReps) != 1 {
-			t.Errorf("%s %s: reps raw %v tcppro %v, want one each", row.Scenario, row.Metric, row.RawReps, row.TcpproReps)
+		scenarios[row.Scenario] = true
+		wantRaw := 1
+		if strings.HasPrefix(row.Scenario, "pong-") {
+			wantRaw = 0 // no raw equivalent
+		}
+		if strings.HasPrefix(row.Metric, hostPressureMetric) && hostCPUPressure() < 0 {
+			continue // no PSI on this host: the row is empty
+		}
+		if len(row.RawReps) != wantRaw || len(row.TcpproReps) != 1 {
+			t.Errorf("%s %s: reps raw %v tcppro %v, want %d and 1", row.Scenario, row.Metric, row.RawReps, row.TcpproReps, wantRaw)
 		}
 		if row.Target != "" && row.Result != "PASS" && row.Result != "FAIL" {
 			t.Errorf("%s %s: result %q", row.Scenario, row.Metric, row.Result)
+		}
+	}
+	for _, name := range []string{"rr-4", "pipe-2x8", "mem-40", "pong-1", "pong-3", "burst-4", "tls-rr-4"} {
+		if !scenarios[name] {
+			t.Errorf("no rows for scenario %s", name)
 		}
 	}
 	var js bytes.Buffer
@@ -138,5 +158,50 @@ func TestMedian(t *testing.T) {
 		if got := median(c.in); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
 		}
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 200; i++ {
+		d = append(d, time.Duration(i))
+	}
+	for _, c := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 100}, {0.99, 198}, {1, 200}, {0, 1}} {
+		if got := quantile(d, c.q); got != c.want {
+			t.Errorf("quantile(1..200, %v) = %v, want %v", c.q, got, c.want)
+		}
+	}
+}
+
+// TestBurstGapsRepeat checks that both sides draw the same gaps: the
+// generator depends on the seed and the connection only.
+func TestBurstGapsRepeat(t *testing.T) {
+	cfg := DefaultConfig()
+	a, b, other := newGapGen(&cfg, 7), newGapGen(&cfg, 7), newGapGen(&cfg, 8)
+	same := true
+	for range 20 {
+		x, y, z := a.rng.Int64N(1000), b.rng.Int64N(1000), other.rng.Int64N(1000)
+		if x != y {
+			t.Fatalf("same seed and connection, different draws %d and %d", x, y)
+		}
+		same = same && x == z
+	}
+	if same {
+		t.Error("connections 7 and 8 draw the same gaps")
+	}
+}
+
+func TestValidateFamilies(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Only = []string{"pong", "burst", "tls"}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("valid families refused: %v", err)
+	}
+	cfg.Only = []string{"nope"}
+	if err := cfg.validate(); err == nil {
+		t.Fatal("unknown family accepted")
 	}
 }

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -22,12 +23,14 @@ type loadGen interface {
 	err() error
 }
 
-func newLoad(kind, addr string, conns, inflight int) (loadGen, error) {
+// newLoad makes the load generator of one side: conns connections with
+// inflight calls each, over TLS when conf is set.
+func newLoad(kind, addr string, conns, inflight int, conf *tls.Config) (loadGen, error) {
 	switch kind {
 	case kindRaw:
-		return newRawLoad(addr, conns, inflight)
+		return newRawLoad(addr, conns, inflight, conf)
 	case kindTcppro:
-		return newTcpproLoad(addr, conns, inflight)
+		return newTcpproLoad(addr, conns, inflight, conf)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,10 +24,16 @@ type serverProc struct {
 	addr string
 }
 
-func startServerChild(ctx context.Context, cfg *Config, kind string, maxConns int, lifetime time.Duration) (*serverProc, error) {
-	c, err := startChild(ctx, kind+" server", childSpec{
+// startServerChild starts a server child of the given kind; extra, if set,
+// adjusts its spec (handler, TLS).
+func startServerChild(ctx context.Context, cfg *Config, kind string, maxConns int, lifetime time.Duration, extra func(*childSpec)) (*serverProc, error) {
+	spec := childSpec{
 		Role: "server", Kind: kind, MaxConns: maxConns, BufWrite: cfg.RawBufWrite, Lifetime: lifetime,
-	})
+	}
+	if extra != nil {
+		extra(&spec)
+	}
+	c, err := startChild(ctx, kind+" server", spec)
 	if err != nil {
 		return nil, err
 	}
@@ -73,22 +80,49 @@ type tputSample struct {
 	LoadSys   float64 `json:"loadgen_read_write_syscalls_per_req"`
 	LoadPerM  float64 `json:"loadgen_cpu_s_per_mreq"`
 	Profile   string  `json:"cpu_profile,omitempty"`
+	// Latency of every call started in the window (burst scenario only).
+	Calls int     `json:"calls,omitempty"`
+	P50   float64 `json:"latency_p50_ms,omitempty"`
+	P99   float64 `json:"latency_p99_ms,omitempty"`
+	Max   float64 `json:"latency_max_ms,omitempty"`
+	// HostPressure is the share of the window in which some task of the
+	// host waited for a CPU (PSI), in percent; -1 when not available.
+	HostPressure float64 `json:"host_cpu_pressure_pct"`
 }
 
-// measureThroughput runs one side under load: a fresh server child, conns
-// connections with inflight calls each, a warm-up, then a measured window in
-// which completed requests and the server's CPU time are both sampled at the
-// window's two ends.
-func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, rep, conns, inflight int) (tputSample, error) {
+// newLoadFor makes the load generator of one side of a scenario.
+func newLoadFor(cfg *Config, sc scenario, kind, addr string) (loadGen, error) {
+	if sc.family == "burst" {
+		return newBurstLoad(cfg, kind, addr, sc.conns)
+	}
+	var conf *tls.Config
+	if sc.tls {
+		conf = cfg.tls.client
+	}
+	return newLoad(kind, addr, sc.conns, sc.inflight, conf)
+}
+
+// measureThroughput runs one side under load: a fresh server child, the
+// scenario's connections with its calls in flight each, a warm-up, then a
+// measured window in which completed requests and the server's CPU time are
+// both sampled at the window's two ends. A load generator that records
+// latencies (the burst scenario) also gives those of the calls started in
+// the window.
+func measureThroughput(ctx context.Context, cfg *Config, sc scenario, kind string, rep int) (tputSample, error) {
 	var s tputSample
+	scenario, inflight := sc.name, sc.inflight
 	total := cfg.Warmup + cfg.Duration
-	srv, err := startServerChild(ctx, cfg, kind, conns+100, total+2*time.Minute)
+	srv, err := startServerChild(ctx, cfg, kind, sc.conns+100, total+2*time.Minute, func(spec *childSpec) {
+		if sc.tls {
+			spec.TLSDir = cfg.tls.dir
+		}
+	})
 	if err != nil {
 		return s, err
 	}
 	defer srv.stop(3 * time.Second)
 
-	lg, err := newLoad(kind, srv.addr, conns, inflight)
+	lg, err := newLoadFor(cfg, sc, kind, srv.addr)
 	if err != nil {
 		return s, err
 	}
@@ -123,6 +157,7 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 		defer pprof.StopCPUProfile()
 	}
 	self := os.Getpid()
+	psi0 := hostCPUPressure()
 	cpu0, err := procCPU(srv.pid())
 	if err != nil {
 		return s, err
@@ -143,6 +178,7 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 	if err := sleepCtx(ctx, cfg.Duration); err != nil {
 		return s, err
 	}
+	psi1 := hostCPUPressure()
 	cpu1, err := procCPU(srv.pid())
 	if err != nil {
 		return s, err
@@ -170,6 +206,14 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 	if err := lg.err(); err != nil {
 		return s, err
 	}
+	if ll, ok := lg.(latencyLoad); ok {
+		lat := ll.latencies(t0, t1)
+		if len(lat) == 0 {
+			return s, fmt.Errorf("no call started and completed in the measured window")
+		}
+		s.Calls = len(lat)
+		s.P50, s.P99, s.Max = ms(quantile(lat, 0.50)), ms(quantile(lat, 0.99)), ms(lat[len(lat)-1])
+	}
 	s.Requests = c1 - c0
 	s.Window = t1.Sub(t0).Seconds()
 	s.CPU = cpu1 - cpu0
@@ -183,6 +227,7 @@ func measureThroughput(ctx context.Context, cfg *Config, kind, scenario string, 
 	s.SysWrites = float64(w1-w0) / float64(s.Requests)
 	s.LoadSys = float64(lr1-lr0+lw1-lw0) / float64(s.Requests)
 	s.LoadPerM = s.LoadCPU / float64(s.Requests) * 1e6
+	s.HostPressure = pressurePct(psi0, psi1, t1.Sub(t0))
 	return s, nil
 }
 
@@ -261,7 +306,7 @@ func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memS
 	n := cfg.MemConns
 	s := memSample{Conns: n, Heartbeats: kind == kindTcppro}
 	lifetime := 10*time.Minute + 2*cfg.MemSettle
-	srv, err := startServerChild(ctx, cfg, kind, n+100, lifetime)
+	srv, err := startServerChild(ctx, cfg, kind, n+100, lifetime, nil)
 	if err != nil {
 		return s, err
 	}
@@ -368,7 +413,7 @@ func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memS
 
 // warmOne makes one connection, one verified request, and closes it.
 func warmOne(kind, addr string) error {
-	lg, err := newLoad(kind, addr, 1, 1)
+	lg, err := newLoad(kind, addr, 1, 1, nil)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,8 @@ type childSpec struct {
 	Conns    int           `json:"conns,omitempty"`
 	MaxConns int           `json:"max_conns,omitempty"`
 	BufWrite bool          `json:"buf_write,omitempty"`
+	Handler  string        `json:"handler,omitempty"` // tcppro server: "" (echo) or "sleep" (sleep and echo)
+	TLSDir   string        `json:"tls_dir,omitempty"` // server: serve TLS with the certificate there
 	Lifetime time.Duration `json:"lifetime"`
 }
 
@@ -280,4 +282,38 @@ func procSyscalls(pid int) (reads, writes uint64, err error) {
 		}
 	}
 	return reads, writes, nil
+}
+
+// hostCPUPressure returns the "some" total of /proc/pressure/cpu: the time,
+// in microseconds since boot, during which at least one task of the host was
+// runnable but waiting for a CPU; -1 when PSI is not available.
+func hostCPUPressure() int64 {
+	b, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return -1
+	}
+	for line := range strings.Lines(string(b)) {
+		if !strings.HasPrefix(line, "some ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return -1
+				}
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// pressurePct turns two hostCPUPressure readings taken window apart into
+// the share of the window under CPU pressure, in percent (-1: unknown).
+func pressurePct(a, b int64, window time.Duration) float64 {
+	if a < 0 || b < a || window <= 0 {
+		return -1
+	}
+	return float64(b-a) / float64(window.Microseconds()) * 100
 }

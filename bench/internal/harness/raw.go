@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -149,13 +150,12 @@ type rawLoad struct {
 	base
 }
 
-func newRawLoad(addr string, conns, inflight int) (*rawLoad, error) {
+func newRawLoad(addr string, conns, inflight int, conf *tls.Config) (*rawLoad, error) {
 	l := &rawLoad{inflight: inflight}
 	l.init(conns)
 	l.conns = make([]net.Conn, conns)
-	d := net.Dialer{Timeout: 5 * time.Second}
 	for i := range l.conns {
-		c, err := d.Dial("tcp", addr)
+		c, err := dialRaw(addr, conf)
 		if err != nil {
 			l.close()
 			return nil, fmt.Errorf("raw dial %d: %w", i, err)

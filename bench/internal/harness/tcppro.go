@@ -3,6 +3,7 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,18 +21,31 @@ import (
 // ---- tcppro server ----
 
 // startTcpproServer serves ln with a tcppro server at its defaults
-// (heartbeats on), echoing every request body.
-func startTcpproServer(ln net.Listener, maxConns int) (stop func(), err error) {
+// (heartbeats on), over TLS when conf is set. Its handler echoes every
+// request body; with handler "sleep" it also serves the method "sleep",
+// which sleeps for the duration in its body (time.ParseDuration syntax) and
+// then echoes it, or returns early with the context's error when the
+// request's context ends (cancel, deadline, connection closed).
+func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.Config) (stop func(), err error) {
 	cfg := server.DefaultConfig()
 	cfg.Addr = ln.Addr().String()
 	cfg.AllowEphemeralPort = true // the harness listens on 127.0.0.1:0
 	if cfg.MaxConns < maxConns {
 		cfg.MaxConns = maxConns
 	}
+	cfg.TLS = conf
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(cfg, server.HandlerFunc(func(ctx context.Context, req *server.Request) ([]byte, error) {
+	h := server.HandlerFunc(func(ctx context.Context, req *server.Request) ([]byte, error) {
 		return req.Body, nil
-	}))
+	})
+	switch handler {
+	case "":
+	case "sleep":
+		h = sleepHandler
+	default:
+		return nil, fmt.Errorf("unknown handler %q", handler)
+	}
+	srv, err := server.New(cfg, h)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +65,24 @@ func startTcpproServer(ln net.Listener, maxConns int) (stop func(), err error) {
 	}, nil
 }
 
+func sleepHandler(ctx context.Context, req *server.Request) ([]byte, error) {
+	if req.Method != "sleep" {
+		return req.Body, nil
+	}
+	d, err := time.ParseDuration(string(req.Body))
+	if err != nil {
+		return nil, err
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return req.Body, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // ---- tcppro load generator: the client library ----
 
 type tcpproLoad struct {
@@ -61,12 +93,13 @@ type tcpproLoad struct {
 }
 
 // newTcpproLoad makes one client (one connection) per connection wanted.
-func newTcpproLoad(addr string, conns, inflight int) (*tcpproLoad, error) {
+func newTcpproLoad(addr string, conns, inflight int, conf *tls.Config) (*tcpproLoad, error) {
 	l := &tcpproLoad{inflight: inflight, cancel: func() {}}
 	l.init(conns * inflight)
 	for i := range conns {
 		ccfg := client.DefaultConfig()
 		ccfg.Addrs = []string{addr}
+		ccfg.TLS = conf
 		cl, err := client.New(ccfg)
 		if err != nil {
 			l.close()
@@ -160,6 +193,11 @@ func newTcpproHolder() *tcpproHolder { return &tcpproHolder{} }
 
 func (h *tcpproHolder) add(c net.Conn, i int) error {
 	hc := &heldConn{c: c, fr: wire.NewFramer(c, c), resp: make(chan heldResult, 1)}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := hc.fr.ClientHandshake(wire.Hello{}); err != nil {
+		return fmt.Errorf("HELLO exchange: %w", err)
+	}
+	_ = c.SetDeadline(time.Time{})
 	h.mu.Lock()
 	for len(h.conns) <= i {
 		h.conns = append(h.conns, nil)
@@ -193,7 +231,7 @@ func (hc *heldConn) readLoop() {
 		case wire.TypeResponse:
 			hc.deliver(heldResult{id: f.ID, body: bytes.Clone(f.Payload)})
 		case wire.TypeError:
-			code, msg, _ := wire.ParseError(f.Payload)
+			code, _, msg, _ := wire.ParseError(f.ID, f.Flags, f.Payload)
 			hc.deliver(heldResult{id: f.ID, err: fmt.Errorf("ERROR frame id=%d %v: %s", f.ID, code, msg)})
 		case wire.TypeGoAway:
 			hc.deliver(heldResult{err: fmt.Errorf("GOAWAY from server")})
@@ -216,7 +254,7 @@ func (h *tcpproHolder) requestAll() (ok, failed int, first string) {
 		fillMsg(body[:], i, 0)
 		const id = 1
 		hc.wmu.Lock()
-		err := hc.fr.WriteRequest(id, 10_000, "echo", body[:])
+		err := hc.fr.WriteRequest(id, false, 10_000, "echo", nil, body[:])
 		hc.wmu.Unlock()
 		if err == nil {
 			select {
