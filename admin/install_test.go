@@ -2,14 +2,9 @@ package admin_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +15,7 @@ import (
 
 	"github.com/tcppro/tcppro/admin"
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/internal/tlsfiles"
 	"github.com/tcppro/tcppro/server"
 )
 
@@ -124,7 +120,7 @@ func gather(t *testing.T, m *admin.Metrics) string {
 // TestConnzTLS: a connection served over TLS says so in /connz and on the
 // status page.
 func TestConnzTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool := serverCert(t)
 	e := startEnv(t, envOpts{server: func(c *server.Config) {
 		c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	}})
@@ -142,33 +138,23 @@ func TestConnzTLS(t *testing.T) {
 	}
 }
 
-// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+// serverCert returns a certificate for 127.0.0.1, issued by a CA made for
+// the test, and a pool trusting that CA.
+func serverCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := tlsfiles.NewCA("tcppro admin test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tcppro admin test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	certPEM, keyPEM, err := ca.Issue(tlsfiles.Leaf{CommonName: "tcppro admin test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true, ValidFor: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := x509.ParseCertificate(der)
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	pool.AddCert(ca.Cert)
+	return cert, pool
 }

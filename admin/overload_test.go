@@ -51,12 +51,13 @@ func TestRefusedRequestsByReason(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first request never reached its handler")
 	}
-	// 3 finds no worker; 5 does not fit the memory budget beside 1; 7
+	// 3 finds no worker; 5 does not fit the memory budget beside 1 (one
+	// byte more than is left: a request that just fits is admitted); 7
 	// stays in flight, its body still arriving; 9 is one beyond
 	// MAX_IN_FLIGHT (1 and 7).
 	writes := []func() error{
 		func() error { return fr.WriteRequest(3, false, 0, "block", nil, nil) },
-		func() error { return fr.WriteRequest(5, false, 0, "block", nil, make([]byte, budget-heldLen)) },
+		func() error { return fr.WriteRequest(5, false, 0, "block", nil, make([]byte, budget-heldLen+1)) },
 		func() error { return fr.WriteRequest(7, true, 0, "block", nil, []byte("first chunk")) },
 		func() error { return fr.WriteRequest(9, false, 0, "block", nil, nil) },
 	}
@@ -148,7 +149,7 @@ func TestControlFloodIsADeadPeer(t *testing.T) {
 	})
 	e := startEnv(t, envOpts{handler: mux, server: func(c *server.Config) {
 		c.Session.MaxQueuedControl = 8
-		c.Session.MaxInFlight = 2 // the flood bound is MaxQueuedControl + MaxInFlight
+		c.Session.MaxInFlight = 2                       // the flood bound is MaxQueuedControl + MaxInFlight
 		c.Session.LingerTimeout = 50 * time.Millisecond // the final CONTROL_FLOOD cannot leave: do not wait long for it
 		c.Socket.SendBuffer = 4096
 	}})

@@ -278,9 +278,17 @@ func (c *Client) chain(ics []Interceptor) Invoker {
 
 // Call sends a request for method with body and waits for its response.
 // It returns by ctx's deadline (or CallTimeout when ctx has none) with a
-// response or an error: a *CallError for an ERROR from the server, or one
-// matching ErrTimeout, ErrPeerDead, ErrConnClosed, ErrServerBusy,
-// ErrOverloaded, ErrTooLarge, ErrUnavailable or ErrClosed. A call whose
+// response or an error: a *CallError (errors.As) for an ERROR from the
+// server, whose code matches ErrOverloaded, ErrShuttingDown, ErrServerBusy
+// or ErrTimeout; ErrTimeout (also context.DeadlineExceeded) when the
+// deadline passed; the context's error (context.Canceled) when it was
+// cancelled; a connection's end, matching ErrPeerDead, ErrWriteTimeout,
+// ErrConnClosed, or session.ErrFrameTimeout, ErrControlFlood,
+// ErrHandshakeTimeout, ErrUnsupportedVersion; ErrTooLarge,
+// wire.ErrInvalidMethod or wire.ErrInvalidMetadata for a call refused
+// locally; ErrUnavailable when no server can be reached; ErrClosed after
+// Close. session.RetrySafe tells whether the server certainly did not
+// process it. A call whose
 // context is already done is never sent; one cancelled while the server
 // runs it is cancelled at the server too (CANCEL). Calls the server
 // certainly did not process are retried up to MaxRetries times.

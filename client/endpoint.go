@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 )
@@ -246,13 +247,7 @@ func (ep *endpoint) handshake(nc net.Conn) (net.Conn, error) {
 		}
 	}
 	tc := tls.Client(nc, cfg)
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Session.HandshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		nc.Close()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: TLS: %w", session.ErrHandshakeTimeout, err)
-		}
+	if err := netconn.Handshake(c.ctx, tc, c.cfg.Session.HandshakeTimeout); err != nil {
 		return nil, err
 	}
 	return tc, nil

@@ -42,11 +42,13 @@ type Config struct {
 	Workers int
 
 	// MemoryBudget bounds the bytes held for all connections together:
-	// request bodies received and not yet answered, answers not yet
-	// written. A request that arrives, or grows, while it is reached is
-	// refused with OVERLOADED (not processed); Session.ConnMemory bounds
-	// each connection the same way. Default: half the Go memory limit when
-	// one is set (GOMEMLIMIT), otherwise 1 GiB; negative disables.
+	// request bodies received and not yet answered (also while their
+	// handlers run after the connection ended), answers not yet written. A
+	// request that arrives, or grows, while it is reached is refused with
+	// OVERLOADED (not processed); Session.ConnMemory bounds each
+	// connection the same way, and says how answers can pass the bound.
+	// Default: half the Go memory limit when one is set (GOMEMLIMIT),
+	// otherwise 1 GiB; negative disables.
 	MemoryBudget int64
 
 	// HandlerTimeout caps every request's deadline; 0 (the default) leaves
@@ -99,8 +101,10 @@ type Config struct {
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 
 	// ConnState, if set, is called when a connection changes state (see
-	// ConnState). Calls for one connection come in order; it must be fast.
-	// Default nil.
+	// ConnState). Calls for one connection come in order, from the
+	// connection's goroutines, with none of its locks held: it may call
+	// Stats or Conns, but not Close or Shutdown, which wait for the
+	// connection. It should be fast. Default nil.
 	ConnState func(net.Conn, ConnState)
 
 	// Socket holds the socket options of accepted connections. A zero
@@ -191,6 +195,8 @@ func (c Config) Validate() error {
 		return bad("AcceptBackoffMax", c.AcceptBackoffMax, fmt.Sprintf("must be at least AcceptBackoffMin (%v)", c.AcceptBackoffMin))
 	case c.RejectLinger < 0:
 		return bad("RejectLinger", c.RejectLinger, "must not be negative")
+	case c.Session.ConnMemory < int(c.Session.MaxMessageSize):
+		return bad("ConnMemory", c.Session.ConnMemory, fmt.Sprintf("must be at least MaxMessageSize (%d), or no request of that size could be received", c.Session.MaxMessageSize))
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return bad("TLS", "no certificate", "set Certificates, GetCertificate or GetConfigForClient")
 	}

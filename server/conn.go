@@ -17,15 +17,15 @@ import (
 // ConnState is a server connection's state, reported to Config.ConnState.
 type ConnState int
 
-// Connection states, in the order a connection goes through them (Active
-// and Idle alternate).
+// Connection states, in the order a connection goes through them: New,
+// then Active and Idle in turns, then Closed (as net/http's).
 const (
-	// StateNew: accepted (after the TLS handshake, if any); the HELLO
-	// exchange has not completed.
+	// StateNew: accepted (after the TLS handshake, if any); no request
+	// handled yet.
 	StateNew ConnState = iota
 	// StateActive: at least one request is being handled.
 	StateActive
-	// StateIdle: open, with no request being handled.
+	// StateIdle: open, its requests handled, none being handled now.
 	StateIdle
 	// StateClosed: closed, for whatever reason. Final.
 	StateClosed
@@ -62,32 +62,54 @@ type conn struct {
 
 	lastMethod atomic.Pointer[string] // the last method name seen
 
-	mu       sync.Mutex
+	mu       sync.Mutex         // taken inside the transport's mutex (Sink methods): no hook under it
 	running  map[uint64]*reqCtx // requests being handled, for cancellation
 	ended    bool               // the connection ended: every context was cancelled
 	closeErr error
+
+	// ConnState reporting, under stateMu, which is never taken with the
+	// transport's mutex or mu held, so that a hook may call the Server.
+	stateMu sync.Mutex
+	handled int       // handlers running
+	state   ConnState // last reported
 
 	// Owned by the ager (Server.age).
 	expiry int64 // Unix nanoseconds; 0: no maximum age
 	aged   bool
 }
 
-// stateLocked reports a state change to Config.ConnState; c.mu is held,
-// so that one connection's changes are reported in order.
-func (c *conn) stateLocked(st ConnState) {
+// handling reports a handler starting (+1) or ending (-1) to
+// Config.ConnState as Active and Idle, in order, from the handler's own
+// goroutine (outside every lock of the connection).
+func (c *conn) handling(delta int) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.handled += delta
+	switch {
+	case c.state == StateClosed:
+	case c.handled > 0 && c.state != StateActive:
+		c.setStateLocked(StateActive)
+	case c.handled == 0 && c.state == StateActive:
+		c.setStateLocked(StateIdle)
+	}
+}
+
+// setState reports a state change to Config.ConnState.
+func (c *conn) setState(st ConnState) {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	c.setStateLocked(st)
+}
+
+func (c *conn) setStateLocked(st ConnState) {
+	c.state = st
 	if f := c.s.cfg.ConnState; f != nil {
 		f(c.nc, st)
 	}
 }
 
 // Ready implements core.Sink: the client's HELLO arrived.
-func (c *conn) Ready(wire.Hello) {
-	c.mu.Lock()
-	if len(c.running) == 0 && !c.ended {
-		c.stateLocked(StateIdle)
-	}
-	c.mu.Unlock()
-}
+func (c *conn) Ready(wire.Hello) {}
 
 // Request implements core.Sink: it takes a worker, or refuses the request
 // (OVERLOADED), and starts the handler on a goroutine of its own.
@@ -103,13 +125,15 @@ func (c *conn) Request(in core.Incoming) bool {
 		ID: in.ID, Method: c.method(in.Method), Body: r.buf, Metadata: in.Metadata,
 		RemoteAddr: c.remote, Conn: c.nc,
 	}
+	// The request's timeout counts from its REQUEST frame's arrival
+	// (protocol.md §5.1), not from the end of a chunked body.
 	timeout := time.Duration(in.TimeoutMillis) * time.Millisecond
 	if ht := s.cfg.HandlerTimeout; ht > 0 && (timeout == 0 || ht < timeout) {
 		timeout = ht
 	}
 	var deadline time.Time
 	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
+		deadline = netconn.Wall(in.Arrived).Add(timeout)
 	}
 	ctx := newReqCtx(c.ctx, deadline)
 	c.mu.Lock()
@@ -117,9 +141,6 @@ func (c *conn) Request(in core.Incoming) bool {
 		ctx.cancel(context.Canceled)
 	}
 	c.running[in.ID] = ctx
-	if len(c.running) == 1 && !c.ended {
-		c.stateLocked(StateActive)
-	}
 	c.mu.Unlock()
 	go c.serve(r, ctx)
 	return true
@@ -151,8 +172,11 @@ func (c *conn) Closed(err error) {
 	}
 }
 
-// HeartbeatRTT implements core.Sink.
-func (c *conn) HeartbeatRTT(d time.Duration) { c.s.obs.HeartbeatRTT(d) }
+// HeartbeatRTT implements core.Sink. The Observer hears of it once the
+// transport's mutex is released: it may call the Server.
+func (c *conn) HeartbeatRTT(d time.Duration) {
+	c.tc.Post(func() { c.s.obs.HeartbeatRTT(d) })
+}
 
 // CallDone and GoAway implement core.Sink; a server makes no calls.
 func (c *conn) CallDone(*core.Call, []byte, wire.Metadata, error) {}
@@ -203,6 +227,7 @@ var requestPool = sync.Pool{New: func() any { return new(request) }}
 // releases the worker.
 func (c *conn) serve(r *request, ctx *reqCtx) {
 	s := c.s
+	c.handling(+1)
 	resp, err := c.call(ctx, &r.Request)
 	ctx.finish()
 	// The worker is free once the handler returns: a client that gets its
@@ -224,10 +249,8 @@ func (c *conn) serve(r *request, ctx *reqCtx) {
 	}
 	c.mu.Lock()
 	delete(c.running, id)
-	if len(c.running) == 0 && !c.ended {
-		c.stateLocked(StateIdle)
-	}
 	c.mu.Unlock()
+	c.handling(-1)
 	r.Request = Request{}
 	requestPool.Put(r)
 }

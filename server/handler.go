@@ -31,8 +31,8 @@ type Request struct {
 
 	// ResponseMetadata, if set by the handler or an interceptor before
 	// the handler returns, is sent with the answer (a RESPONSE, or an
-	// ERROR). It must satisfy wire.Metadata.Validate, or the answer
-	// becomes an ERROR INTERNAL.
+	// ERROR). It must satisfy wire.Metadata.Validate: otherwise a RESPONSE
+	// becomes an ERROR INTERNAL, and an ERROR goes without it.
 	ResponseMetadata wire.Metadata
 }
 
@@ -44,10 +44,15 @@ type Request struct {
 // ServeTCP's caller moves on, so a handler may return a buffer it reuses,
 // or req.Body.
 //
-// An error is sent to the client as an ERROR frame: an *Error keeps its
-// code, an error wrapping context.DeadlineExceeded becomes CodeTimeout,
-// anything else CodeApplication with the error's text. A panic is
-// recovered and answered with CodeInternal.
+// An error is sent to the client as an ERROR frame: an *Error returned as
+// such keeps its code (a code that refuses whole connections, such as BUSY,
+// becomes CodeInternal); an *Error wrapped in another error keeps its code
+// only if that code does not claim the request was not processed
+// (OVERLOADED, SHUTTING_DOWN: the handler has run, so its caller must not
+// retry it), and is CodeApplication otherwise; an error wrapping
+// context.DeadlineExceeded becomes CodeTimeout; anything else
+// CodeApplication with the error's text. A panic is recovered and answered
+// with CodeInternal.
 type Handler interface {
 	ServeTCP(ctx context.Context, req *Request) ([]byte, error)
 }
@@ -129,16 +134,36 @@ func (m *Mux) ServeTCP(ctx context.Context, req *Request) ([]byte, error) {
 }
 
 // errorFrame maps a handler's error to the code and message sent.
+//
+// An *Error returned as such keeps its code. Wrapped in another error, it
+// keeps it only if the code does not claim the request was not processed:
+// a handler that returns fmt.Errorf("backend: %w", err) for a downstream
+// call refused OVERLOADED has done its own work, and its caller must not
+// retry it as never processed; it answers APPLICATION. Codes that only
+// refuse whole connections (BUSY, FRAME_TOO_LARGE, PROTOCOL,
+// UNSUPPORTED_VERSION, CONTROL_FLOOD) are never an answer: INTERNAL.
 func errorFrame(err error) (wire.Code, string) {
+	if e, ok := err.(*Error); ok {
+		return answerCode(e.Code), e.Message
+	}
 	var e *Error
 	switch {
-	case errors.As(err, &e):
-		return e.Code, e.Message
+	case errors.As(err, &e) && !e.Code.Retryable():
+		return answerCode(e.Code), err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		return wire.CodeTimeout, err.Error()
 	default:
 		return wire.CodeApplication, err.Error()
 	}
+}
+
+// answerCode is code if it may answer a request, INTERNAL otherwise.
+func answerCode(code wire.Code) wire.Code {
+	switch code {
+	case wire.CodeBusy, wire.CodeFrameTooLarge, wire.CodeProtocol, wire.CodeUnsupportedVersion, wire.CodeControlFlood:
+		return wire.CodeInternal
+	}
+	return code
 }
 
 // ErrorCode is the code an error returned by a handler is answered with

@@ -3,57 +3,92 @@ package server
 import (
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/netconn"
+	"github.com/tcppro/tcppro/wire"
 )
 
-// reject answers a connection with a connection-level ERROR frame (BUSY
-// over the cap, SHUTTING_DOWN while offline) instead of HELLO, and closes
-// it. The socket is half-closed and drained for RejectLinger so that the
-// frame is read before any reset the client's unread HELLO would cause.
-// Over TLS the frame goes inside the TLS session, after its handshake.
-func (s *Server) reject(nc net.Conn, frame []byte) {
+// reject refuses a connection (BUSY over the cap, SHUTTING_DOWN while
+// offline) through the protocol core's Refuse: the connection-level ERROR
+// instead of HELLO, then FIN, reading and discarding what the client sends
+// until its FIN or RejectLinger, so that the ERROR is read before any reset
+// the client's unread HELLO would cause. Over TLS the ERROR goes inside the
+// TLS session, after its handshake (bounded by RejectLinger too).
+func (s *Server) reject(nc net.Conn, code wire.Code, msg string) {
 	s.mu.Lock()
 	if len(s.rejecting) >= maxLingering || s.shutdown.Load() {
 		s.mu.Unlock()
 		nc.Close()
 		return
 	}
-	s.rejecting[nc] = struct{}{}
+	r := &rejected{nc: nc}
+	s.rejecting[r] = struct{}{}
 	s.rejectWG.Add(1)
 	s.mu.Unlock()
 	go func() {
 		defer s.rejectWG.Done()
-		deadline := time.Now().Add(s.cfg.RejectLinger)
-		_ = nc.SetDeadline(deadline)
-		w := nc
+		defer func() {
+			s.mu.Lock()
+			delete(s.rejecting, r)
+			s.mu.Unlock()
+		}()
+		conn := nc
 		if s.cfg.TLS != nil {
 			tc := tls.Server(nc, s.cfg.TLS)
-			if tc.Handshake() != nil {
-				s.endReject(nc)
+			if netconn.Handshake(s.hardCtx, tc, s.cfg.RejectLinger) != nil {
 				return
 			}
-			w = tc
+			conn = tc
 		}
-		if _, err := w.Write(frame); err == nil {
-			if cw, ok := w.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
-			_, _ = io.Copy(io.Discard, io.LimitReader(w, 64<<10))
-		}
-		s.endReject(nc)
+		s.refuse(r, conn, code, msg, s.cfg.RejectLinger)
 	}()
 }
 
-func (s *Server) endReject(nc net.Conn) {
-	nc.Close()
-	s.mu.Lock()
-	delete(s.rejecting, nc)
-	s.mu.Unlock()
+// rejected is a connection being refused; Close cuts its lingering short.
+type rejected struct {
+	nc net.Conn
+	mu sync.Mutex
+	tc *netconn.Conn
 }
+
+func (r *rejected) close() {
+	r.mu.Lock()
+	tc := r.tc
+	r.mu.Unlock()
+	if tc != nil {
+		tc.Close(ErrServerClosed)
+	} else {
+		r.nc.Close()
+	}
+}
+
+// refuse runs the refusal of conn on this goroutine until it ends.
+func (s *Server) refuse(r *rejected, conn net.Conn, code wire.Code, msg string, linger time.Duration) {
+	cfg := s.cfg.Session
+	cfg.LingerTimeout, cfg.HandshakeTimeout = linger, linger
+	tc := netconn.New(conn, core.Server, cfg, core.Options{}, refusal{})
+	r.mu.Lock()
+	r.tc = tc
+	r.mu.Unlock()
+	tc.Refuse(code, msg)
+	tc.Run()
+}
+
+// refusal is the core.Sink of a refused connection: nothing happens on it.
+type refusal struct{}
+
+func (refusal) Ready(wire.Hello)                                  {}
+func (refusal) Request(core.Incoming) bool                        { return false }
+func (refusal) Cancelled(uint64)                                  {}
+func (refusal) CallDone(*core.Call, []byte, wire.Metadata, error) {}
+func (refusal) GoAway(uint64, wire.Reason, []byte)                {}
+func (refusal) Closed(error)                                      {}
+func (refusal) HeartbeatRTT(time.Duration)                        {}
 
 // maxLingering bounds the rejected connections kept half-closed at once;
 // beyond it they are closed at once.
@@ -67,16 +102,17 @@ func fdExhausted(err error) bool {
 // reserveFD is a descriptor kept open so that, at the open-file limit, it
 // can be given up to accept a waiting connection and tell it BUSY.
 type reserveFD struct {
-	mu   sync.Mutex
-	fd   int
-	held bool
+	mu     sync.Mutex
+	fd     int
+	held   bool
+	closed bool // the server has finished: never taken again
 }
 
 // open takes the reserve descriptor, if it is not held and one is free.
 func (r *reserveFD) open() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.held {
+	if r.held || r.closed {
 		return
 	}
 	fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
@@ -97,7 +133,12 @@ func (r *reserveFD) release() bool {
 	return true
 }
 
-func (r *reserveFD) close() { r.release() }
+func (r *reserveFD) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	r.release()
+}
 
 // rejectWithReserve gives up the reserve descriptor to accept one waiting
 // connection, answers it BUSY (a plain connection; over TLS it is only
@@ -121,16 +162,11 @@ func (s *Server) rejectWithReserve(ln net.Listener) bool {
 	}
 	s.stats.rejectedBusy.Add(1)
 	s.obs.ConnRejected(RejectBusy)
-	if s.cfg.TLS == nil {
-		_ = nc.SetDeadline(time.Now().Add(rejectAtLimitLinger))
-		if _, err := nc.Write(s.fdLimitFrame); err == nil {
-			if cw, ok := nc.(interface{ CloseWrite() error }); ok {
-				_ = cw.CloseWrite()
-			}
-			_, _ = io.Copy(io.Discard, io.LimitReader(nc, 16<<10))
-		}
+	if s.cfg.TLS != nil {
+		nc.Close()
+		return true
 	}
-	nc.Close()
+	s.refuse(&rejected{nc: nc}, nc, wire.CodeBusy, "server at its open-file limit", rejectAtLimitLinger)
 	return true
 }
 

@@ -50,9 +50,6 @@ type Server struct {
 	budget  *budget
 	reserve reserveFD
 
-	busyFrame    []byte
-	fdLimitFrame []byte
-	offlineFrame []byte
 
 	hardCtx  context.Context // cancelled by Shutdown and Close: TLS handshakes in progress end
 	hardStop context.CancelFunc
@@ -61,7 +58,7 @@ type Server struct {
 	hard      bool // connections are being closed outright (Close)
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
-	rejecting map[net.Conn]struct{}
+	rejecting map[*rejected]struct{}
 	closing   chan struct{} // closed by Shutdown and Close
 	gone      chan struct{} // a connection ended (cap 1)
 
@@ -104,13 +101,10 @@ func New(cfg Config, h Handler) (*Server, error) {
 		obs:          cfg.Observer,
 		listeners:    make(map[*net.Listener]struct{}),
 		conns:        make(map[*conn]struct{}),
-		rejecting:    make(map[net.Conn]struct{}),
+		rejecting:    make(map[*rejected]struct{}),
 		names:        make(map[string]*string),
 		closing:      make(chan struct{}),
 		gone:         make(chan struct{}, 1),
-		busyFrame:    wire.AppendError(nil, 0, wire.CodeBusy, nil, fmt.Sprintf("server at its connection cap (%d)", cfg.MaxConns)),
-		fdLimitFrame: wire.AppendError(nil, 0, wire.CodeBusy, nil, "server at its open-file limit"),
-		offlineFrame: wire.AppendError(nil, 0, wire.CodeShuttingDown, nil, "server offline"),
 	}
 	s.hardCtx, s.hardStop = context.WithCancel(context.Background())
 	s.budget = &budget{limit: math.MaxInt64} // counted even when not bounded: Stats.MemoryHeld
@@ -120,6 +114,8 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
+	// The reserve is taken at once: by the time it is needed, the
+	// descriptors may all be gone.
 	s.reserve.open()
 	if cfg.MaxConnAge > 0 {
 		s.ageWG.Add(1)
@@ -240,13 +236,13 @@ func (s *Server) serveConn(base context.Context, nc net.Conn) {
 	if s.offline.Load() {
 		s.stats.rejectedOffline.Add(1)
 		s.obs.ConnRejected(RejectOffline)
-		s.reject(nc, s.offlineFrame)
+		s.reject(nc, wire.CodeShuttingDown, "server offline")
 		return
 	}
 	if s.active.Load() >= int64(s.cfg.MaxConns) {
 		s.stats.rejectedBusy.Add(1)
 		s.obs.ConnRejected(RejectBusy)
-		s.reject(nc, s.busyFrame)
+		s.reject(nc, wire.CodeBusy, fmt.Sprintf("server at its connection cap (%d)", s.cfg.MaxConns))
 		return
 	}
 	if err := s.cfg.Socket.Apply(nc); err != nil {
@@ -333,9 +329,7 @@ func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	c.mu.Lock()
-	c.stateLocked(StateNew)
-	c.mu.Unlock()
+	c.setState(StateNew)
 	if s.shutdown.Load() {
 		c.goAway(wire.ReasonShutdown, "server shutting down")
 	}
@@ -348,8 +342,8 @@ func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 func (s *Server) endConn(c *conn) {
 	c.mu.Lock()
 	err := c.closeErr
-	c.stateLocked(StateClosed)
 	c.mu.Unlock()
+	c.setState(StateClosed)
 	s.connEnded(c, c.remote, err, c.start)
 }
 
@@ -359,13 +353,7 @@ func (s *Server) coreOptions() core.Options { return core.Options{Budget: s.budg
 // short by Close.
 func (s *Server) handshake(nc net.Conn) (*tls.Conn, error) {
 	tc := tls.Server(nc, s.cfg.TLS)
-	ctx, cancel := context.WithTimeout(s.hardCtx, s.cfg.Session.HandshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		nc.Close()
-		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("%w: TLS: %w", session.ErrHandshakeTimeout, err)
-		}
+	if err := netconn.Handshake(s.hardCtx, tc, s.cfg.Session.HandshakeTimeout); err != nil {
 		return nil, err
 	}
 	return tc, nil
@@ -499,10 +487,14 @@ func (s *Server) beginShutdown() {
 	for ln := range s.listeners {
 		(*ln).Close()
 	}
-	for nc := range s.rejecting {
-		_ = nc.SetReadDeadline(time.Now())
+	rejecting := make([]*rejected, 0, len(s.rejecting))
+	for r := range s.rejecting {
+		rejecting = append(rejecting, r)
 	}
 	s.mu.Unlock()
+	for _, r := range rejecting {
+		r.close() // a refusal's lingering is cut short
+	}
 	// A connection still in its TLS handshake has no request to finish:
 	// neither Shutdown nor Close waits for its HandshakeTimeout.
 	s.hardStop()

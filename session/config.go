@@ -29,14 +29,16 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 
 	// HandshakeTimeout bounds the opening of a connection: the TLS
-	// handshake, when there is one, and the exchange of HELLO frames.
-	// Default 10s.
+	// handshake, when there is one, and then the exchange of HELLO frames,
+	// each given the whole timeout. Default 10s.
 	HandshakeTimeout time.Duration
 
 	// FrameReadTimeout bounds how long a frame that has started arriving
 	// may go without receiving more bytes (slow-loris protection that
 	// spares slow links: it measures progress, not the frame's total
-	// time). It never applies between frames. Default 10s.
+	// time), and, on a server, how long requests whose bodies are still
+	// arriving may go without receiving body bytes. It never applies to an
+	// idle connection. Default 10s.
 	FrameReadTimeout time.Duration
 
 	// WriteTimeout is how long queued output may make no progress (the peer
@@ -93,8 +95,13 @@ type Config struct {
 	// ConnMemory bounds, on a server, the bytes held for one connection:
 	// request bodies received and not yet answered, and answers not yet
 	// written. A request that arrives, or grows, while the bound is reached
-	// is refused with OVERLOADED (not processed). Clients ignore it.
-	// Default 8 MiB.
+	// is refused with OVERLOADED (not processed). An answer is never
+	// refused (its request was processed): answers to requests already
+	// admitted can take a connection past the bound — at worst MaxInFlight
+	// answers of MaxMessageSize, when handlers turn small requests into
+	// large answers for a client that does not read them; the server then
+	// stops reading that client. At least MaxMessageSize on a server.
+	// Clients ignore it. Default 8 MiB.
 	ConnMemory int
 
 	// ReadBufferSize is the size of the read buffer a connection borrows
@@ -176,8 +183,8 @@ func (c Config) Validate() error {
 		return bad("WriteQueueSize", c.WriteQueueSize, "must be positive")
 	case c.MaxQueuedControl < 0:
 		return bad("MaxQueuedControl", c.MaxQueuedControl, "must be positive")
-	case c.ConnMemory < int(c.MaxMessageSize):
-		return bad("ConnMemory", c.ConnMemory, fmt.Sprintf("must be at least MaxMessageSize (%d), or no message of that size could be received", c.MaxMessageSize))
+	case c.ConnMemory < 0:
+		return bad("ConnMemory", c.ConnMemory, "must be positive")
 	case c.ReadBufferSize < 256:
 		return bad("ReadBufferSize", c.ReadBufferSize, "must be at least 256 bytes")
 	}

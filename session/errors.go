@@ -153,8 +153,10 @@ func NotProcessed(err error) error {
 
 // RetrySafe reports whether err says that the request certainly was not
 // processed, so that sending it again, to this server or another, cannot run
-// it twice: an ERROR frame whose code is retry safe (BUSY, OVERLOADED,
-// SHUTTING_DOWN, UNSUPPORTED_VERSION), or a failure marked NotProcessed.
+// it twice: an ERROR answer whose code is retry safe (OVERLOADED,
+// SHUTTING_DOWN), a connection-level ERROR that refused the whole
+// connection (BUSY, SHUTTING_DOWN, UNSUPPORTED_VERSION), or a failure
+// marked NotProcessed.
 // This is the one place tcppro decides it.
 func RetrySafe(err error) bool {
 	var np *notProcessed
@@ -162,5 +164,18 @@ func RetrySafe(err error) bool {
 		return true
 	}
 	var e *Error
-	return errors.As(err, &e) && e.Code.Retryable()
+	if !errors.As(err, &e) {
+		return false
+	}
+	if e.Conn {
+		// A connection-level ERROR: only these say that nothing on the
+		// connection was processed (protocol.md §7).
+		switch e.Code {
+		case wire.CodeBusy, wire.CodeShuttingDown, wire.CodeUnsupportedVersion:
+			return true
+		}
+		return false
+	}
+	// An answer: only these say that the request was not processed.
+	return e.Code == wire.CodeOverloaded || e.Code == wire.CodeShuttingDown
 }

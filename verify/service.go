@@ -278,7 +278,7 @@ func (e *Env) startPlainServer(h *faultnet.Host, addr netip.AddrPort, mode plain
 					s.mu.Unlock()
 					raw.Close()
 				}()
-				c, err := e.secureServer(raw)
+				c, err := e.secure(raw, serverSide)
 				if err != nil {
 					e.logf("raw server on %v: %v", addr, err)
 					return

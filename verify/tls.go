@@ -93,37 +93,31 @@ func (e *Env) tlsConfigs() (srv, cli *tls.Config, err error) {
 	return e.srvTLS, e.cliTLS, nil
 }
 
-// secure turns a raw connection into the run's transport: in a TLS run
-// the client side of a TLS session (handshake done, within 5 s), else c
-// itself. On error c is closed.
-func (e *Env) secure(c net.Conn) (net.Conn, error) {
-	_, cfg, err := e.tlsConfigs()
-	if err != nil || cfg == nil {
-		if err != nil {
-			c.Close()
-		}
-		return c, err
-	}
-	tc := tls.Client(c, cfg)
-	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("TLS handshake with %v: %w", c.RemoteAddr(), err)
-	}
-	_ = tc.SetDeadline(time.Time{})
-	return tc, nil
-}
+// tlsSide is which end of a TLS session a connection plays.
+type tlsSide bool
 
-// secureServer is secure's server side, for the raw peers that accept.
-func (e *Env) secureServer(c net.Conn) (net.Conn, error) {
-	cfg, _, err := e.tlsConfigs()
-	if err != nil || cfg == nil {
+const (
+	clientSide tlsSide = false // the raw clients and the baseline's connections
+	serverSide tlsSide = true  // the raw peers that accept
+)
+
+// secure turns a raw connection into the run's transport: in a TLS run
+// the given side of a TLS session (handshake done, within 5 s), else c
+// itself. On error c is closed.
+func (e *Env) secure(c net.Conn, s tlsSide) (net.Conn, error) {
+	srv, cli, err := e.tlsConfigs()
+	if err != nil || srv == nil {
 		if err != nil {
 			c.Close()
 		}
 		return c, err
 	}
-	tc := tls.Server(c, cfg)
+	var tc *tls.Conn
+	if s == serverSide {
+		tc = tls.Server(c, srv)
+	} else {
+		tc = tls.Client(c, cli)
+	}
 	_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
 	if err := tc.Handshake(); err != nil {
 		c.Close()
@@ -143,7 +137,7 @@ func (e *Env) rawPeer(ctx context.Context, h *faultnet.Host, addr netip.AddrPort
 	if err != nil {
 		return nil, err
 	}
-	if c, err = e.secure(c); err != nil {
+	if c, err = e.secure(c, clientSide); err != nil {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -163,5 +157,5 @@ func (e *Env) plainConn(ctx context.Context, h *faultnet.Host, addr netip.AddrPo
 	if err != nil {
 		return nil, err
 	}
-	return e.secure(c)
+	return e.secure(c, clientSide)
 }

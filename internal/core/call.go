@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/tcppro/tcppro/session"
@@ -279,14 +280,7 @@ func (c *Conn) clientGoAway(now int64, f wire.Frame) error {
 
 // callIDs returns the ids of the admitted calls in increasing order, so
 // that calls end in a reproducible order.
-func (c *Conn) callIDs() []uint64 {
-	ids := make([]uint64, 0, len(c.calls))
-	for id := range c.calls {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (c *Conn) callIDs() []uint64 { return slices.Sorted(maps.Keys(c.calls)) }
 
 // endAllCalls ends every call with err (calls whose REQUEST was never sent
 // with err marked not processed).

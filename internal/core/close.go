@@ -46,6 +46,8 @@ func (c *Conn) ReceiveEOF(now int64) {
 		// call left wants to FIN only once its last bytes are out): the
 		// connection ends gracefully.
 		c.finish()
+	case c.refused:
+		c.settle(now) // the FIN follows the ERROR, then the connection is done
 	case c.role == Client || !c.helloRecv:
 		c.fail(now, connClosed("the peer closed the connection", nil), nil)
 	default:
@@ -84,12 +86,16 @@ func (c *Conn) fail(now int64, err error, final func([]byte) []byte) {
 	if c.role == Client {
 		c.endAllCalls(err)
 	} else {
-		c.dropAllRequests()
+		c.dropReceiving()
 	}
 	c.sink.Closed(err)
-	if final != nil {
-		c.addControl(now, final)
+	if final == nil {
+		// Nothing left to say: done at once, even with bytes in transit
+		// (a write blocked on a peer that does not read is cut short).
+		c.finish()
+		return
 	}
+	c.addControl(now, final)
 	c.settle(now)
 }
 
@@ -100,7 +106,7 @@ func (c *Conn) finish() {
 	}
 	c.done = true
 	if c.role == Server {
-		c.dropAllRequests()
+		c.dropReceiving()
 	}
 	if !c.failed {
 		c.sink.Closed(nil)
@@ -125,6 +131,9 @@ func (c *Conn) settle(now int64) {
 // drained reports whether a connection that is ending gracefully has
 // nothing left to do.
 func (c *Conn) drained() bool {
+	if c.refused {
+		return true
+	}
 	if c.role == Client {
 		return c.goingAway && len(c.calls) == 0 && c.waiting.head == nil
 	}

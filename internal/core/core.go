@@ -94,6 +94,7 @@ type Sink interface {
 // Incoming is a complete request handed to a server's Sink.
 type Incoming struct {
 	ID            uint64
+	Arrived       int64  // when its REQUEST frame arrived: its timeout counts from then
 	TimeoutMillis uint32 // the client's remaining deadline; 0: none
 	Method        []byte
 	Metadata      wire.Metadata
@@ -158,12 +159,15 @@ type Conn struct {
 	peerLastID uint64 // smallest GOAWAY last id received, if goingAway
 
 	// Server.
-	reqs      map[uint64]*request
-	freeReqs  []*request
-	highestID uint64
-	lastID    uint64 // the last id of our GOAWAY, if goingAway
-	inflight  int    // requests receiving or handled, not cancelled
-	held      int    // bytes reserved for the peer (Budget and ConnMemory)
+	reqs       map[uint64]*request
+	freeReqs   []*request
+	highestID  uint64
+	lastID     uint64 // the last id of our GOAWAY, if goingAway
+	inflight   int    // requests receiving or handled, not cancelled
+	held       int    // bytes reserved for the peer (Budget and ConnMemory)
+	receiving  int    // requests whose frames are still arriving
+	refused    bool   // the connection was refused (Refuse): input is discarded
+	lastBodyAt int64  // when body bytes of such a request last arrived
 
 	// Lifecycle.
 	goingAway bool  // GOAWAY sent (server) or received (client)

@@ -19,6 +19,9 @@ func (c *Conn) Receive(now int64, b []byte) int {
 		return len(b)
 	}
 	c.lastRecv = now
+	if c.refused {
+		return len(b) // read only so that the client's FIN is seen
+	}
 	if c.role == Server && !c.helloRecv && len(b) > 4 && wire.Type(b[4]) != wire.TypeHello {
 		// Decided on the type alone: an old client's first frame may be
 		// larger than MAX_FRAME_SIZE (protocol.md §4.1).

@@ -47,6 +47,11 @@ const keepCap = 512
 // in a buffer that already holds frames.
 const minChunk = 4 << 10
 
+// maxChunk caps the frames of a large message, whatever the peer accepts,
+// so that a control frame never waits behind more than this (protocol.md
+// §1): the default MAX_FRAME_SIZE.
+const maxChunk = wire.DefaultMaxFrameSize
+
 func (o *outQueue) init(c *Conn) { o.c = c }
 
 // pending is the number of bytes waiting to leave: queued, control and in
@@ -225,16 +230,18 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 	// take turns, across calls too: when a chunk filled the last call,
 	// the fifo goes first in this one.
 	if !c.failed && o.ctrlOff == len(o.ctrl) {
-		// At most one chunk per call: a control frame queued while these
-		// bytes are written waits behind one chunk at most (protocol.md
-		// §1), whatever the peer's MAX_FRAME_SIZE.
+		// At most one partial chunk of a large message per call: a control
+		// frame queued while these bytes are written waits behind one
+		// chunk at most (protocol.md §1), whatever the peer's
+		// MAX_FRAME_SIZE. Messages that leave whole (small requests) are
+		// taken as long as they fit, so that one write carries them all.
 		chunked := false
 		for len(dst)-start < max {
 			progressed := false
-			if o.ring != nil && !chunked && !(o.fifoTurn && o.fifoOff < len(o.fifo)) {
+			if m := o.ring; m != nil && !chunked && !(o.fifoTurn && o.fifoOff < len(o.fifo)) {
 				dst, progressed = c.nextChunk(now, dst, max-(len(dst)-start), len(dst) == start)
 				o.fifoTurn = progressed
-				chunked = progressed
+				chunked = progressed && m.inRing // a part of m left, m has more to send
 			}
 			for o.fifoOff < len(o.fifo) {
 				n := wire.FrameLen(o.fifo[o.fifoOff:])
@@ -280,7 +287,7 @@ func (c *Conn) nextChunk(now int64, dst []byte, room int, first bool) ([]byte, b
 	if !m.headSent {
 		ovh = m.ovh
 	}
-	space := min(int(c.peer.MaxFrameSize), room-wire.HeaderLen) - ovh
+	space := min(int(c.peer.MaxFrameSize), maxChunk, room-wire.HeaderLen) - ovh
 	rem := len(m.body) - m.off
 	n := min(rem, space)
 	if n < 0 || (!first && n < rem && n < minChunk) {
@@ -355,6 +362,13 @@ func (c *Conn) WriteFailed(now int64, err error) {
 // peer's FIN (a reset, TCP_USER_TIMEOUT): the connection fails with err.
 func (c *Conn) ReadFailed(now int64, err error) {
 	c.fail(now, connClosed("read", err), nil)
+}
+
+// DataQueued reports whether message frames (requests, answers) wait to
+// be handed out.
+func (c *Conn) DataQueued() bool {
+	o := &c.out
+	return !c.failed && !c.done && (o.ring != nil || o.fifoOff < len(o.fifo))
 }
 
 // HasOutput reports whether Transmit has frames to hand out.

@@ -2,9 +2,9 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
-	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -13,7 +13,8 @@ import (
 type request struct {
 	id      uint64
 	st      reqState
-	held    int // bytes reserved for it
+	held    int   // bytes reserved for it
+	at      int64 // when its REQUEST frame arrived
 	timeout uint32
 	method  []byte        // while receiving
 	md      wire.Metadata // while receiving
@@ -59,8 +60,13 @@ func (c *Conn) serverRequest(now int64, f wire.Frame) error {
 		return nil
 	}
 	r := c.newRequest(f.ID, size)
+	r.at = now
 	if f.More() {
 		r.st = reqReceiving
+		if c.receiving == 0 || len(body) > 0 {
+			c.lastBodyAt = now
+		}
+		c.receiving++
 		r.timeout = timeout
 		r.method = append(r.method[:0], method...)
 		r.md = md.Metadata()
@@ -91,6 +97,9 @@ func (c *Conn) serverData(now int64, f wire.Frame) error {
 	}
 	r.held += len(f.Payload)
 	r.body = append(r.body, f.Payload...)
+	if len(f.Payload) > 0 {
+		c.lastBodyAt = now
+	}
 	if !f.More() {
 		c.deliver(now, r, r.timeout, r.method, r.md, r.body)
 	}
@@ -100,8 +109,11 @@ func (c *Conn) serverData(now int64, f wire.Frame) error {
 // deliver hands a complete request to the Sink, which accepts it or
 // refuses it (no free worker: OVERLOADED).
 func (c *Conn) deliver(now int64, r *request, timeout uint32, method []byte, md wire.Metadata, body []byte) {
+	if r.st == reqReceiving {
+		c.receiving--
+	}
 	r.st = reqHandling
-	ok := c.sink.Request(Incoming{ID: r.id, TimeoutMillis: timeout, Method: method, Metadata: md, Body: body, Size: r.held})
+	ok := c.sink.Request(Incoming{ID: r.id, Arrived: r.at, TimeoutMillis: timeout, Method: method, Metadata: md, Body: body, Size: r.held})
 	r.md = nil
 	r.method, r.body = trim(r.method), trim(r.body)
 	if !ok {
@@ -167,6 +179,9 @@ func (c *Conn) dropRequest(r *request) {
 	if r.st != reqCancelled {
 		c.inflight--
 	}
+	if r.st == reqReceiving {
+		c.receiving--
+	}
 	c.held -= r.held
 	if c.opts.Budget != nil && r.held > 0 {
 		c.opts.Budget.Release(r.held)
@@ -178,23 +193,21 @@ func (c *Conn) dropRequest(r *request) {
 	}
 }
 
-// dropAllRequests forgets every request (the connection ended).
-func (c *Conn) dropAllRequests() {
+// dropReceiving forgets the requests whose frames were still arriving (the
+// connection ended). Requests handed to the Sink keep what they hold until
+// answered (the Sink must answer each: Answer then only releases it), so
+// that the memory bounds still count the bodies their handlers hold.
+func (c *Conn) dropReceiving() {
 	for _, id := range c.reqIDs() {
-		c.dropRequest(c.reqs[id])
+		if r := c.reqs[id]; r.st == reqReceiving {
+			c.dropRequest(r)
+		}
 	}
 }
 
 // reqIDs returns the ids of the requests in increasing order, so that they
 // are handled in a reproducible order.
-func (c *Conn) reqIDs() []uint64 {
-	ids := make([]uint64, 0, len(c.reqs))
-	for id := range c.reqs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
+func (c *Conn) reqIDs() []uint64 { return slices.Sorted(maps.Keys(c.reqs)) }
 
 // Answer answers request id with a RESPONSE carrying md and body. The
 // bytes are copied: the caller may reuse them when Answer returns. An
@@ -221,7 +234,7 @@ func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
 		c.answerError(now, id, wire.CodeInternal, fmt.Sprintf("answer metadata of %d bytes does not fit the client's frames", ovh), nil)
 		return
 	}
-	if ovh+len(body) <= int(c.peer.MaxFrameSize) {
+	if ovh+len(body) <= min(int(c.peer.MaxFrameSize), maxChunk) {
 		o := &c.out
 		o.willQueue(now)
 		n := len(o.fifo)
@@ -271,6 +284,22 @@ func (c *Conn) answering(id uint64) bool {
 	return !cancelled && !c.failed
 }
 
+// Refuse refuses a new connection before its HELLO exchange (protocol.md
+// §4.1, §11.5): instead of HELLO, the server sends a connection-level
+// ERROR (BUSY over its connection cap, SHUTTING_DOWN while offline) and
+// ends the connection gracefully — its FIN after the ERROR, and what the
+// client sends meanwhile read and discarded until the client's FIN or
+// LingerTimeout, so that the ERROR is not destroyed by a reset the
+// client's unread HELLO would cause. Nothing is processed.
+func (c *Conn) Refuse(now int64, code wire.Code, msg string) {
+	if c.role != Server || c.helloRecv || c.failed || c.refused {
+		return
+	}
+	c.refused = true
+	c.addControl(now, func(b []byte) []byte { return wire.AppendError(b, 0, code, nil, msg) })
+	c.settle(now)
+}
+
 // GoAway sends GOAWAY (protocol.md §10): no request above the highest one
 // received so far will be processed. It returns that last id, and whether
 // this call sent it (later calls send nothing and return the same id).
@@ -288,10 +317,9 @@ func (c *Conn) GoAway(now int64, reason wire.Reason, msg string) (lastID uint64,
 		// The client's HELLO has not arrived, so this side's HELLO cannot
 		// be sent: refuse the connection as a draining server refuses new
 		// ones, with ERROR SHUTTING_DOWN instead of HELLO (protocol.md
-		// §4.1, §7). Nothing was processed.
-		err := fmt.Errorf("%w: connection refused before its handshake completed (%v: %s)", session.ErrGoAway, reason, msg)
-		c.fail(now, err, func(b []byte) []byte { return wire.AppendError(b, 0, wire.CodeShuttingDown, nil, msg) })
-		return 0, true
+		// §4.1, §7). Nothing was processed, and no GOAWAY was sent.
+		c.Refuse(now, wire.CodeShuttingDown, msg)
+		return 0, false
 	}
 	c.lastID = c.highestID
 	last := c.lastID

@@ -300,16 +300,50 @@ func TestGoAwayBeforeHello(t *testing.T) {
 	if err := cli.Call(t0, cl); err != nil {
 		t.Fatal(err)
 	}
-	if last, first := srv.GoAway(t0, wire.ReasonShutdown, "draining"); last != 0 || !first {
+	if last, first := srv.GoAway(t0, wire.ReasonShutdown, "draining"); last != 0 || first {
 		t.Fatalf("GoAway = %d, %t", last, first)
 	}
 	relay(t, cli, srv, t0)
 	fs := relay(t, srv, cli, t0)
-	if names(fs) != "ERROR" || errorCode(t, fs[0]) != wire.CodeShuttingDown || !srv.Done() {
-		t.Fatalf("server sent %s, done %t", names(fs), srv.Done())
+	if names(fs) != "ERROR" || errorCode(t, fs[0]) != wire.CodeShuttingDown {
+		t.Fatalf("server sent %s", names(fs))
 	}
 	if d := cr.doneOf(t, cl); !session.RetrySafe(d.err) || !errors.Is(d.err, session.ErrShuttingDown) {
 		t.Fatalf("call ended with %v", d.err)
+	}
+	// The refusal ends gracefully: FIN after the ERROR, then done at the
+	// client's FIN (or after LingerTimeout).
+	if !srv.WantFin() {
+		t.Fatal("no FIN wanted after the refusal")
+	}
+	srv.FinSent(t0, true)
+	srv.ReceiveEOF(t0 + ms)
+	if !srv.Done() || srv.Err() != nil {
+		t.Fatalf("done %t, err %v after the client's FIN", srv.Done(), srv.Err())
+	}
+}
+
+// TestRefuse: a refused connection reads and discards what the client
+// sends (its HELLO, even a partial frame) until the client's FIN, after
+// sending the ERROR and its own FIN; it ends at LingerTimeout otherwise.
+func TestRefuse(t *testing.T) {
+	srv := New(Server, session.Config{LingerTimeout: time.Second}, Options{}, &recorder{}, t0)
+	srv.Refuse(t0, wire.CodeBusy, "full")
+	hello := clientHello()
+	if n := srv.Receive(t0, hello[:7]); n != 7 || srv.Failed() {
+		t.Fatalf("consumed %d of a partial HELLO, failed %t", n, srv.Failed())
+	}
+	if fs := out(t, srv, t0); names(fs) != "ERROR" || errorCode(t, fs[0]) != wire.CodeBusy {
+		t.Fatalf("sent %s", names(fs))
+	}
+	srv.FinSent(t0, true)
+	srv.Tick(t0 + 999*ms)
+	if srv.Done() || !srv.WantRead() {
+		t.Fatalf("done %t, want read %t before LingerTimeout", srv.Done(), srv.WantRead())
+	}
+	srv.Tick(t0 + sec)
+	if !srv.Done() {
+		t.Fatal("not done after LingerTimeout")
 	}
 }
 

@@ -335,7 +335,7 @@ func (s *side) readStep() {
 		w.fail("%s: Receive consumed %d of %d bytes", s.name, n, len(s.rbuf))
 		return
 	}
-	if !c.Failed() {
+	if !c.Failed() && !c.refused { // a refused connection discards what it reads
 		s.tapIn(s.rbuf[:n])
 	}
 	s.rbuf = s.rbuf[:copy(s.rbuf, s.rbuf[n:])]

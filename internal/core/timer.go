@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/tcppro/tcppro/session"
@@ -42,6 +43,9 @@ func (c *Conn) Next() int64 {
 		}
 		if c.partial {
 			at(c.lastRecv + dur(cfg.FrameReadTimeout))
+		}
+		if c.receiving > 0 {
+			at(c.lastBodyAt + dur(cfg.FrameReadTimeout))
 		}
 	}
 	if c.out.pending() > 0 {
@@ -102,6 +106,10 @@ func (c *Conn) Tick(now int64) {
 		}
 		if c.partial && now >= c.lastRecv+dur(cfg.FrameReadTimeout) {
 			c.fail(now, session.ErrFrameTimeout, nil)
+			return
+		}
+		if c.receiving > 0 && now >= c.lastBodyAt+dur(cfg.FrameReadTimeout) {
+			c.fail(now, fmt.Errorf("%w: a request's body stopped arriving", session.ErrFrameTimeout), nil)
 			return
 		}
 	}

@@ -44,6 +44,9 @@ var base = time.Now()
 // Now is the transport's clock: monotonic nanoseconds, never 0.
 func Now() int64 { return int64(time.Since(base)) + 1 }
 
+// Wall converts a time of the transport's clock to the wall clock's.
+func Wall(t int64) time.Time { return base.Add(time.Duration(t - 1)) }
+
 // At converts a wall-clock deadline to the transport's clock; the zero
 // time is 0 (no deadline).
 func At(t time.Time) int64 {
@@ -71,6 +74,7 @@ type Conn struct {
 	closing  bool          // the socket is being closed
 	closed   bool          // the socket is closed
 	cond     sync.Cond     // on mu: the reader waits for wanting or closed
+	posted   []func()      // posted by Sink methods, run once mu is released
 	done     chan struct{} // made by Done, closed with the socket
 	timer    *time.Timer
 	timerAt  int64 // when the timer is armed for; 0: not armed
@@ -100,12 +104,16 @@ const (
 	actWrite     action = 1 << iota // start a writer goroutine
 	actWriteHere                    // write on this goroutine
 	actClose                        // close the socket
+	actRun                          // run what Sink methods posted
 )
 
 // afterLocked looks at the core after a change and decides what follows:
 // closing the socket, a writer, waking the reader, arming the timer.
 func (c *Conn) afterLocked(now int64, inline bool) (a action) {
 	k := c.core
+	if len(c.posted) > 0 {
+		a |= actRun
+	}
 	if k.Done() {
 		if !c.closing {
 			c.closing = true
@@ -133,8 +141,23 @@ func (c *Conn) afterLocked(now int64, inline bool) (a action) {
 }
 
 func (c *Conn) do(a action) {
+	if a&actRun != 0 {
+		c.mu.Lock()
+		fs := c.posted
+		c.posted = nil
+		c.mu.Unlock()
+		for _, f := range fs {
+			f()
+		}
+	}
 	if a&actClose != 0 {
 		c.timer.Stop()
+		if raw, ok := c.nc.(interface{ NetConn() net.Conn }); ok {
+			// A TLS connection: closing it would first try to send a
+			// close_notify, which waits on a peer that does not read. A
+			// graceful end has sent it already (CloseWrite).
+			raw.NetConn().Close()
+		}
 		c.nc.Close()
 		c.mu.Lock()
 		c.closed = true
@@ -176,19 +199,20 @@ func (c *Conn) writeLoop() {
 }
 
 // coalesce reports whether a writer should yield once before writing:
-// when more than one request is in flight, others are likely to be queued
-// in a moment.
+// when data is queued and more than one request is in flight, others are
+// likely to be queued in a moment. A write of control frames alone (a
+// PONG) never waits.
 func (c *Conn) coalesce() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.core.InFlight() > 1
+	return c.core.InFlight() > 1 && c.core.DataQueued()
 }
 
 // writeLocked is writeLoop entered with the mutex held; it returns with
 // the mutex released and the writer role given up.
 func (c *Conn) writeLocked() {
 	bp := bufpool.Get(maxWrite)
-	defer bufpool.Put(bp)
+	defer func() { bufpool.Put(bp) }() // the buffer held at the end, which may have grown
 	for {
 		now := Now()
 		buf := c.core.Transmit(now, (*bp)[:0], maxWrite)
@@ -411,6 +435,16 @@ func (c *Conn) flushHere() {
 	c.do(a)
 }
 
+// Refuse refuses a new server connection (see core.Conn.Refuse).
+func (c *Conn) Refuse(code wire.Code, msg string) {
+	c.mu.Lock()
+	now := Now()
+	c.core.Refuse(now, code, msg)
+	a := c.afterLocked(now, false)
+	c.mu.Unlock()
+	c.do(a)
+}
+
 // GoAway sends GOAWAY (see core.Conn.GoAway).
 func (c *Conn) GoAway(reason wire.Reason, msg string) (lastID uint64, first bool) {
 	c.mu.Lock()
@@ -432,6 +466,12 @@ func (c *Conn) Close(err error) {
 	c.mu.Unlock()
 	c.do(a)
 }
+
+// Post is for Sink methods, which run with the connection's mutex held:
+// f runs once it is released, on the goroutine that released it. Hooks
+// that may call back into the connection's owner (an Observer asking for
+// Stats) go through it.
+func (c *Conn) Post(f func()) { c.posted = append(c.posted, f) }
 
 // Done is closed once the socket is closed.
 func (c *Conn) Done() <-chan struct{} {

@@ -195,7 +195,7 @@ func (c *Config) scenarios() []scenario {
 		out = append(out, scenario{
 			name: fmt.Sprintf("pipe-%dx%d", c.PipeConns, c.PipeDepth), family: "pipe",
 			title: fmt.Sprintf("%d in flight, %d conns", c.PipeDepth, c.PipeConns),
-			conns: c.PipeConns, inflight: c.PipeDepth, rpsMin: 0.90,
+			conns: c.PipeConns, inflight: c.PipeDepth, rpsMin: 1.4,
 		})
 	}
 	if c.wants("mem") {

@@ -1,26 +1,22 @@
 package harness
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/tlsfiles"
 )
 
-// TLS scenario: a self-signed ECDSA P-256 certificate for 127.0.0.1 is made
-// when the run starts and written to a temporary directory, which the server
-// children read (childSpec.TLSDir) and which is removed when the run ends.
-// Both sides use crypto/tls at its defaults (TLS 1.3).
+// TLS scenario: when the run starts, a CA made for the run
+// (internal/tlsfiles) issues an ECDSA P-256 certificate for 127.0.0.1,
+// written to a temporary directory, which the server children read
+// (childSpec.TLSDir) and which is removed when the run ends. Both sides use
+// crypto/tls at its defaults (TLS 1.3).
 
 const (
 	tlsCertFile = "cert.pem"
@@ -28,42 +24,14 @@ const (
 )
 
 // tlsMaterial is the run's certificate: where the children find it, and
-// the load generator's client configuration trusting it.
+// the load generator's client configuration trusting its CA.
 type tlsMaterial struct {
 	dir    string
 	client *tls.Config
 }
 
 func newTLSMaterial() (*tlsMaterial, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "tcpprobench 127.0.0.1"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(48 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true, // self-signed: it is its own root
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	ca, err := tlsfiles.NewCA("tcpprobench CA", 48*time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -72,16 +40,18 @@ func newTLSMaterial() (*tlsMaterial, error) {
 		return nil, err
 	}
 	m := &tlsMaterial{dir: dir}
-	err = errors.Join(
-		os.WriteFile(filepath.Join(dir, tlsCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600),
-		os.WriteFile(filepath.Join(dir, tlsKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600),
-	)
-	if err != nil {
+	leaf := tlsfiles.Leaf{
+		CommonName: "tcpprobench 127.0.0.1",
+		IPs:        []net.IP{net.IPv4(127, 0, 0, 1)},
+		Server:     true,
+		ValidFor:   48 * time.Hour,
+	}
+	if err := ca.IssueFiles(leaf, filepath.Join(dir, tlsCertFile), filepath.Join(dir, tlsKeyFile)); err != nil {
 		m.remove()
 		return nil, err
 	}
 	roots := x509.NewCertPool()
-	roots.AddCert(cert)
+	roots.AddCert(ca.Cert)
 	m.client = &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
 	return m, nil
 }
