@@ -50,7 +50,6 @@ type Server struct {
 	budget  *budget
 	reserve reserveFD
 
-
 	hardCtx  context.Context // cancelled by Shutdown and Close: TLS handshakes in progress end
 	hardStop context.CancelFunc
 
@@ -95,16 +94,16 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:          cfg,
-		handler:      chain(h, cfg.Interceptors),
-		log:          cfg.Logger,
-		obs:          cfg.Observer,
-		listeners:    make(map[*net.Listener]struct{}),
-		conns:        make(map[*conn]struct{}),
-		rejecting:    make(map[*rejected]struct{}),
-		names:        make(map[string]*string),
-		closing:      make(chan struct{}),
-		gone:         make(chan struct{}, 1),
+		cfg:       cfg,
+		handler:   chain(h, cfg.Interceptors),
+		log:       cfg.Logger,
+		obs:       cfg.Observer,
+		listeners: make(map[*net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		rejecting: make(map[*rejected]struct{}),
+		names:     make(map[string]*string),
+		closing:   make(chan struct{}),
+		gone:      make(chan struct{}, 1),
 	}
 	s.hardCtx, s.hardStop = context.WithCancel(context.Background())
 	s.budget = &budget{limit: math.MaxInt64} // counted even when not bounded: Stats.MemoryHeld
