@@ -82,6 +82,9 @@ type conn struct {
 // Config.ConnState as Active and Idle, in order, from the handler's own
 // goroutine (outside every lock of the connection).
 func (c *conn) handling(delta int) {
+	if c.s.cfg.ConnState == nil {
+		return
+	}
 	c.stateMu.Lock()
 	defer c.stateMu.Unlock()
 	c.handled += delta

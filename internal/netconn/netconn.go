@@ -81,9 +81,10 @@ type Conn struct {
 	created  time.Time
 
 	// The reader's own.
-	small [smallRead]byte
-	rbuf  *[]byte // a pooled buffer, while bytes arrive
-	have  int     // bytes not consumed yet at the start of the read buffer
+	wanted bool // the core wanted the next read when the last one was handed over
+	small  [smallRead]byte
+	rbuf   *[]byte // a pooled buffer, while bytes arrive
+	have   int     // bytes not consumed yet at the start of the read buffer
 }
 
 // New prepares a connection over nc; Run drives it. sink receives the
@@ -279,7 +280,7 @@ func (c *Conn) Run() {
 //
 //go:noinline
 func (c *Conn) readOnce() bool {
-	if !c.waitWanted() {
+	if !c.wanted && !c.waitWanted() {
 		return false
 	}
 	buf := c.readBuf()
@@ -334,6 +335,7 @@ func (c *Conn) received(buf []byte, n int, err error) {
 		}
 	}
 	a := c.afterLocked(now, false)
+	c.wanted = c.core.WantRead() && !c.closing // no need to wait for the next read
 	c.mu.Unlock()
 	c.do(a)
 	c.sizeReadBuf(filled)
