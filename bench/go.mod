@@ -4,6 +4,10 @@ go 1.26.0
 
 require github.com/tcppro/tcppro v0.0.0-00010101000000-000000000000
 
-require golang.org/x/sys v0.50.0 // indirect
+require (
+	github.com/miekg/dns v1.1.73 // indirect
+	golang.org/x/net v0.59.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
 
 replace github.com/tcppro/tcppro => ../
