@@ -16,10 +16,12 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
@@ -28,9 +30,25 @@ import (
 
 // Config configures a Client. Zero fields take the documented defaults.
 type Config struct {
-	// Addrs are the servers, as host:port. Required. Each gets one
-	// connection; calls are spread round-robin over those that are ready.
+	// Addrs are the servers, as host:port. Each gets one connection (an
+	// address given twice counts once); calls are spread round-robin over
+	// those that are ready. Exactly one of Addrs and Target is required.
 	Addrs []string
+
+	// Target names the servers instead of Addrs, and keeps them current:
+	// a static list ("host:port,host:port"), a DNS name
+	// ("dns:///name:port", A and AAAA records; "dns+srv:///_svc._tcp.name",
+	// SRV records; "dns://RESOLVER/..." asks the DNS server RESOLVER), or
+	// a scheme registered with package discovery. Names are resolved again
+	// every Discovery.Refresh (and sooner when a record's TTL says so) and
+	// when connections to them fail. Servers that join get a connection;
+	// servers that leave are drained: no new calls, calls in flight finish.
+	// Default "": use Addrs.
+	Target string
+
+	// Discovery configures the resolution of Target (see
+	// discovery.Options: refresh every 30s, at most once a second).
+	Discovery discovery.Options
 
 	// DialTimeout bounds each connect (the kernel alone would wait ~127 s
 	// for a black hole). Default 3s.
@@ -130,12 +148,20 @@ func (c Config) Validate() error {
 	bad := func(field string, v any, why string) error {
 		return &session.ConfigError{Field: field, Value: v, Reason: why}
 	}
-	if len(c.Addrs) == 0 {
-		return bad("Addrs", c.Addrs, "at least one server address is required")
+	switch {
+	case len(c.Addrs) == 0 && c.Target == "":
+		return bad("Addrs", c.Addrs, "a server address (or a Target) is required")
+	case len(c.Addrs) > 0 && c.Target != "":
+		return bad("Target", c.Target, "give Addrs or Target, not both")
 	}
 	for _, a := range c.Addrs {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return bad("Addrs", a, err.Error())
+		}
+	}
+	if c.Target != "" {
+		if _, err := discovery.New(c.Target, c.Discovery); err != nil {
+			return bad("Target", c.Target, err.Error())
 		}
 	}
 	c = c.withDefaults()
@@ -162,7 +188,7 @@ func (c Config) Validate() error {
 type Client struct {
 	cfg     Config
 	log     *slog.Logger
-	eps     []*endpoint
+	res     discovery.Resolver
 	invoker Invoker // with the interceptors
 	budget  *retryBudget
 	ctx     context.Context // cancelled by Close; bounds dials
@@ -171,43 +197,83 @@ type Client struct {
 	ready atomic.Pointer[[]*clientConn]
 	rr    atomic.Uint64
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced when an endpoint changes state
-	conns   map[*clientConn]struct{}
-	closed  bool
+	mu       sync.Mutex
+	changed  chan struct{}        // closed and replaced when an endpoint changes state
+	eps      map[string]*endpoint // the servers of the last set, by address
+	set      discovery.Set        // the last set resolved
+	resolved bool                 // a first set has come
+	conns    map[*clientConn]struct{}
+	closed   bool
 
 	wg    sync.WaitGroup
 	stats stats
 }
 
-// New starts a client: it begins connecting to every address at once.
+// New starts a client: it resolves its servers and begins connecting to
+// every one at once.
 func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	target := cfg.Target
+	if target == "" {
+		target = strings.Join(cfg.Addrs, ",")
+	}
+	res, err := discovery.New(target, cfg.Discovery)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		cfg:     cfg,
 		log:     cfg.Logger,
+		res:     res,
 		changed: make(chan struct{}),
+		eps:     make(map[string]*endpoint),
 		conns:   make(map[*clientConn]struct{}),
 		budget:  newRetryBudget(cfg.RetryBudget),
 	}
 	c.invoker = c.chain(cfg.Interceptors)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ready.Store(&[]*clientConn{})
-	for _, a := range cfg.Addrs {
-		ep := &endpoint{c: c, addr: a, dial: cfg.Dial}
-		if ep.dial == nil {
-			ep.dial = netx.Dialer{Timeout: cfg.DialTimeout, Options: cfg.Socket}.DialContext
-		}
-		c.eps = append(c.eps, ep)
-	}
-	c.wg.Add(len(c.eps))
-	for _, ep := range c.eps {
-		go ep.run()
-	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		res.Run(c.ctx, c.update)
+	}()
 	return c, nil
+}
+
+// update takes a new set of servers: the new ones get an endpoint, those
+// that left are retired (their connection drains).
+func (c *Client) update(set discovery.Set) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.set, c.resolved = set, true
+	c.stats.resolutions.Add(1)
+	if set.Err != nil {
+		c.log.Warn("resolving the servers failed; keeping the last set", "target", c.cfg.Target, "addrs", len(set.Addrs), "err", set.Err)
+	}
+	in := make(map[string]bool, len(set.Addrs))
+	for _, addr := range set.Addrs {
+		in[addr] = true
+		if c.eps[addr] == nil {
+			ep := c.newEndpoint(addr)
+			c.eps[addr] = ep
+			c.wg.Add(1)
+			go ep.run()
+		}
+	}
+	for addr, ep := range c.eps {
+		if !in[addr] {
+			delete(c.eps, addr)
+			ep.retire()
+		}
+	}
+	c.notifyLocked()
 }
 
 // Close closes every connection; calls in flight fail with a connection
@@ -316,6 +382,7 @@ func (c *Client) CallAppend(ctx context.Context, method string, body, dst []byte
 }
 
 type stats struct {
+	resolutions                                       atomic.Uint64
 	dials, dialFailures, reconnects, goAways, retries atomic.Uint64
 	deadPeers, writeTimeouts, retriesThrottled        atomic.Uint64
 	backoffWaits, backoffNanos                        atomic.Uint64
@@ -323,6 +390,8 @@ type stats struct {
 
 // Stats is a snapshot of the client's counters.
 type Stats struct {
+	Endpoints        int           // servers in the current set
+	Resolutions      uint64        // sets taken from the resolver (a failed resolution counts)
 	Dials            uint64        // connection attempts
 	DialFailures     uint64        // attempts that failed
 	Reconnects       uint64        // connections lost and re-established
@@ -337,7 +406,12 @@ type Stats struct {
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	endpoints := len(c.eps)
+	c.mu.Unlock()
 	return Stats{
+		Endpoints:        endpoints,
+		Resolutions:      c.stats.resolutions.Load(),
 		Dials:            c.stats.dials.Load(),
 		DialFailures:     c.stats.dialFailures.Load(),
 		Reconnects:       c.stats.reconnects.Load(),

@@ -21,16 +21,39 @@ const (
 	stateFailing
 )
 
-// endpoint keeps one connection to one address alive.
+// endpoint keeps one connection to one address alive, until the address
+// leaves the client's set (retire) or the client closes.
 type endpoint struct {
-	c    *Client
-	addr string
-	dial func(ctx context.Context, addr string) (net.Conn, error)
+	c      *Client
+	addr   string
+	dial   func(ctx context.Context, addr string) (net.Conn, error)
+	ctx    context.Context // cancelled by retire and by Close
+	cancel context.CancelFunc
 
 	// Under c.mu.
 	state   epState
 	cur     *clientConn
 	lastErr error
+}
+
+func (c *Client) newEndpoint(addr string) *endpoint {
+	ep := &endpoint{c: c, addr: addr, dial: c.cfg.Dial}
+	if ep.dial == nil {
+		ep.dial = netx.Dialer{Timeout: c.cfg.DialTimeout, Options: c.cfg.Socket}.DialContext
+	}
+	ep.ctx, ep.cancel = context.WithCancel(c.ctx)
+	return ep
+}
+
+// retire stops the endpoint of an address that left the set: no new
+// connection, and its connection drains (no new calls; calls in flight
+// finish). c.mu is held.
+func (ep *endpoint) retire() {
+	ep.cancel()
+	if ep.cur != nil {
+		ep.cur.unusable.Store(true)
+		ep.cur.tc.Drain() // its Sink takes no lock of the client
+	}
 }
 
 // pick returns a ready connection (another endpoint's than avoid when there
@@ -50,7 +73,9 @@ func (c *Client) pick(ctx context.Context, cl *call, deadline time.Time, avoid *
 			c.mu.Unlock()
 			return cc, nil
 		}
-		failing := true
+		// Unavailable: a set has come and none of its servers is
+		// connecting or ready (also when the set is empty).
+		failing := c.resolved
 		errs := make(map[string]error, len(c.eps))
 		for _, ep := range c.eps {
 			if ep.state != stateFailing {
@@ -59,8 +84,9 @@ func (c *Client) pick(ctx context.Context, cl *call, deadline time.Time, avoid *
 			errs[ep.addr] = ep.lastErr
 		}
 		if failing {
+			err := &UnavailableError{Errs: errs, Resolve: c.set.Err}
 			c.mu.Unlock()
-			return nil, &UnavailableError{Errs: errs}
+			return nil, err
 		}
 		ch := c.changed
 		c.mu.Unlock()
@@ -116,9 +142,14 @@ func (c *Client) notifyLocked() {
 
 // set changes the endpoint's state (only if cur is still its connection,
 // when from is not nil).
-func (ep *endpoint) set(from *clientConn, state epState, cur *clientConn, err error) {
+// It reports false, changing nothing, once the endpoint is retired.
+func (ep *endpoint) set(from *clientConn, state epState, cur *clientConn, err error) bool {
 	c := ep.c
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ep.ctx.Err() != nil {
+		return false // retired (under c.mu) or the client closed
+	}
 	if from == nil || ep.cur == from {
 		ep.state, ep.cur = state, cur
 		if err != nil {
@@ -126,7 +157,7 @@ func (ep *endpoint) set(from *clientConn, state epState, cur *clientConn, err er
 		}
 		c.notifyLocked()
 	}
-	c.mu.Unlock()
+	return true
 }
 
 // run connects, watches the connection, and reconnects: at once after a
@@ -143,26 +174,30 @@ func (ep *endpoint) run() {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
-			case <-c.ctx.Done():
+			case <-ep.ctx.Done():
 				t.Stop()
 				return
 			}
 		}
 		cc, err := ep.connect()
 		if err != nil {
-			if c.ctx.Err() != nil {
+			if ep.ctx.Err() != nil {
 				return
 			}
 			failures++
 			ep.set(nil, stateFailing, nil, err)
+			c.res.ResolveNow() // the server may have moved
 			continue
 		}
-		ep.set(nil, stateReady, cc, nil)
+		if !ep.set(nil, stateReady, cc, nil) {
+			cc.tc.Drain() // retired meanwhile
+			return
+		}
 		select {
 		case <-cc.tc.Done():
 		case <-cc.goAway:
-		case <-c.ctx.Done():
-			return
+		case <-ep.ctx.Done():
+			return // retired (its connection drains) or the client closed
 		}
 		away := cc.wentAway()
 		switch {
@@ -182,6 +217,7 @@ func (ep *endpoint) run() {
 			continue
 		}
 		c.stats.reconnects.Add(1)
+		c.res.ResolveNow() // the server may have moved
 		err = cc.tc.Err()
 		if err == nil {
 			err = fmt.Errorf("%w: the server ended the connection", session.ErrConnClosed)
@@ -197,7 +233,7 @@ func (ep *endpoint) connect() (*clientConn, error) {
 	c := ep.c
 	c.stats.dials.Add(1)
 	// DialTimeout bounds every connect, through a Dial hook too.
-	dctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	dctx, cancel := context.WithTimeout(ep.ctx, c.cfg.DialTimeout)
 	nc, err := ep.dial(dctx, ep.addr)
 	timedOut := dctx.Err() == context.DeadlineExceeded
 	cancel()
@@ -230,8 +266,8 @@ func (ep *endpoint) connect() (*clientConn, error) {
 			err = session.ErrConnClosed
 		}
 		return nil, err
-	case <-c.ctx.Done():
-		cc.tc.Close(ErrClosed)
+	case <-ep.ctx.Done():
+		cc.tc.Close(ErrClosed) // retired before it was ready, or the client closed
 		return nil, ErrClosed
 	}
 }
@@ -247,7 +283,7 @@ func (ep *endpoint) handshake(nc net.Conn) (net.Conn, error) {
 		}
 	}
 	tc := tls.Client(nc, cfg)
-	if err := netconn.Handshake(c.ctx, tc, c.cfg.Session.HandshakeTimeout); err != nil {
+	if err := netconn.Handshake(ep.ctx, tc, c.cfg.Session.HandshakeTimeout); err != nil {
 		return nil, err
 	}
 	return tc, nil

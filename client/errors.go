@@ -57,12 +57,19 @@ func ctxError(ctx context.Context) error {
 
 // UnavailableError says why no server could take a call.
 type UnavailableError struct {
-	Errs map[string]error // last error per endpoint address
+	Errs    map[string]error // last error per endpoint address
+	Resolve error            // the last resolution's error, if it failed
 }
 
 func (e *UnavailableError) Error() string {
 	var b strings.Builder
 	b.WriteString(ErrUnavailable.Error())
+	if len(e.Errs) == 0 {
+		b.WriteString(": the target names no server")
+	}
+	if e.Resolve != nil {
+		fmt.Fprintf(&b, "; resolving: %v", e.Resolve)
+	}
 	for addr, err := range e.Errs {
 		fmt.Fprintf(&b, "; %s: %v", addr, err)
 	}
@@ -74,7 +81,10 @@ func (e *UnavailableError) Is(t error) bool { return t == ErrUnavailable }
 // Unwrap exposes the endpoints' errors, so that errors.Is(err,
 // ErrServerBusy) holds when a server refused the connection.
 func (e *UnavailableError) Unwrap() []error {
-	errs := make([]error, 0, len(e.Errs))
+	errs := make([]error, 0, len(e.Errs)+1)
+	if e.Resolve != nil {
+		errs = append(errs, e.Resolve)
+	}
 	for _, err := range e.Errs {
 		errs = append(errs, err)
 	}

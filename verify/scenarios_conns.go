@@ -386,13 +386,12 @@ func connCap(ctx context.Context, env *Env) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	// Fill the cap: one client with one connection per address given.
-	fill := make([]string, capConns)
-	for i := range fill {
-		fill[i] = srvAddr.String()
-	}
-	if _, err := ag.newClient(ctx, "fill", fill); err != nil {
-		return r, err
+	// Fill the cap: one client per connection (a client holds one
+	// connection per server of its set).
+	for i := range capConns {
+		if _, err := ag.newClient(ctx, fmt.Sprintf("fill%d", i), []string{srvAddr.String()}); err != nil {
+			return r, err
+		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for srv.Stats().Active < capConns {
@@ -403,8 +402,10 @@ func connCap(ctx context.Context, env *Env) (Result, error) {
 			return r, err
 		}
 	}
-	if err := ag.callOK(ctx, "fill"); err != nil {
-		return r, err
+	for i := range capConns {
+		if err := ag.callOK(ctx, fmt.Sprintf("fill%d", i)); err != nil {
+			return r, err
+		}
 	}
 	env.logf("%d clients connecting over the cap of %d", capRejects, capConns)
 	results := make([]*callResult, capRejects)
@@ -435,7 +436,10 @@ func connCap(ctx context.Context, env *Env) (Result, error) {
 			other = append(other, c.Err)
 		}
 	}
-	fillErr := ag.callOK(ctx, "fill")
+	var fillErr error
+	for i := range capConns {
+		fillErr = errors.Join(fillErr, ag.callOK(ctx, fmt.Sprintf("fill%d", i)))
+	}
 	obs.mu.Lock()
 	rejected := obs.rejects["busy"]
 	obs.mu.Unlock()

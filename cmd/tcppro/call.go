@@ -32,6 +32,7 @@ func runCall(args []string) int {
 	}
 	d := client.DefaultConfig()
 	addrs := fs.String("addr", defaultListen, "server addresses, comma-separated host:port list")
+	target := fs.String("target", "", "the servers as a discovery `TARGET` instead of --addr: dns:///name:port, dns+srv:///_service._tcp.name, dns://RESOLVER/name:port, or host:port,host:port; re-resolved while calls run")
 	method := fs.String("method", "echo", "method to call: echo or sleep (MESSAGE is then a duration)")
 	count := fs.Int("count", 1, "number of calls")
 	concurrency := fs.Int("concurrency", 1, "calls in flight at once")
@@ -73,8 +74,13 @@ func runCall(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro call:", err)
 		return 2
 	}
+	var addrList []string // --target, when given, replaces --addr
+	if *target == "" {
+		addrList = strings.Split(*addrs, ",")
+	}
 	cl, err := client.New(client.Config{
-		Addrs:       strings.Split(*addrs, ","),
+		Addrs:       addrList,
+		Target:      *target,
 		DialTimeout: *dialTimeout,
 		TLS:         tlsCfg,
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -62,7 +62,7 @@ func (c *Conn) Call(now int64, cl *Call) error {
 	switch {
 	case c.failed:
 		return session.NotProcessed(c.err)
-	case c.goingAway || c.finWanted:
+	case c.goingAway || c.draining || c.finWanted:
 		return session.NotProcessed(session.ErrGoAway)
 	case cl.Deadline != 0 && now >= cl.Deadline:
 		return &session.DeadlineError{}
@@ -107,7 +107,7 @@ func (c *Conn) checkCall(cl *Call) error {
 // queue while the peer's in-flight limit, this side's MaxInFlight and
 // WriteQueueSize allow.
 func (c *Conn) admit(now int64) {
-	if c.role != Client || !c.helloRecv || c.failed || c.goingAway || c.finWanted {
+	if c.role != Client || !c.helloRecv || c.failed || c.goingAway || c.draining || c.finWanted {
 		return
 	}
 	limit := min(c.cfg.MaxInFlight, int(c.peer.MaxInFlight))
@@ -276,6 +276,28 @@ func (c *Conn) clientGoAway(now int64, f wire.Frame) error {
 	}
 	c.sink.GoAway(c.peerLastID, reason, msg)
 	return nil
+}
+
+// Drain ends a client connection gracefully from this side (its server
+// left the set the client calls): it takes no new call; calls not sent yet
+// end as not processed (their callers send them elsewhere); calls sent
+// finish; and once none is left the connection closes (FIN), as after the
+// server's GOAWAY.
+func (c *Conn) Drain(now int64) {
+	if c.role != Client || c.failed || c.done || c.draining {
+		return
+	}
+	c.draining = true
+	err := session.NotProcessed(fmt.Errorf("%w: the server left the client's set", session.ErrGoAway))
+	for _, id := range c.callIDs() {
+		if cl := c.calls[id]; !cl.m.headSent {
+			c.endCall(cl, nil, nil, err)
+		}
+	}
+	for c.waiting.head != nil {
+		c.endCall(c.waiting.head, nil, nil, err)
+	}
+	c.settle(now)
 }
 
 // callIDs returns the ids of the admitted calls in increasing order, so

@@ -253,3 +253,34 @@ func TestClientProtocolErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestClientDrain: a client connection drained from this side takes no new
+// call, ends the calls not sent as not processed, lets the calls sent
+// finish, and wants its FIN once none is left.
+func TestClientDrain(t *testing.T) {
+	cli, r := newClient(t, session.Config{}, serverHello(64<<10, 1))
+	sent, waiting := &Call{Method: "a"}, &Call{Method: "b"}
+	for _, cl := range []*Call{sent, waiting} {
+		if err := cli.Call(t0, cl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out(t, cli, t0) // the first call's REQUEST; the second waits for a slot
+	cli.Drain(t0)
+	if d := r.doneOf(t, waiting); !session.RetrySafe(d.err) {
+		t.Fatalf("waiting call ended with %v, want retry safe", d.err)
+	}
+	if err := cli.Call(t0, &Call{Method: "c"}); !session.RetrySafe(err) || cli.Usable() {
+		t.Fatalf("new call on a draining connection: %v (usable %t)", err, cli.Usable())
+	}
+	if cli.WantFin() {
+		t.Fatal("FIN wanted with a call in flight")
+	}
+	feed(t, cli, t0, wire.AppendResponse(nil, sent.ID(), false, nil, []byte("ok")))
+	if d := r.doneOf(t, sent); d.err != nil || string(d.body) != "ok" {
+		t.Fatalf("sent call ended with %q, %v", d.body, d.err)
+	}
+	if !cli.WantFin() {
+		t.Fatal("no FIN wanted once the last call ended")
+	}
+}

@@ -135,7 +135,7 @@ func (c *Conn) drained() bool {
 		return true
 	}
 	if c.role == Client {
-		return c.goingAway && len(c.calls) == 0 && c.waiting.head == nil
+		return (c.goingAway || c.draining) && len(c.calls) == 0 && c.waiting.head == nil
 	}
 	return (c.goingAway || c.eof) && c.inflight == 0
 }

@@ -157,6 +157,7 @@ type Conn struct {
 	waiting    callList         // not admitted yet, oldest first
 	deadlines  callHeap
 	peerLastID uint64 // smallest GOAWAY last id received, if goingAway
+	draining   bool   // Drain: no new calls; close when the last one ends
 
 	// Server.
 	reqs       map[uint64]*request
@@ -271,7 +272,7 @@ func (c *Conn) GoingAway() (bool, uint64) {
 
 // Usable reports whether a client connection takes new calls now.
 func (c *Conn) Usable() bool {
-	return c.role == Client && c.helloRecv && !c.goingAway && !c.failed && !c.finWanted
+	return c.role == Client && c.helloRecv && !c.goingAway && !c.draining && !c.failed && !c.finWanted
 }
 
 // WantRead reports whether the transport should read from the peer: not

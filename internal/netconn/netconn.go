@@ -437,6 +437,16 @@ func (c *Conn) flushHere() {
 	c.do(a)
 }
 
+// Drain ends a client connection gracefully (see core.Conn.Drain).
+func (c *Conn) Drain() {
+	c.mu.Lock()
+	now := Now()
+	c.core.Drain(now)
+	a := c.afterLocked(now, false)
+	c.mu.Unlock()
+	c.do(a)
+}
+
 // Refuse refuses a new server connection (see core.Conn.Refuse).
 func (c *Conn) Refuse(code wire.Code, msg string) {
 	c.mu.Lock()
