@@ -176,37 +176,43 @@ func (c *Conn) do(a action) {
 	}
 }
 
-func (c *Conn) onTimer() {
+// command runs f on the core, with the mutex held and the time, then does
+// what follows from it (a writer, the timer, closing the socket).
+func (c *Conn) command(f func(k *core.Conn, now int64)) {
 	c.mu.Lock()
 	now := Now()
-	c.timerAt = 0
-	c.core.Tick(now)
+	f(c.core, now)
 	a := c.afterLocked(now, false)
 	c.mu.Unlock()
 	c.do(a)
 }
 
+func (c *Conn) onTimer() {
+	c.command(func(k *core.Conn, now int64) {
+		c.timerAt = 0
+		k.Tick(now)
+	})
+}
+
 // writeLoop writes what the core has to send until nothing is left. The
 // caller has taken the writer role.
 func (c *Conn) writeLoop() {
-	if c.coalesce() {
-		// Other calls are in flight: let the goroutines that are about to
-		// queue theirs (callers woken by their answers) do so first, so
-		// that one write carries them all.
-		runtime.Gosched()
-	}
 	c.mu.Lock()
+	c.coalesceLocked(1) // its own request may be in flight (a client's)
 	c.writeLocked()
 }
 
-// coalesce reports whether a writer should yield once before writing:
-// when data is queued and more than one request is in flight, others are
-// likely to be queued in a moment. A write of control frames alone (a
-// PONG) never waits.
-func (c *Conn) coalesce() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.core.InFlight() > 1 && c.core.DataQueued()
+// coalesceLocked, with the mutex held, yields once, the mutex released,
+// when data is queued and more requests than mine (the writer's own) are
+// in flight: the goroutines about to queue theirs (callers woken by their
+// answers, handlers finishing) do so first, and one write carries them
+// all. A write of control frames alone (a PONG) never waits.
+func (c *Conn) coalesceLocked(mine int) {
+	if c.core.InFlight() > mine && c.core.DataQueued() {
+		c.mu.Unlock()
+		runtime.Gosched()
+		c.mu.Lock()
+	}
 }
 
 // writeLocked is writeLoop entered with the mutex held; it returns with
@@ -262,12 +268,6 @@ func closeWrite(nc net.Conn) bool {
 
 // Run reads from the connection and feeds the core until the connection
 // is done and its socket closed. It is the connection's goroutine.
-//
-// Its stack is kept shallow where it blocks: the read itself happens in
-// readOnce, whose frame is small, and everything around it in functions
-// that are not inlined, so that an idle connection's goroutine, parked in
-// the read, uses little of its stack and the runtime shrinks it back to
-// the minimum at the next garbage collection.
 func (c *Conn) Run() {
 	defer c.dropReadBuf()
 	c.started()
@@ -277,8 +277,6 @@ func (c *Conn) Run() {
 
 // readOnce waits until the core wants bytes, reads once and hands what
 // arrived to the core. It reports false once the connection is done.
-//
-//go:noinline
 func (c *Conn) readOnce() bool {
 	if !c.wanted && !c.waitWanted() {
 		return false
@@ -289,19 +287,13 @@ func (c *Conn) readOnce() bool {
 	return true
 }
 
-//go:noinline
-func (c *Conn) started() {
-	c.mu.Lock()
-	a := c.afterLocked(Now(), false) // a client's HELLO, the handshake timer
-	c.mu.Unlock()
-	c.do(a)
-}
+// started sends what the core has from the start (a client's HELLO) and
+// arms the handshake timer.
+func (c *Conn) started() { c.command(func(*core.Conn, int64) {}) }
 
 // waitWanted waits while the core does not want to read (a server paused
 // by a peer that does not read its answers, or a connection that is
 // ending); false means the connection is done.
-//
-//go:noinline
 func (c *Conn) waitWanted() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -316,8 +308,6 @@ func (c *Conn) waitWanted() bool {
 }
 
 // received hands the bytes of a read, and its error, to the core.
-//
-//go:noinline
 func (c *Conn) received(buf []byte, n int, err error) {
 	filled := c.have+n == len(buf)
 	c.mu.Lock()
@@ -379,24 +369,14 @@ func (c *Conn) dropReadBuf() {
 }
 
 // Call starts a client call (see core.Conn.Call).
-func (c *Conn) Call(cl *core.Call) error {
-	c.mu.Lock()
-	now := Now()
-	err := c.core.Call(now, cl)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
+func (c *Conn) Call(cl *core.Call) (err error) {
+	c.command(func(k *core.Conn, now int64) { err = k.Call(now, cl) })
 	return err
 }
 
 // Abandon gives up on a client call (see core.Conn.Abandon).
 func (c *Conn) Abandon(cl *core.Call, err error) {
-	c.mu.Lock()
-	now := Now()
-	c.core.Abandon(now, cl, err)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
+	c.command(func(k *core.Conn, now int64) { k.Abandon(now, cl, err) })
 }
 
 // Answer answers a server's request (see core.Conn.Answer), and writes it
@@ -419,17 +399,12 @@ func (c *Conn) AnswerError(id uint64, code wire.Code, msg string, md wire.Metada
 func (c *Conn) flushHere() {
 	a := c.afterLocked(Now(), true)
 	if a&actWriteHere != 0 {
-		a &^= actWriteHere
-		if y := c.core.InFlight() > 0; a != 0 || y {
+		if a &^= actWriteHere; a != 0 {
 			c.mu.Unlock()
 			c.do(a)
-			if y {
-				// Other requests are in flight: let their handlers queue
-				// their answers first, so that one write carries them all.
-				runtime.Gosched()
-			}
 			c.mu.Lock()
 		}
+		c.coalesceLocked(0) // the answered request is no longer in flight
 		c.writeLocked()
 		return
 	}
@@ -438,45 +413,23 @@ func (c *Conn) flushHere() {
 }
 
 // Drain ends a client connection gracefully (see core.Conn.Drain).
-func (c *Conn) Drain() {
-	c.mu.Lock()
-	now := Now()
-	c.core.Drain(now)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
-}
+func (c *Conn) Drain() { c.command((*core.Conn).Drain) }
 
 // Refuse refuses a new server connection (see core.Conn.Refuse).
 func (c *Conn) Refuse(code wire.Code, msg string) {
-	c.mu.Lock()
-	now := Now()
-	c.core.Refuse(now, code, msg)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
+	c.command(func(k *core.Conn, now int64) { k.Refuse(now, code, msg) })
 }
 
 // GoAway sends GOAWAY (see core.Conn.GoAway).
 func (c *Conn) GoAway(reason wire.Reason, msg string) (lastID uint64, first bool) {
-	c.mu.Lock()
-	now := Now()
-	lastID, first = c.core.GoAway(now, reason, msg)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
+	c.command(func(k *core.Conn, now int64) { lastID, first = k.GoAway(now, reason, msg) })
 	return lastID, first
 }
 
 // Close ends the connection at once with err and closes the socket, even
 // while other goroutines read or write it.
 func (c *Conn) Close(err error) {
-	c.mu.Lock()
-	now := Now()
-	c.core.Close(now, err)
-	a := c.afterLocked(now, false)
-	c.mu.Unlock()
-	c.do(a)
+	c.command(func(k *core.Conn, now int64) { k.Close(now, err) })
 }
 
 // Post is for Sink methods, which run with the connection's mutex held:
