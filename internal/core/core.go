@@ -202,7 +202,6 @@ func New(role Role, cfg session.Config, opts Options, sink Sink, now int64) *Con
 		peer:     defaultHello(),
 		nextID:   1,
 	}
-	c.out.init(c)
 	if role == Client {
 		c.calls = make(map[uint64]*Call)
 		h := c.hello()

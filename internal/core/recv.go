@@ -3,6 +3,7 @@ package core
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -98,7 +99,7 @@ func (c *Conn) frame(now int64, f wire.Frame) error {
 		}
 		if c.pingOut && data == c.pingData {
 			c.pingOut = false
-			c.rtt = timeDuration(now - c.lastPingAt)
+			c.rtt = time.Duration(now - c.lastPingAt)
 			c.sink.HeartbeatRTT(c.rtt)
 		}
 		return nil

@@ -18,8 +18,6 @@ import (
 // message's remaining head and body); inTransit the bytes handed to the
 // transport and not yet reported written.
 type outQueue struct {
-	c *Conn
-
 	ctrl    []byte
 	ctrlOff int
 	ctrlN   int // frames in ctrl[ctrlOff:]
@@ -52,8 +50,6 @@ const minChunk = 4 << 10
 // §1): the default MAX_FRAME_SIZE.
 const maxChunk = wire.DefaultMaxFrameSize
 
-func (o *outQueue) init(c *Conn) { o.c = c }
-
 // pending is the number of bytes waiting to leave: queued, control and in
 // transit.
 func (o *outQueue) pending() int {
@@ -78,6 +74,18 @@ func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
 	o.willQueue(now)
 	o.ctrl = frame(o.ctrl)
 	o.ctrlN++
+	c.updatePause(now)
+}
+
+// queueAnswer queues an answer that fits one frame (encoded by frame, which
+// appends it to the fifo); on a server, queued bytes are held against the
+// memory bounds until transmitted.
+func (c *Conn) queueAnswer(now int64, frame func([]byte) []byte) {
+	o := &c.out
+	o.willQueue(now)
+	n := len(o.fifo)
+	o.fifo = frame(o.fifo)
+	c.addQueued(len(o.fifo) - n)
 	c.updatePause(now)
 }
 

@@ -235,12 +235,7 @@ func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
 		return
 	}
 	if ovh+len(body) <= min(int(c.peer.MaxFrameSize), maxChunk) {
-		o := &c.out
-		o.willQueue(now)
-		n := len(o.fifo)
-		o.fifo = wire.AppendResponse(o.fifo, id, false, md, body)
-		c.addQueued(len(o.fifo) - n)
-		c.updatePause(now)
+		c.queueAnswer(now, func(b []byte) []byte { return wire.AppendResponse(b, id, false, md, body) })
 	} else {
 		m := &msg{id: id, typ: wire.TypeResponse, ovh: ovh, md: md, body: append([]byte(nil), body...)}
 		c.push(now, m)
@@ -262,12 +257,7 @@ func (c *Conn) AnswerError(now int64, id uint64, code wire.Code, msg string, md 
 }
 
 func (c *Conn) answerError(now int64, id uint64, code wire.Code, msg string, md wire.Metadata) {
-	o := &c.out
-	o.willQueue(now)
-	n := len(o.fifo)
-	o.fifo = wire.AppendError(o.fifo, id, code, md, msg)
-	c.addQueued(len(o.fifo) - n)
-	c.updatePause(now)
+	c.queueAnswer(now, func(b []byte) []byte { return wire.AppendError(b, id, code, md, msg) })
 	c.settle(now)
 }
 

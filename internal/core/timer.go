@@ -8,8 +8,6 @@ import (
 	"github.com/tcppro/tcppro/wire"
 )
 
-func timeDuration(ns int64) time.Duration { return time.Duration(ns) }
-
 func dur(d time.Duration) int64 { return int64(d) }
 
 // reading reports whether the liveness rules apply: the peer's bytes are
