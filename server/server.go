@@ -260,41 +260,23 @@ func (s *Server) serveConn(base context.Context, nc net.Conn) {
 	s.mu.Unlock()
 	s.stats.accepted.Add(1)
 	s.obs.ConnOpened(nc.RemoteAddr())
-	if s.cfg.TLS != nil {
-		go s.runConn(base, nc)
-		return
-	}
-	// A plain connection is set up here, so that its goroutine starts
-	// with nothing but its reader on its stack.
-	if c := s.setupConn(base, nc); c != nil {
-		go s.serveOn(c)
-	} else {
-		s.connWG.Done()
-	}
+	go s.runConn(base, nc)
 }
 
 // runConn is a connection's goroutine: the TLS handshake if any, then the
-// connection's reader until it is closed. Setting up and ending are kept
-// out of its frame, which stays on the stack of every idle connection.
+// connection's reader until it is closed.
 func (s *Server) runConn(base context.Context, nc net.Conn) {
-	if c := s.setupConn(base, nc); c != nil {
-		s.serveOn(c)
+	defer s.connWG.Done()
+	c := s.setupConn(base, nc)
+	if c == nil {
 		return
 	}
-	s.connWG.Done()
-}
-
-// serveOn runs the reader of a connection set up until it is closed.
-func (s *Server) serveOn(c *conn) {
 	c.tc.Run()
 	s.endConn(c)
-	s.connWG.Done()
 }
 
 // setupConn runs the TLS handshake if any, builds the connection and
 // registers it; nil means the connection ended already.
-//
-//go:noinline
 func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 	remote, raw := nc.RemoteAddr(), nc
 	start := time.Now()
@@ -336,8 +318,6 @@ func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 }
 
 // endConn accounts for a connection whose reader has returned.
-//
-//go:noinline
 func (s *Server) endConn(c *conn) {
 	c.mu.Lock()
 	err := c.closeErr
