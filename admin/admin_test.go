@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/syncbuf"
+
 	"github.com/tcppro/tcppro/admin"
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/server"
@@ -377,7 +379,7 @@ func TestConfigValidationNamesTheField(t *testing.T) {
 		}
 	}
 	// The effective configuration logs no token.
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := admin.Config{Token: goodToken, Logger: quiet}
 	slog.New(slog.NewTextHandler(&logs, nil)).Info("admin", "config", cfg)
 	if strings.Contains(logs.String(), goodToken) || !strings.Contains(logs.String(), "token_set=true") {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/syncbuf"
+
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcppro/tcppro/admin"
@@ -88,7 +90,7 @@ func TestInstall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		a, err := admin.New(admin.Config{Metrics: m, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, srv)
 		if err != nil {
 			t.Fatal(err)

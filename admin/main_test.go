@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,9 +10,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/syncbuf"
 
 	"go.uber.org/goleak"
 
@@ -83,7 +83,7 @@ type env struct {
 	svcAddr string
 	base    string // http://127.0.0.1:PORT
 	hc      *http.Client
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 }
 
 type envOpts struct {
@@ -106,7 +106,7 @@ func testHandler() server.Handler {
 
 func startEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := admin.NewMetrics(nil)
 	obs := newNotifier()
@@ -320,22 +320,4 @@ func readReject(t *testing.T, addr string) wire.Code {
 		t.Fatalf("a refused connection's handshake: %v, want a *wire.HandshakeError", err)
 	}
 	return he.Code
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use, for captured logs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/syncbuf"
 
 	"github.com/miekg/dns"
 )
@@ -49,7 +50,7 @@ type dnsmasq struct {
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 	done chan struct{} // closed when the process has exited
 }
 
@@ -116,7 +117,7 @@ func (d *dnsmasq) addr() string { return net.JoinHostPort("127.0.0.1", strconv.I
 // start runs dnsmasq on d.port and waits until it answers, or exits.
 func (d *dnsmasq) start() error {
 	cmd := exec.Command(dnsmasqPath, append(d.args, "--port="+strconv.Itoa(d.port))...)
-	log := &syncBuffer{}
+	log := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		return err
@@ -202,24 +203,6 @@ func (d *dnsmasq) queries(qtype, name string) int {
 	log := d.log
 	d.mu.Unlock()
 	return strings.Count(log.String(), "query["+qtype+"] "+name+" from ")
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitFor polls cond until it holds, failing the test after limit.

@@ -8,10 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tcppro/tcppro/internal/syncbuf"
 
 	"go.uber.org/goleak"
 )
@@ -46,7 +47,7 @@ func freePort(t *testing.T) int {
 type servedProc struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan error // receives Wait's result once; put back by whoever takes it
 }
 
@@ -60,7 +61,7 @@ func startServe(t *testing.T, args ...string) *servedProc {
 	s := &servedProc{
 		cmd:  tcppro(append([]string{"serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port"}, args...)...),
 		addr: addr,
-		logs: &syncBuffer{},
+		logs: &syncbuf.Buffer{},
 		done: make(chan error, 1),
 	}
 	s.cmd.Stderr = s.logs
@@ -90,24 +91,6 @@ func startServe(t *testing.T, args ...string) *servedProc {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the listener
 	}
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestServeAndCall runs the README's first two commands as processes:

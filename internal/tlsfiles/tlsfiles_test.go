@@ -1,7 +1,6 @@
 package tlsfiles
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -17,28 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/syncbuf"
+
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeClock is a clock the test moves by hand.
 type fakeClock struct{ t atomic.Int64 }
@@ -72,9 +55,9 @@ func newCA(t *testing.T) *CA {
 }
 
 // newPair loads a Pair on a fake clock, logging into the returned buffer.
-func newPair(t *testing.T, certFile, keyFile string) (*Pair, *fakeClock, *syncBuffer) {
+func newPair(t *testing.T, certFile, keyFile string) (*Pair, *fakeClock, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	clk := newFakeClock()
 	p, err := LoadPair(certFile, keyFile, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	must(t, err)
