@@ -247,15 +247,9 @@ type tcpproBurstLoad struct {
 func newTcpproBurstLoad(cfg *Config, addr string, conns int) (*tcpproBurstLoad, error) {
 	l := &tcpproBurstLoad{cfg: cfg, logs: make([]latLog, 2*conns), cancel: func() {}}
 	l.init(2 * conns)
-	for i := range conns {
-		ccfg := client.DefaultConfig()
-		ccfg.Addrs = []string{addr}
-		cl, err := client.New(ccfg)
-		if err != nil {
-			l.close()
-			return nil, fmt.Errorf("tcppro client %d: %w", i, err)
-		}
-		l.clients = append(l.clients, cl)
+	var err error
+	if l.clients, err = newClients(addr, conns, nil); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -331,11 +325,7 @@ func (l *tcpproBurstLoad) stop() {
 	l.cancel()
 }
 
-func (l *tcpproBurstLoad) close() {
-	for _, cl := range l.clients {
-		_ = cl.Close()
-	}
-}
+func (l *tcpproBurstLoad) close() { closeClients(l.clients) }
 
 func (l *tcpproBurstLoad) latencies(from, to time.Time) []time.Duration {
 	return collectLatencies(l.logs, from, to)

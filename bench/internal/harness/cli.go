@@ -16,27 +16,9 @@ import (
 func Main(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tcpprobench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	def := DefaultConfig()
+	cfg := DefaultConfig()
+	bindFlags(fs, &cfg)
 	quick := fs.Bool("quick", false, "short smoke run (1 rep, short windows, fewer connections); explicit flags still win")
-	reps := fs.Int("reps", def.Reps, "repetitions per side and scenario (median reported)")
-	dur := fs.Duration("duration", def.Duration, "measured window per measurement")
-	warm := fs.Duration("warmup", def.Warmup, "warm-up before each measured window")
-	conns := fs.String("conns", "50,500", "connection counts for the request/response scenario")
-	pipeConns := fs.Int("pipe-conns", def.PipeConns, "connections in the in-flight scenario")
-	depth := fs.Int("depth", def.PipeDepth, "calls in flight per connection in the in-flight scenario")
-	memConns := fs.Int("mem-conns", def.MemConns, "connections held in the memory scenario")
-	memSettle := fs.Duration("mem-settle", def.MemSettle, "idle time before each memory reading with connections held (longer than the heartbeat interval)")
-	pongConns := fs.String("pong-conns", "1,50", "connection counts for the PONG-delay scenario")
-	pongSlow := fs.Int("pong-slow", def.PongSlow, "sleep calls kept running per connection in the PONG-delay scenario")
-	pongSleep := fs.Duration("pong-sleep", def.PongSleep, "duration of each sleep call in the PONG-delay scenario")
-	pingEvery := fs.Duration("ping-every", def.PongEvery, "PING interval per connection in the PONG-delay scenario")
-	pongWindow := fs.Duration("pong-window", def.PongWindow, "measured window of each PONG-delay phase (after -warmup)")
-	burstConns := fs.Int("burst-conns", def.BurstConns, "connections in the burst scenario")
-	burstSeed := fs.Uint64("burst-seed", def.BurstSeed, "seed of the burst scenario's idle gaps")
-	tlsConns := fs.Int("tls-conns", def.TLSConns, "connections in the request/response scenario over TLS")
-	only := fs.String("only", "", "comma-separated scenario families to run: "+strings.Join(families, ", ")+" (default all)")
-	rawBuf := fs.Bool("raw-bufwrite", false, "raw server coalesces echoes with a bufio.Writer (a tougher baseline)")
-	prof := fs.String("cpuprofile", "", "write CPU profiles of each measured window, server child and load generator (and a heap profile in the memory scenario), into this directory")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	strict := fs.Bool("strict", false, "exit with status 3 when a target is missed")
 	if err := fs.Parse(args); err != nil {
@@ -46,77 +28,19 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tcpprobench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	cfg := def
 	if *quick {
-		cfg = QuickConfig()
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["reps"] {
-		cfg.Reps = *reps
-	}
-	if set["duration"] {
-		cfg.Duration = *dur
-	}
-	if set["warmup"] {
-		cfg.Warmup = *warm
-	}
-	for name, dst := range map[string]*[]int{"conns": &cfg.RRConns, "pong-conns": &cfg.PongConns} {
-		if !set[name] {
-			continue
-		}
-		v := *conns
-		if name == "pong-conns" {
-			v = *pongConns
-		}
-		*dst = nil
-		for _, f := range strings.Split(v, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil {
-				fmt.Fprintf(stderr, "tcpprobench: -%s: %v\n", name, err)
-				return 2
+		// The quick run's values, with the flags given on the command line
+		// set again on top.
+		q := QuickConfig()
+		qs := flag.NewFlagSet("quick", flag.ContinueOnError)
+		bindFlags(qs, &q)
+		fs.Visit(func(f *flag.Flag) {
+			if qs.Lookup(f.Name) != nil {
+				_ = qs.Set(f.Name, f.Value.String()) // parsed once already
 			}
-			*dst = append(*dst, n)
-		}
+		})
+		cfg = q
 	}
-	if set["pipe-conns"] {
-		cfg.PipeConns = *pipeConns
-	}
-	if set["depth"] {
-		cfg.PipeDepth = *depth
-	}
-	if set["mem-conns"] {
-		cfg.MemConns = *memConns
-	}
-	if set["mem-settle"] {
-		cfg.MemSettle = *memSettle
-	}
-	if set["pong-slow"] {
-		cfg.PongSlow = *pongSlow
-	}
-	if set["pong-sleep"] {
-		cfg.PongSleep = *pongSleep
-	}
-	if set["ping-every"] {
-		cfg.PongEvery = *pingEvery
-	}
-	if set["pong-window"] {
-		cfg.PongWindow = *pongWindow
-	}
-	if set["burst-conns"] {
-		cfg.BurstConns = *burstConns
-	}
-	if set["burst-seed"] {
-		cfg.BurstSeed = *burstSeed
-	}
-	if set["tls-conns"] {
-		cfg.TLSConns = *tlsConns
-	}
-	if *only != "" {
-		cfg.Only = strings.Split(*only, ",")
-	}
-	cfg.RawBufWrite = *rawBuf
-	cfg.CPUProfileDir = *prof
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -144,4 +68,65 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 3
 	}
 	return 0
+}
+
+// bindFlags defines the flags of the scenarios' configuration on fs, each
+// writing into cfg, with cfg's values as defaults.
+func bindFlags(fs *flag.FlagSet, cfg *Config) {
+	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions per side and scenario (median reported)")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured window per measurement")
+	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up before each measured window")
+	fs.Var((*intList)(&cfg.RRConns), "conns", "connection counts for the request/response scenario")
+	fs.IntVar(&cfg.PipeConns, "pipe-conns", cfg.PipeConns, "connections in the in-flight scenario")
+	fs.IntVar(&cfg.PipeDepth, "depth", cfg.PipeDepth, "calls in flight per connection in the in-flight scenario")
+	fs.IntVar(&cfg.MemConns, "mem-conns", cfg.MemConns, "connections held in the memory scenario")
+	fs.DurationVar(&cfg.MemSettle, "mem-settle", cfg.MemSettle, "idle time before each memory reading with connections held (longer than the heartbeat interval)")
+	fs.Var((*intList)(&cfg.PongConns), "pong-conns", "connection counts for the PONG-delay scenario")
+	fs.IntVar(&cfg.PongSlow, "pong-slow", cfg.PongSlow, "sleep calls kept running per connection in the PONG-delay scenario")
+	fs.DurationVar(&cfg.PongSleep, "pong-sleep", cfg.PongSleep, "duration of each sleep call in the PONG-delay scenario")
+	fs.DurationVar(&cfg.PongEvery, "ping-every", cfg.PongEvery, "PING interval per connection in the PONG-delay scenario")
+	fs.DurationVar(&cfg.PongWindow, "pong-window", cfg.PongWindow, "measured window of each PONG-delay phase (after -warmup)")
+	fs.IntVar(&cfg.BurstConns, "burst-conns", cfg.BurstConns, "connections in the burst scenario")
+	fs.Uint64Var(&cfg.BurstSeed, "burst-seed", cfg.BurstSeed, "seed of the burst scenario's idle gaps")
+	fs.IntVar(&cfg.TLSConns, "tls-conns", cfg.TLSConns, "connections in the request/response scenario over TLS")
+	fs.Var((*stringList)(&cfg.Only), "only", "comma-separated scenario families to run: "+strings.Join(families, ", ")+" (default all)")
+	fs.BoolVar(&cfg.RawBufWrite, "raw-bufwrite", cfg.RawBufWrite, "raw server coalesces echoes with a bufio.Writer (a tougher baseline)")
+	fs.StringVar(&cfg.CPUProfileDir, "cpuprofile", cfg.CPUProfileDir, "write CPU profiles of each measured window, server child and load generator (and a heap profile in the memory scenario), into this directory")
+}
+
+// intList is a flag of comma-separated integers.
+type intList []int
+
+func (l *intList) String() string {
+	s := make([]string, len(*l))
+	for i, n := range *l {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *intList) Set(v string) error {
+	var ns []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return err
+		}
+		ns = append(ns, n)
+	}
+	*l = ns
+	return nil
+}
+
+// stringList is a flag of comma-separated words.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = nil
+	if v != "" {
+		*l = strings.Split(v, ",")
+	}
+	return nil
 }

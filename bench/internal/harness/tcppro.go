@@ -96,18 +96,35 @@ type tcpproLoad struct {
 func newTcpproLoad(addr string, conns, inflight int, conf *tls.Config) (*tcpproLoad, error) {
 	l := &tcpproLoad{inflight: inflight, cancel: func() {}}
 	l.init(conns * inflight)
-	for i := range conns {
+	var err error
+	if l.clients, err = newClients(addr, conns, conf); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// newClients makes n clients of the server at addr (one connection each),
+// over TLS with conf if not nil; on error it closes those it made.
+func newClients(addr string, n int, conf *tls.Config) ([]*client.Client, error) {
+	clients := make([]*client.Client, 0, n)
+	for i := range n {
 		ccfg := client.DefaultConfig()
 		ccfg.Addrs = []string{addr}
 		ccfg.TLS = conf
 		cl, err := client.New(ccfg)
 		if err != nil {
-			l.close()
+			closeClients(clients)
 			return nil, fmt.Errorf("tcppro client %d: %w", i, err)
 		}
-		l.clients = append(l.clients, cl)
+		clients = append(clients, cl)
 	}
-	return l, nil
+	return clients, nil
+}
+
+func closeClients(clients []*client.Client) {
+	for _, cl := range clients {
+		_ = cl.Close()
+	}
 }
 
 func (l *tcpproLoad) start(hardDeadline time.Time, maxPerConn uint64) {
@@ -159,11 +176,7 @@ func (l *tcpproLoad) stop() {
 	l.wg.Wait()
 }
 
-func (l *tcpproLoad) close() {
-	for _, cl := range l.clients {
-		_ = cl.Close()
-	}
-}
+func (l *tcpproLoad) close() { closeClients(l.clients) }
 
 // ---- tcppro holder (memory scenario): a minimal frame-level peer ----
 
