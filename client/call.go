@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/session"
@@ -37,7 +38,9 @@ func (c *Client) invoke(ctx context.Context, method string, body, dst []byte, op
 		if err != nil {
 			return dst, err
 		}
+		start := c.bal.Start(cc.ep.be)
 		resp, md, err := cc.roundTrip(ctx, cl, dst)
+		c.bal.Done(cc.ep.be, start, outcome(err))
 		if opts != nil && opts.ResponseMetadata != nil {
 			*opts.ResponseMetadata = md
 		}
@@ -62,6 +65,32 @@ func (c *Client) invoke(ctx context.Context, method string, body, dst []byte, op
 		}
 		c.stats.retries.Add(1)
 	}
+}
+
+// outcome is how the balancer counts a call that ended with err: answers
+// (application errors too) are samples of the server's latency; refusals
+// and timeouts count against its success rate; the end of its connection
+// is a transport failure; a GOAWAY, the caller's cancellation and local
+// refusals count for nothing.
+func outcome(err error) balancer.Outcome {
+	if err == nil {
+		return balancer.Answered
+	}
+	var se *session.Error
+	var de *session.DeadlineError
+	switch {
+	case errors.As(err, &se):
+		if se.Conn || se.Code.Retryable() {
+			return balancer.Refused
+		}
+		return balancer.Answered
+	case errors.As(err, &de):
+		return balancer.TimedOut
+	case errors.Is(err, session.ErrGoAway), errors.Is(err, context.Canceled),
+		errors.Is(err, ErrClosed), errors.Is(err, session.ErrTooLarge):
+		return balancer.Abandoned
+	}
+	return balancer.TransportFailure
 }
 
 // call is one call's state; pooled.

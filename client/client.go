@@ -14,13 +14,16 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/netx"
@@ -31,8 +34,8 @@ import (
 // Config configures a Client. Zero fields take the documented defaults.
 type Config struct {
 	// Addrs are the servers, as host:port. Each gets one connection (an
-	// address given twice counts once); calls are spread round-robin over
-	// those that are ready. Exactly one of Addrs and Target is required.
+	// address given twice counts once); calls are spread over those that
+	// are ready by Balancer. Exactly one of Addrs and Target is required.
 	Addrs []string
 
 	// Target names the servers instead of Addrs, and keeps them current:
@@ -49,6 +52,14 @@ type Config struct {
 	// Discovery configures the resolution of Target (see
 	// discovery.Options: refresh every 30s, at most once a second).
 	Discovery discovery.Options
+
+	// Balancer picks the server of each call (see package balancer): by
+	// default power of two choices on latency × calls in flight, servers
+	// that join warmed in over 10s, outlier ejection (5 transport failures
+	// in a row, or a success rate far below the fleet's, eject a server for
+	// 30s × its ejections, at most 300s, at most half the fleet; when every
+	// ready server is ejected they are called anyway), and no subsetting.
+	Balancer balancer.Config
 
 	// DialTimeout bounds each connect (the kernel alone would wait ~127 s
 	// for a black hole). Default 3s.
@@ -181,6 +192,13 @@ func (c Config) Validate() error {
 	case c.RetryBudget.Ratio <= 0 || c.RetryBudget.Ratio > 1:
 		return bad("RetryBudget.Ratio", c.RetryBudget.Ratio, "must be in (0, 1]")
 	}
+	if err := c.Balancer.Validate(); err != nil {
+		var ce *session.ConfigError
+		if errors.As(err, &ce) {
+			ce.Field = "Balancer." + ce.Field
+		}
+		return err
+	}
 	return c.Session.Validate()
 }
 
@@ -194,8 +212,8 @@ type Client struct {
 	ctx     context.Context // cancelled by Close; bounds dials
 	cancel  context.CancelFunc
 
-	ready atomic.Pointer[[]*clientConn]
-	rr    atomic.Uint64
+	bal      *balancer.Balancer[*endpoint]
+	subsetID int // from 0
 
 	mu       sync.Mutex
 	changed  chan struct{}        // closed and replaced when an endpoint changes state
@@ -233,15 +251,42 @@ func New(cfg Config) (*Client, error) {
 		conns:   make(map[*clientConn]struct{}),
 		budget:  newRetryBudget(cfg.RetryBudget),
 	}
+	if cfg.Balancer.Logger == nil {
+		cfg.Balancer.Logger = cfg.Logger
+	}
+	c.bal = balancer.New[*endpoint](cfg.Balancer, nil)
+	c.subsetID = cfg.Balancer.SubsetID - 1
+	if c.subsetID < 0 {
+		c.subsetID = rand.IntN(1 << 30)
+	}
 	c.invoker = c.chain(cfg.Interceptors)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.ready.Store(&[]*clientConn{})
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
 		res.Run(c.ctx, c.update)
 	}()
+	go c.tick()
 	return c, nil
+}
+
+// tick runs the balancer's timed rules (ejections ending, success rates)
+// when it asks to be run, until the client closes.
+func (c *Client) tick() {
+	defer c.wg.Done()
+	t := time.NewTimer(time.Until(c.bal.Tick()))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			t.Reset(time.Until(c.bal.Tick()))
+		case <-c.bal.Wake():
+			t.Stop()
+			t.Reset(time.Until(c.bal.Tick()))
+		case <-c.ctx.Done():
+			return
+		}
+	}
 }
 
 // update takes a new set of servers: the new ones get an endpoint, those
@@ -257,8 +302,9 @@ func (c *Client) update(set discovery.Set) {
 	if set.Err != nil {
 		c.log.Warn("resolving the servers failed; keeping the last set", "target", c.cfg.Target, "addrs", len(set.Addrs), "err", set.Err)
 	}
-	in := make(map[string]bool, len(set.Addrs))
-	for _, addr := range set.Addrs {
+	addrs := balancer.Subset(set.Addrs, c.cfg.Balancer.Subset, c.subsetID)
+	in := make(map[string]bool, len(addrs))
+	for _, addr := range addrs {
 		in[addr] = true
 		if c.eps[addr] == nil {
 			ep := c.newEndpoint(addr)
@@ -286,6 +332,9 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	c.cancel()
+	for _, ep := range c.eps {
+		c.bal.Remove(ep.be)
+	}
 	conns := make([]*clientConn, 0, len(c.conns))
 	for cc := range c.conns {
 		conns = append(conns, cc)
@@ -402,6 +451,10 @@ type Stats struct {
 	WriteTimeouts    uint64        // connections cut because the server stopped reading
 	BackoffWaits     uint64        // reconnect delays taken
 	BackoffTime      time.Duration // their total
+	Ejections        uint64        // servers ejected as outliers (see balancer)
+	EjectionReturns  uint64        // servers back from ejection
+	Ejected          int           // servers ejected now
+	Panic            bool          // every ready server is ejected, and they are called anyway
 }
 
 // Stats returns the client's counters.
@@ -409,7 +462,12 @@ func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	endpoints := len(c.eps)
 	c.mu.Unlock()
+	bs := c.bal.Stats()
 	return Stats{
+		Ejections:        bs.Ejections,
+		EjectionReturns:  bs.Returns,
+		Ejected:          bs.Ejected,
+		Panic:            bs.Panic,
 		Endpoints:        endpoints,
 		Resolutions:      c.stats.resolutions.Load(),
 		Dials:            c.stats.dials.Load(),
@@ -423,4 +481,30 @@ func (c *Client) Stats() Stats {
 		BackoffWaits:     c.stats.backoffWaits.Load(),
 		BackoffTime:      time.Duration(c.stats.backoffNanos.Load()),
 	}
+}
+
+// EndpointStats is one server's state in the client.
+type EndpointStats struct {
+	balancer.EndpointStats
+	// State is the connection's: "connecting", "ready" or "failing".
+	State string
+	// LastError is the last connect or connection error, if any.
+	LastError error
+}
+
+// Endpoints returns the state of each server of the current set, sorted
+// by address.
+func (c *Client) Endpoints() []EndpointStats {
+	bs := c.bal.Stats()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]EndpointStats, 0, len(bs.Endpoints))
+	for _, es := range bs.Endpoints {
+		ep := c.eps[es.Addr]
+		if ep == nil {
+			continue // left the set meanwhile
+		}
+		out = append(out, EndpointStats{EndpointStats: es, State: ep.state.String(), LastError: ep.lastErr})
+	}
+	return out
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
@@ -21,6 +23,16 @@ const (
 	stateFailing
 )
 
+func (s epState) String() string {
+	switch s {
+	case stateConnecting:
+		return "connecting"
+	case stateReady:
+		return "ready"
+	}
+	return "failing"
+}
+
 // endpoint keeps one connection to one address alive, until the address
 // leaves the client's set (retire) or the client closes.
 type endpoint struct {
@@ -29,6 +41,9 @@ type endpoint struct {
 	dial   func(ctx context.Context, addr string) (net.Conn, error)
 	ctx    context.Context // cancelled by retire and by Close
 	cancel context.CancelFunc
+
+	be   *balancer.Endpoint[*endpoint]
+	conn atomic.Pointer[clientConn] // cur while ready, for pick
 
 	// Under c.mu.
 	state   epState
@@ -42,6 +57,7 @@ func (c *Client) newEndpoint(addr string) *endpoint {
 		ep.dial = netx.Dialer{Timeout: c.cfg.DialTimeout, Options: c.cfg.Socket}.DialContext
 	}
 	ep.ctx, ep.cancel = context.WithCancel(c.ctx)
+	ep.be = c.bal.Add(addr, ep)
 	return ep
 }
 
@@ -50,6 +66,7 @@ func (c *Client) newEndpoint(addr string) *endpoint {
 // finish). c.mu is held.
 func (ep *endpoint) retire() {
 	ep.cancel()
+	ep.c.bal.Remove(ep.be)
 	if ep.cur != nil {
 		ep.cur.unusable.Store(true)
 		ep.cur.tc.Drain() // its Sink takes no lock of the client
@@ -100,42 +117,33 @@ func (c *Client) pick(ctx context.Context, cl *call, deadline time.Time, avoid *
 	}
 }
 
-// pickReady returns the next ready connection in round-robin order,
-// skipping any that is no longer usable, and avoid's unless it is the only
-// one; nil if none is ready.
+// pickReady returns a ready connection chosen by the balancer (another
+// endpoint's than avoid unless it is the only one), skipping any that is
+// no longer usable; nil if none is ready.
 func (c *Client) pickReady(avoid *endpoint) *clientConn {
-	ready := *c.ready.Load()
-	n := uint64(len(ready))
-	if n == 0 {
-		return nil
+	var skip *balancer.Endpoint[*endpoint]
+	if avoid != nil {
+		skip = avoid.be
 	}
-	i := c.rr.Add(1)
-	var fallback *clientConn
-	for k := uint64(0); k < n; k++ {
-		cc := ready[(i+k)%n]
-		if !cc.usable() {
-			continue
+	for range 3 { // a picked connection may go away before it is loaded
+		e := c.bal.Pick(skip, usableEndpoint)
+		if e == nil {
+			return nil
 		}
-		if cc.ep != avoid {
+		if cc := e.Value.conn.Load(); cc != nil && cc.usable() {
 			return cc
 		}
-		fallback = cc
 	}
-	return fallback
+	return nil
 }
 
-// notifyLocked wakes calls waiting for a ready connection and republishes
-// the ready list.
+func usableEndpoint(ep *endpoint) bool {
+	cc := ep.conn.Load()
+	return cc != nil && cc.usable()
+}
+
+// notifyLocked wakes calls waiting for a ready connection.
 func (c *Client) notifyLocked() {
-	ready := make([]*clientConn, 0, len(c.eps))
-	if !c.closed {
-		for _, ep := range c.eps {
-			if ep.state == stateReady && ep.cur != nil {
-				ready = append(ready, ep.cur)
-			}
-		}
-	}
-	c.ready.Store(&ready)
 	close(c.changed)
 	c.changed = make(chan struct{})
 }
@@ -155,6 +163,13 @@ func (ep *endpoint) set(from *clientConn, state epState, cur *clientConn, err er
 		if err != nil {
 			ep.lastErr = err
 		}
+		ready := state == stateReady && cur != nil
+		if ready {
+			ep.conn.Store(cur)
+		} else {
+			ep.conn.Store(nil)
+		}
+		c.bal.SetReady(ep.be, ready)
 		c.notifyLocked()
 	}
 	return true
@@ -185,6 +200,7 @@ func (ep *endpoint) run() {
 				return
 			}
 			failures++
+			c.bal.Failed(ep.be)
 			ep.set(nil, stateFailing, nil, err)
 			c.res.ResolveNow() // the server may have moved
 			continue

@@ -8,14 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 )
 
-// TestBalancesOverServers: calls are spread round-robin over every ready
-// server.
+// TestBalancesOverServers: with the round-robin policy, calls are spread
+// evenly over every ready server.
 func TestBalancesOverServers(t *testing.T) {
 	var addrs []string
 	var servers []*server.Server
@@ -24,7 +25,7 @@ func TestBalancesOverServers(t *testing.T) {
 		servers = append(servers, s)
 		addrs = append(addrs, a)
 	}
-	c := newClient(t, client.Config{Addrs: addrs})
+	c := newClient(t, client.Config{Addrs: addrs, Balancer: balancer.Config{Policy: balancer.RoundRobin}})
 	// Wait until every connection is ready: a call to each server.
 	waitFor(t, 5*time.Second, func() bool {
 		if _, err := c.Call(context.Background(), "echo", nil); err != nil {

@@ -1,0 +1,58 @@
+package balancer
+
+import (
+	"slices"
+	"strings"
+	"time"
+)
+
+// EndpointStats is an endpoint's state.
+type EndpointStats struct {
+	Addr       string
+	Ready      bool          // it has a connection that takes calls
+	Ejected    bool          // ejected as an outlier
+	EjectedFor time.Duration // what is left of the ejection
+	Ejections  uint64        // times ejected
+	WarmUp     float64       // its warm-up factor: 1 when warm
+	InFlight   int64         // calls on it now
+	Latency    time.Duration // its latency (peak EWMA) now
+	Successes  uint64        // calls answered
+	Failures   uint64        // failed connects, and calls that failed on it (not application errors)
+}
+
+// Stats is a snapshot of the balancer.
+type Stats struct {
+	Ejections uint64          // ejections so far
+	Returns   uint64          // returns from ejection so far
+	Ejected   int             // endpoints ejected now
+	Panic     bool            // every ready endpoint is ejected, and they are picked anyway
+	Endpoints []EndpointStats // sorted by address
+}
+
+// Stats returns the balancer's state.
+func (b *Balancer[T]) Stats() Stats {
+	now := b.nanos()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := Stats{Ejections: b.ejections, Returns: b.returns, Panic: b.panicking}
+	for _, e := range b.eps {
+		es := EndpointStats{
+			Addr:      e.Addr,
+			Ready:     e.ready,
+			Ejected:   e.ejected,
+			Ejections: e.ejections,
+			WarmUp:    e.warmFactor(now, b.cfg.WarmUp),
+			InFlight:  e.inFlight.Load(),
+			Latency:   time.Duration(e.currentLatency(now, b.cfg.Decay)),
+			Successes: e.totalOK + e.ok.Load(),
+			Failures:  e.totalBad + e.bad.Load(),
+		}
+		if e.ejected {
+			s.Ejected++
+			es.EjectedFor = time.Duration(max(e.until-now, 0))
+		}
+		s.Endpoints = append(s.Endpoints, es)
+	}
+	slices.SortFunc(s.Endpoints, func(a, b EndpointStats) int { return strings.Compare(a.Addr, b.Addr) })
+	return s
+}
