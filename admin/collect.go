@@ -123,6 +123,14 @@ var (
 	descClientRetries          = prometheus.NewDesc("tcppro_client_retries_total", "Calls sent again because the server certainly did not process them.", nil, nil)
 	descClientRetriesThrottled = prometheus.NewDesc("tcppro_client_retries_throttled_total", "Refused calls not retried because the retry budget was spent (they failed with the refusal).", nil, nil)
 	descClientDeadPeers        = prometheus.NewDesc("tcppro_client_dead_peers_total", "Client connections closed because the server was found dead or stopped reading, by cause: heartbeat, write_timeout.", []string{"cause"}, nil)
+	descClientEjections        = prometheus.NewDesc("tcppro_client_ejections_total", "Servers ejected by the client as outliers (transport failures in a row, or a success rate far below the fleet's).", nil, nil)
+	descClientEjectionReturns  = prometheus.NewDesc("tcppro_client_ejection_returns_total", "Servers back from ejection.", nil, nil)
+	descClientEndpoints        = prometheus.NewDesc("tcppro_client_endpoints", "Servers in the client's current set, by state: connecting, ready, failing; and ejected (of any state).", []string{"state"}, nil)
+	descClientPanic            = prometheus.NewDesc("tcppro_client_balancer_panic", "1 while every ready server is ejected and the client calls them anyway (the panic rule).", nil, nil)
+	descClientEPInFlight       = prometheus.NewDesc("tcppro_client_endpoint_in_flight", "Calls in flight on each server.", []string{"endpoint"}, nil)
+	descClientEPLatency        = prometheus.NewDesc("tcppro_client_endpoint_latency_seconds", "Each server's latency as the balancer sees it (peak EWMA).", []string{"endpoint"}, nil)
+	descClientEPEjected        = prometheus.NewDesc("tcppro_client_endpoint_ejected", "1 while the server is ejected.", []string{"endpoint"}, nil)
+	descClientEPCalls          = prometheus.NewDesc("tcppro_client_endpoint_calls_total", "Calls ended on each server, by result: success (an answer, application errors included), failure (transport failures, timeouts, refusals, failed connects).", []string{"endpoint", "result"}, nil)
 )
 
 type clientCollector struct{ c *client.Client }
@@ -139,7 +147,9 @@ func ClientCollector(c *client.Client) prometheus.Collector { return clientColle
 
 func (cc clientCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClientDials, descClientDialFailures, descClientReconnects,
-		descClientGoAways, descClientRetries, descClientRetriesThrottled, descClientDeadPeers} {
+		descClientGoAways, descClientRetries, descClientRetriesThrottled, descClientDeadPeers,
+		descClientEjections, descClientEjectionReturns, descClientEndpoints, descClientPanic,
+		descClientEPInFlight, descClientEPLatency, descClientEPEjected, descClientEPCalls} {
 		ch <- d
 	}
 }
@@ -157,4 +167,25 @@ func (cc clientCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descClientRetriesThrottled, st.RetriesThrottled)
 	counter(descClientDeadPeers, st.DeadPeers, CauseHeartbeat)
 	counter(descClientDeadPeers, st.WriteTimeouts, CauseWriteTimeout)
+	counter(descClientEjections, st.Ejections)
+	counter(descClientEjectionReturns, st.EjectionReturns)
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descClientPanic, b2f(st.Panic))
+	states := map[string]int{"connecting": 0, "ready": 0, "failing": 0, "ejected": 0}
+	for _, e := range cc.c.Endpoints() {
+		states[e.State]++
+		if e.Ejected {
+			states["ejected"]++
+		}
+		gauge(descClientEPInFlight, float64(e.InFlight), e.Addr)
+		gauge(descClientEPLatency, e.Latency.Seconds(), e.Addr)
+		gauge(descClientEPEjected, b2f(e.Ejected), e.Addr)
+		counter(descClientEPCalls, e.Successes, e.Addr, "success")
+		counter(descClientEPCalls, e.Failures, e.Addr, "failure")
+	}
+	for state, n := range states {
+		gauge(descClientEndpoints, float64(n), state)
+	}
 }

@@ -29,7 +29,7 @@ var fastSession = session.Config{
 }
 
 // listenLoopback listens on 127.0.0.1 at a free port.
-func listenLoopback(t *testing.T, addr string) net.Listener {
+func listenLoopback(t testing.TB, addr string) net.Listener {
 	t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/wire"
 )
@@ -38,6 +40,10 @@ func runCall(args []string) int {
 	concurrency := fs.Int("concurrency", 1, "calls in flight at once")
 	timeout := fs.Duration("timeout", 5*time.Second, "deadline of each call")
 	dialTimeout := fs.Duration("dial-timeout", d.DialTimeout, "connect timeout")
+	policy := fs.String("balancer", string(balancer.P2C), "how calls are spread over the servers: p2c (power of two choices on latency × calls in flight) or round-robin")
+	subset := fs.Int("subset", 0, "connect to a deterministic subset of this many servers (0: every one)")
+	subsetID := fs.Int("subset-id", 0, "this client's id among the fleet's clients, from 1, for --subset (0: random)")
+	stats := fs.Bool("stats", false, "after the calls, print the client's counters and each server's state (ready, ejected, latency, calls) to stderr")
 	quiet := fs.Bool("quiet", false, "print only the summary")
 	var verbose bool
 	fs.BoolVar(&verbose, "verbose", false, "also print each answer's metadata, one line per entry: N metadata key=value")
@@ -83,13 +89,17 @@ func runCall(args []string) int {
 		Target:      *target,
 		DialTimeout: *dialTimeout,
 		TLS:         tlsCfg,
+		Balancer:    balancer.Config{Policy: balancer.Policy(*policy), Subset: *subset, SubsetID: *subsetID},
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcppro call:", err)
+		fmt.Fprintln(os.Stderr, "tcppro call:", flagError(err, callFlagOf))
 		return 2
 	}
 	defer cl.Close()
+	if *stats {
+		defer printClientStats(os.Stderr, cl)
+	}
 
 	var next, failed atomic.Int64
 	var outMu sync.Mutex
@@ -140,6 +150,42 @@ func runCall(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// callFlagOf maps the configuration fields that validation can name to
+// their flags.
+var callFlagOf = map[string]string{
+	"Balancer.Policy":   "balancer",
+	"Balancer.Subset":   "subset",
+	"Balancer.SubsetID": "subset-id",
+	"DialTimeout":       "dial-timeout",
+}
+
+// printClientStats prints the client's counters and a table of its
+// servers.
+func printClientStats(w io.Writer, cl *client.Client) {
+	s := cl.Stats()
+	fmt.Fprintf(w, "client: %d servers, %d dials (%d failed), %d reconnects, %d GOAWAYs, %d retries (%d throttled), %d dead peers, %d ejections, %d returns, %d ejected now",
+		s.Endpoints, s.Dials, s.DialFailures, s.Reconnects, s.GoAways, s.Retries, s.RetriesThrottled, s.DeadPeers+s.WriteTimeouts, s.Ejections, s.EjectionReturns, s.Ejected)
+	if s.Panic {
+		fmt.Fprint(w, " (panic: every ready server is ejected)")
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tSTATE\tEJECTED\tEJECTIONS\tWARM-UP\tIN FLIGHT\tLATENCY\tOK\tFAILED\tLAST ERROR")
+	for _, e := range cl.Endpoints() {
+		ejected := "-"
+		if e.Ejected {
+			ejected = "for " + e.EjectedFor.Round(time.Second).String()
+		}
+		last := ""
+		if e.LastError != nil {
+			last = e.LastError.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f%%\t%d\t%v\t%d\t%d\t%s\n", e.Addr, e.State, ejected, e.Ejections,
+			100*e.WarmUp, e.InFlight, e.Latency.Round(time.Microsecond), e.Successes, e.Failures, last)
+	}
+	tw.Flush()
 }
 
 // metadataFlag collects repeated --metadata key=value flags.
