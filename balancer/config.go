@@ -40,8 +40,9 @@
 // # Outlier ejection
 //
 // An endpoint is ejected — not picked — after ConsecutiveFailures transport
-// failures in a row (connects that fail, connections that end under a
-// call; application errors and refusals never count), or when, with enough
+// failures in a row (connects that fail, connections that end without
+// GOAWAY: a dead peer, a reset; application errors and refusals never
+// count, and an answer ends the run), or when, with enough
 // calls in an Interval, its success rate is far below the fleet's. The
 // ejection lasts BaseTime × the endpoint's ejection count, at most MaxTime,
 // jittered by ±10%; the count decreases by one for every Interval the
@@ -116,10 +117,11 @@ type Config struct {
 // Ejection configures outlier ejection. Zero fields take the defaults.
 type Ejection struct {
 	// ConsecutiveFailures is the number of transport failures in a row
-	// (failed connects, calls ended by their connection's end: a dead peer,
-	// a reset, a write timeout) that ejects an endpoint. A call answered,
-	// even with an application error, resets the count. Default 5;
-	// negative disables.
+	// (failed connects; connections that ended without GOAWAY: a dead
+	// peer, a reset, a write timeout — each counts once, however many
+	// calls it carried) that ejects an endpoint. A call answered, even
+	// with an application error, resets the count. Default 5; negative
+	// disables.
 	ConsecutiveFailures int
 
 	// Interval is how often success rates are compared and ejection counts

@@ -24,8 +24,9 @@ const (
 	// SHUTTING_DOWN). It counts against the success rate.
 	Refused
 	// TransportFailure: the call's connection ended under it (a dead
-	// peer, a reset, a write timeout). It counts against the success rate
-	// and as a transport failure in a row.
+	// peer, a reset, a write timeout). It counts against the success rate;
+	// the connection's end itself is reported once, with Failed, so that
+	// one connection lost with many calls on it is one failure in a row.
 	TransportFailure
 	// Abandoned: the caller gave up (cancelled). It counts for nothing.
 	Abandoned
@@ -56,12 +57,13 @@ func (b *Balancer[T]) Done(e *Endpoint[T], start int64, o Outcome) {
 		e.bad.Add(1)
 	case TransportFailure:
 		e.bad.Add(1)
-		b.failure(e)
 	}
 }
 
-// Failed records a transport failure outside a call: a connect that failed
-// (refused, timed out, reset during the handshake).
+// Failed records a transport failure of e's connection: a connect that
+// failed (refused by the kernel, timed out, reset during the handshake), or
+// a connection that ended without GOAWAY (a dead peer, a reset, a write
+// timeout). A server's refusal (BUSY, SHUTTING_DOWN) is not one.
 func (b *Balancer[T]) Failed(e *Endpoint[T]) {
 	e.bad.Add(1)
 	b.failure(e)

@@ -11,7 +11,7 @@ func ejectCfg() Config {
 
 func fail(b *Balancer[int], e *Endpoint[int], n int) {
 	for range n {
-		b.Done(e, b.Start(e), TransportFailure)
+		b.Failed(e)
 	}
 }
 
@@ -31,6 +31,12 @@ func TestConsecutiveFailuresEject(t *testing.T) {
 	case <-b.Wake():
 		t.Fatal("Wake fired before any ejection")
 	default:
+	}
+	for range 10 { // calls failed by a connection's end: not in the run
+		b.Done(eps[0], b.Start(eps[0]), TransportFailure)
+	}
+	if s := b.Stats(); s.Ejected != 0 {
+		t.Fatalf("calls failed by one connection's end ejected: %+v", s)
 	}
 	b.Failed(eps[0]) // a failed connect completes a run of 3
 	select {

@@ -200,7 +200,9 @@ func (ep *endpoint) run() {
 				return
 			}
 			failures++
-			c.bal.Failed(ep.be)
+			if !refused(err) { // a BUSY or SHUTTING_DOWN server is not broken
+				c.bal.Failed(ep.be)
+			}
 			ep.set(nil, stateFailing, nil, err)
 			c.res.ResolveNow() // the server may have moved
 			continue
@@ -237,6 +239,9 @@ func (ep *endpoint) run() {
 		err = cc.tc.Err()
 		if err == nil {
 			err = fmt.Errorf("%w: the server ended the connection", session.ErrConnClosed)
+		}
+		if !refused(err) && !errors.Is(err, ErrClosed) {
+			c.bal.Failed(ep.be) // ended without GOAWAY: dead, reset, cut
 		}
 		ep.set(cc, stateFailing, nil, err)
 	}
