@@ -143,14 +143,27 @@ func (s *Server) ListenAndServe() error {
 	if s.shutdown.Load() {
 		return ErrServerClosed
 	}
+	ln, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.Serve(ln)
+}
+
+// Listen opens a listener on Config.Addr as ListenAndServe does, applying
+// the port policy (a refusal is counted as RejectPortPolicy) and
+// SO_REUSEADDR (see netx), without serving it: serve it with Serve. It
+// lets a caller hold the listener first, for example to hand it to a
+// process that replaces this one.
+func (s *Server) Listen() (net.Listener, error) {
 	ln, err := netx.ListenConfig{AllowEphemeralPort: s.cfg.AllowEphemeralPort, FS: s.cfg.FS}.Listen(context.Background(), s.cfg.Addr)
 	if err != nil {
 		if errors.Is(err, netx.ErrEphemeralPort) {
 			s.obs.ConnRejected(RejectPortPolicy)
 		}
-		return err
+		return nil, err
 	}
-	return s.Serve(ln)
+	return ln, nil
 }
 
 // Serve accepts connections on ln until Shutdown or Close, and returns

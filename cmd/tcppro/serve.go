@@ -54,7 +54,8 @@ func runServe(args []string) int {
 	tlsCert := fs.String("tls-cert", "", "serve TLS with the PEM certificate (and chain) in `FILE`; the pair is reloaded when its files change, without a restart (needs --tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
 	tlsClientCA := fs.String("tls-client-ca", "", "require client certificates signed by the PEM CA certificates in `FILE` (mutual TLS; needs --tls-cert)")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT, and of the old process's drain after an upgrade (SIGHUP)")
+	up := defineUpgradeFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	adminAddr := fs.String("admin", admin.DefaultAddr, "admin plane address host:port, its own port (health, readiness, offline/drain, metrics, connections, pprof); empty disables")
 	adminToken := fs.String("admin-token", "", "bearer token the admin plane's POST endpoints require; required when --admin is not loopback (prefer the environment variable: a flag shows in ps)")
@@ -102,6 +103,10 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", flagError(err, serveFlagOf))
 		return 2
 	}
+	if err := up.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		return 2
+	}
 	tlsCfg, err := serverTLS(*tlsCert, *tlsKey, *tlsClientCA, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
@@ -132,6 +137,14 @@ func runServe(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// SIGHUP: a zero-downtime restart (upgrade.go).
+	upg, err := up.start(log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
+		return 1
+	}
+	defer upg.UpgradeOn(syscall.SIGHUP)()
+	defer upg.Stop() // first: interrupts an upgrade in progress
 
 	// The admin plane: its own listener, HTTP server and goroutines. It is
 	// bound before the service, so /healthz answers (and /readyz says "not
@@ -144,7 +157,7 @@ func runServe(args []string) int {
 			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
 			return 2
 		}
-		ln, err := adm.Listen()
+		ln, err := upg.Listen(*adminAddr, adm.Listen)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
 			return 1
@@ -167,7 +180,20 @@ func runServe(args []string) int {
 	}
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	ln, err := upg.Listen(*listen, srv.Listen)
+	if err != nil {
+		errc <- err
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+		err = upg.Ready()
+	}
+	if err != nil {
+		log.Error("serve failed", "err", err)
+		srv.Close()
+		<-errc
+		stopAdmin()
+		return 1
+	}
 	select {
 	case err := <-errc:
 		log.Error("serve failed", "err", err)
@@ -182,6 +208,10 @@ func runServe(args []string) int {
 		<-errc
 		return 1
 	case <-ctx.Done():
+		// Not an upgrade: the sockets close with the listeners.
+		upg.Stop()
+	case <-upg.Exit():
+		log.Info("replaced by a new process (upgrade); draining this one")
 	}
 	stop()
 	// Readiness turns false at once (Shutdown's first step); the admin
