@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/internal/tlsfiles"
 	"github.com/tcppro/tcppro/netx"
@@ -38,6 +39,7 @@ type agentReq struct {
 
 	// new, probe
 	Addrs             []string      `json:"addrs,omitempty"`
+	Balancer          string        `json:"balancer,omitempty"` // the client's policy; "" the default
 	HeartbeatInterval time.Duration `json:"hb_interval,omitempty"`
 	HeartbeatTimeout  time.Duration `json:"hb_timeout,omitempty"`
 	DialTimeout       time.Duration `json:"dial_timeout,omitempty"`
@@ -273,6 +275,7 @@ func (a *agentProc) newClient(req agentReq) (*client.Client, error) {
 	return client.New(client.Config{
 		Addrs:       req.Addrs,
 		DialTimeout: req.DialTimeout,
+		Balancer:    balancer.Config{Policy: balancer.Policy(req.Balancer)},
 		Session: session.Config{
 			HeartbeatInterval: req.HeartbeatInterval,
 			HeartbeatTimeout:  req.HeartbeatTimeout,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tcppro/tcppro/balancer"
 	"io"
 	"net/netip"
 	"os"
@@ -347,7 +348,12 @@ func (a *agent) read(r io.Reader) {
 // newClient creates a client with the scenarios' heartbeat settings (the
 // rest are the client's defaults) that connects to addrs.
 func (a *agent) newClient(ctx context.Context, name string, addrs []string) (int64, error) {
-	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: addrs,
+	return a.newClientWith(ctx, name, addrs, "")
+}
+
+// newClientWith is newClient with the balancer's policy.
+func (a *agent) newClientWith(ctx context.Context, name string, addrs []string, policy balancer.Policy) (int64, error) {
+	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: addrs, Balancer: string(policy),
 		HeartbeatInterval: hbInterval, HeartbeatTimeout: hbTimeout})
 	return r.Mono, err
 }

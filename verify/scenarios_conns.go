@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tcppro/tcppro/balancer"
 	"net/netip"
 	"strings"
 	"sync"
@@ -293,7 +294,10 @@ func serverDrain(ctx context.Context, env *Env) (Result, error) {
 	if err != nil {
 		return r, err
 	}
-	if _, err := ag.newClient(ctx, "c", addrs); err != nil {
+	// Round-robin, so that the draining server keeps its half of the
+	// calls queued: the default balancer would steer them away from a
+	// server that takes one at a time, and leave none to retry.
+	if _, err := ag.newClientWith(ctx, "c", addrs, balancer.RoundRobin); err != nil {
 		return r, err
 	}
 	// Both connections up: calls alternate between the servers.
