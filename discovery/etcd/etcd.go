@@ -37,16 +37,33 @@
 //
 // # Registering
 //
-// Register puts an instance's address under a prefix, at
-// PREFIX/ADDR/ID with value ADDR, where ID is random per Registration:
-// while a new process takes over an address (a zero-downtime restart),
-// both keys exist and the address stays in the set. The key is attached to
+// Register (or NewRegistration, then Start) puts an instance's address
+// under a prefix, at PREFIX/ADDR/ID with value ADDR, where ID is random
+// per Registration: while a new process takes over an address (a
+// zero-downtime restart), both keys exist and the address stays in the
+// set. The key is attached to
 // a lease (RegisterOptions.TTL, 10s by default) kept alive by the
 // Registration, so a process that dies leaves the set within the TTL. The
 // key is put back whenever it disappears (deleted by hand, lease expired
 // during an outage), with retries that back off but never give up.
 // Deregister (at drain or shutdown, before clients are sent GOAWAY)
-// deletes the key and revokes the lease.
+// deletes the key and revokes the lease; Start registers again. The
+// server's Config.OnServiceChange is the place to call both:
+//
+//	reg, err := etcd.NewRegistration("etcd://127.0.0.1:2379/services/echo", "10.0.0.5:7420", etcd.RegisterOptions{})
+//	defer reg.Close()
+//	cfg.OnServiceChange = func(inService bool) {
+//		if inService {
+//			reg.Start()
+//			return
+//		}
+//		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+//		defer cancel()
+//		reg.Deregister(ctx)
+//	}
+//	srv, err := server.New(cfg, handler)
+//	go srv.ListenAndServe()
+//	reg.Start() // once the listener is up
 //
 // The etcd client's own logs are discarded: failures are reported through
 // Set.Err, Registration.Stats and RegisterOptions.Logger.

@@ -112,12 +112,13 @@ func (o RegisterOptions) Validate() error {
 }
 
 // Registration keeps one instance's address registered under an etcd
-// prefix (see the package comment) until Deregister or Close. Its methods
-// are safe for concurrent use.
+// prefix (see the package comment) from Start to Deregister or Close. Its
+// methods are safe for concurrent use.
 type Registration struct {
 	opts      RegisterOptions
 	endpoints []string
 	addr, key string
+	registry  string // etcd://ENDPOINTS
 	cli       *clientv3.Client
 	log       *slog.Logger
 
@@ -128,8 +129,8 @@ type Registration struct {
 	errMu         sync.Mutex
 	lastErr       error
 
-	mu     sync.Mutex // serialises Deregister, Resume and Close
-	active bool       // a keeper runs
+	mu     sync.Mutex // serialises Start, Deregister and Close
+	active bool       // started: a keeper runs
 	closed bool
 	stop   context.CancelFunc
 	done   chan struct{}    // closed when the keeper has returned
@@ -153,18 +154,30 @@ type RegistrationStats struct {
 	Err error
 }
 
-// Register validates its arguments and starts keeping addr registered
-// under the prefix of target (etcd://HOST:PORT[,HOST:PORT]/PREFIX), at
-// PREFIX/ADDR/ID. It returns at once, without waiting for etcd: the key
-// is created in the background, and re-created with retries for as long
-// as the Registration is active, so that an etcd outage never stops the
-// instance from serving. Registered tells whether the key is in place.
+// Register is NewRegistration followed by Start: the instance is
+// registered in the background from now on.
+func Register(target, addr string, opts RegisterOptions) (*Registration, error) {
+	r, err := NewRegistration(target, addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.Start()
+	return r, nil
+}
+
+// NewRegistration validates its arguments and returns the registration
+// of addr under the prefix of target (etcd://HOST:PORT[,HOST:PORT]/PREFIX),
+// at PREFIX/ADDR/ID; Start starts it. It does not talk to etcd: the key
+// is created in the background after Start, and re-created with retries
+// for as long as the Registration is started, so that an etcd outage
+// never stops the instance from serving. Registered tells whether the key
+// is in place. Close it when done.
 //
 // addr is the address clients dial (host:port): not an unspecified
 // address such as 0.0.0.0. Errors match discovery.ErrBadTarget (target),
 // or are a *session.ConfigError naming the bad field ("Addr" or a field
 // of opts).
-func Register(target, addr string, opts RegisterOptions) (*Registration, error) {
+func NewRegistration(target, addr string, opts RegisterOptions) (*Registration, error) {
 	rest, ok := strings.CutPrefix(target, Scheme+"://")
 	if !ok {
 		return nil, fmt.Errorf("%w %q: want %s://HOST:PORT[,HOST:PORT]/PREFIX", discovery.ErrBadTarget, target, Scheme)
@@ -189,18 +202,16 @@ func Register(target, addr string, opts RegisterOptions) (*Registration, error) 
 	if err != nil {
 		return nil, &Error{Op: "connect", Endpoints: t.endpoints, Err: err}
 	}
-	r := &Registration{
+	registry := Scheme + "://" + strings.Join(t.endpoints, ",")
+	return &Registration{
 		opts:      opts,
 		endpoints: t.endpoints,
 		addr:      addr,
 		key:       t.prefix + addr + "/" + opts.InstanceID,
+		registry:  registry,
 		cli:       cli,
-		log:       opts.Logger.With("registry", Scheme+"://"+strings.Join(t.endpoints, ",")),
-	}
-	r.mu.Lock()
-	r.start()
-	r.mu.Unlock()
-	return r, nil
+		log:       opts.Logger.With("registry", registry),
+	}, nil
 }
 
 // checkAddr returns why addr cannot be registered, or "".
@@ -218,13 +229,16 @@ func checkAddr(addr string) string {
 // Key returns the registration's key, PREFIX/ADDR/ID.
 func (r *Registration) Key() string { return r.key }
 
+// String returns the registry and the key: etcd://ENDPOINTS/PREFIX/ADDR/ID.
+func (r *Registration) String() string { return r.registry + r.key }
+
 // Addr returns the registered address (the key's value).
 func (r *Registration) Addr() string { return r.addr }
 
 // Registered reports whether the last exchange with etcd confirmed the
 // key: false before the first put, while etcd does not answer, after the
-// key or its lease was found gone (until it is put back), and after
-// Deregister.
+// key or its lease was found gone (until it is put back), and when not
+// started.
 func (r *Registration) Registered() bool { return r.registered.Load() }
 
 // Stats returns the registration's counters.
@@ -244,8 +258,9 @@ func (r *Registration) Stats() RegistrationStats {
 // Deregister takes the instance out of the registry: it stops keeping the
 // key, deletes it and revokes its lease, within ctx and
 // RegisterOptions.DeregisterTimeout. If etcd does not answer in time, the
-// key expires after the TTL. Deregistering a deregistered (or closed)
-// Registration does nothing and returns nil; Resume registers it again.
+// key expires after the TTL. Deregistering a Registration that is not
+// started (or closed) does nothing and returns nil; Start registers it
+// again.
 func (r *Registration) Deregister(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -281,9 +296,11 @@ func (r *Registration) deregister(ctx context.Context) error {
 	return err
 }
 
-// Resume registers the instance again after Deregister. It does nothing
-// while the Registration is active, and after Close.
-func (r *Registration) Resume() {
+// Start starts registering the instance: the key is created in the
+// background, kept, and re-created whenever it disappears, until
+// Deregister or Close. It returns at once. It does nothing while the
+// Registration is started, and after Close.
+func (r *Registration) Start() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.active && !r.closed {
@@ -292,7 +309,7 @@ func (r *Registration) Resume() {
 }
 
 // Close deregisters the instance (bounded by DeregisterTimeout), then
-// stops everything and closes the etcd client. It returns Deregister's
+// closes the etcd client: no goroutine is left. It returns Deregister's
 // error; later calls do nothing.
 func (r *Registration) Close() error {
 	r.mu.Lock()

@@ -49,7 +49,7 @@ func hasKey(c *clientv3.Client, prefix, key string) bool {
 
 // TestRegistration: the key is PREFIX/ADDR/ID with value ADDR, the
 // resolver sees it, a key deleted by hand is put back, Deregister removes
-// it (twice is harmless), Resume puts it back, Close removes it.
+// it (twice is harmless), Start puts it back, Close removes it.
 func TestRegistration(t *testing.T) {
 	e := etcdtest.Start(t)
 	c := kv(t, e)
@@ -57,8 +57,8 @@ func TestRegistration(t *testing.T) {
 	o := fastRegister(&logs)
 	o.InstanceID = "one"
 	r := register(t, e.Target("svc"), "127.0.0.1:7420", o)
-	if r.Key() != "/svc/127.0.0.1:7420/one" {
-		t.Fatalf("Key() = %q", r.Key())
+	if r.Key() != "/svc/127.0.0.1:7420/one" || r.String() != "etcd://"+e.Endpoint+"/svc/127.0.0.1:7420/one" {
+		t.Fatalf("Key() = %q, String() = %q", r.Key(), r)
 	}
 	waitRegistered(t, r, true, 5*time.Second)
 	w := watch(t, e.Target("svc"), fastOptions)
@@ -85,7 +85,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("second Deregister: %v", err)
 	}
 	w.waitAddrs(t, 5*time.Second)
-	r.Resume()
+	r.Start()
 	waitRegistered(t, r, true, 5*time.Second)
 	w.waitAddrs(t, 5*time.Second, "127.0.0.1:7420")
 	if err := r.Close(); err != nil {
@@ -94,7 +94,7 @@ func TestRegistration(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	r.Resume() // after Close: nothing
+	r.Start() // after Close: nothing
 	if r.Registered() || len(keys(c, "/svc/")) != 0 {
 		t.Fatalf("after Close: Registered %v, keys %v", r.Registered(), keys(c, "/svc/"))
 	}
