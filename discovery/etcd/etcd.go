@@ -70,7 +70,6 @@
 package etcd
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -183,6 +182,3 @@ func backoff(lo, hi time.Duration, failures int) time.Duration {
 	}
 	return max(jittered(min(d, hi), 0.2), lo)
 }
-
-// errClosed is returned by the operations of a closed Registration.
-var errClosed = errors.New("etcd: registration closed")
