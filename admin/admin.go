@@ -8,7 +8,7 @@
 //
 //	GET  /                 status page (HTML, refreshes itself)
 //	GET  /healthz          liveness: 200 while the process answers
-//	GET  /readyz           readiness: 200, or 503 with the reason
+//	GET  /readyz           readiness: 200, or 503 with the reason (and the registration, if any)
 //	GET  /statusz          readiness and counters, JSON
 //	GET  /connz            live connections, JSON, paged (?limit=&offset=)
 //	GET  /metrics          Prometheus exposition
@@ -130,6 +130,17 @@ type Config struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
+
+	// Registration, if set, reports the instance's registration in a
+	// service registry (tcppro serve --register): /readyz adds a line
+	// "registered: REGISTRY" or "not registered: REGISTRY: ERROR" to its
+	// answer, /statusz a "registration" object, and /metrics
+	// tcppro_registered, tcppro_registration_attempts_total and
+	// tcppro_registration_failures_total. Readiness does not depend on it:
+	// a registry outage must not take a fleet out of service. It is
+	// called on every such request: it must be fast. Default nil: none of
+	// these.
+	Registration func() RegistrationStatus
 
 	// Logger receives the plane's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -266,6 +277,9 @@ func New(cfg Config, srv *server.Server) (*Server, error) {
 	}
 	if err := m.Attach(srv); err != nil {
 		return nil, err
+	}
+	if cfg.Registration != nil {
+		m.SetRegistration(cfg.Registration)
 	}
 	if !observes(srv.Config().Observer, m) {
 		cfg.Logger.Warn("admin: the Metrics are not the server's Observer (see Metrics.Install); the heartbeat and connection histograms and tcp_error deaths will not be recorded")
@@ -441,12 +455,16 @@ func (a *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 func (a *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	ready, reason := a.srv.Ready()
+	reg := a.registration()
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready:", reason)
-		return
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	fmt.Fprintln(w, "ready")
+	if reg != nil {
+		fmt.Fprintln(w, registrationLine(reg))
+	}
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

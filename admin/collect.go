@@ -49,7 +49,8 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.connAge.Describe(ch)
 	for _, d := range []*prometheus.Desc{descConnsOpen, descConnsAccepted, descConnsRejected, descDeadPeers,
 		descFrames, descBytes, descInFlight, descRequests, descRefused, descOverloaded, descMemoryHeld,
-		descMemoryBudget, descWorkersBusy, descWorkers, descGoAwaysSent, descReady, descReadinessState} {
+		descMemoryBudget, descWorkersBusy, descWorkers, descGoAwaysSent, descReady, descReadinessState,
+		descRegistered, descRegistrationAttempts, descRegistrationFailures} {
 		ch <- d
 	}
 }
@@ -67,6 +68,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(descConnsRejected, m.portPolicy.Load(), server.RejectPortPolicy)
 	counter(descDeadPeers, m.tcpErrors.Load(), CauseTCPError)
+	m.collectRegistration(ch)
 	srv := m.srv.Load()
 	if srv == nil {
 		return

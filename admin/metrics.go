@@ -82,6 +82,8 @@ type Metrics struct {
 
 	intercepting atomic.Bool // Interceptor was called: requests are timed
 
+	registration atomic.Pointer[func() RegistrationStatus] // SetRegistration
+
 	tcpErrors  atomic.Uint64 // connections closed by a TCP error
 	portPolicy atomic.Uint64 // listens refused by the port policy
 }

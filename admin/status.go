@@ -259,6 +259,9 @@ type statusJSON struct {
 	UptimeSeconds float64    `json:"uptime_seconds"`
 	Stats         *statsJSON `json:"stats,omitempty"`
 	GoAwayIn      *float64   `json:"goaway_in_seconds,omitempty"`
+	// Registration is the instance's registration in a service registry,
+	// when Config.Registration is set.
+	Registration *registrationJSON `json:"registration,omitempty"`
 }
 
 // statsJSON is server.Stats in /statusz.
@@ -306,6 +309,7 @@ func (a *Server) status(withStats bool) statusJSON {
 	}
 	if withStats {
 		s.Stats = toStatsJSON(a.srv.Stats())
+		s.Registration = toRegistrationJSON(a.registration())
 	}
 	return s
 }

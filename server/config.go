@@ -120,6 +120,21 @@ type Config struct {
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
 
+	// OnServiceChange, if set, is told when the server leaves service and
+	// when it comes back, so that the instance leaves a service registry
+	// before clients are moved away, and rejoins it after. It is called
+	// with false by SetOffline(true), Drain, Shutdown and Close, before
+	// the server refuses a connection, turns not ready or sends a GOAWAY;
+	// and with true by SetOffline(false), once the server takes
+	// connections again (never after Shutdown or Close). It is called
+	// only on a change (a new server is in service), synchronously from
+	// the goroutine calling those methods, one call at a time and in
+	// order, with none of the server's locks held: it may call Ready and
+	// Stats, but not SetOffline, Drain, Shutdown or Close. It must return
+	// promptly, since the method that called it waits for it: bound any
+	// request it makes (a registry deregistration: about 2s). Default nil.
+	OnServiceChange func(inService bool)
+
 	// Observer, if set, is told about connection events (opened, closed
 	// and why, rejected, GOAWAY, heartbeat round trips), for metrics.
 	// Requests are observed with an Interceptor. Default nil.

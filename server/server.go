@@ -66,6 +66,11 @@ type Server struct {
 	offline  atomic.Bool
 	draining atomic.Bool
 	closeMu  sync.Once
+	// svcMu orders the calls of Config.OnServiceChange with the state
+	// changes that cause them.
+	svcMu    sync.Mutex
+	outOfSvc bool // OnServiceChange(false) was the last call
+	final    bool // Shutdown or Close began: no OnServiceChange(true)
 	rejectWG sync.WaitGroup
 	connWG   sync.WaitGroup
 	ageWG    sync.WaitGroup
@@ -381,13 +386,15 @@ func (s *Server) connEnded(c *conn, remote net.Addr, err error, start time.Time)
 	s.obs.ConnClosed(remote, err, time.Since(start))
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, sends
-// GOAWAY on every connection (announcing the last request it will
-// process), lets in-flight requests finish and be written, and closes each
-// connection as it empties. It returns when every connection is closed, or
+// Shutdown stops the server gracefully: it tells Config.OnServiceChange
+// that the server leaves service (if it was in service), closes the
+// listeners, sends GOAWAY on every connection (announcing the last
+// request it will process), lets in-flight requests finish and be
+// written, and closes each connection as it empties. It returns when every connection is closed, or
 // when ctx ends; then the remaining connections are closed at once and
 // ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.leaveService(true)
 	s.beginShutdown()
 	for _, c := range s.snapshot() {
 		c.goAway(wire.ReasonShutdown, "server shutting down")
@@ -405,11 +412,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the listeners and every connection at once, releasing their
-// descriptors even while handlers are stuck (their contexts are cancelled
-// and their answers dropped). Requests in flight fail at the clients with
+// Close tells Config.OnServiceChange that the server leaves service (if
+// it was in service), then closes the listeners and every connection at
+// once, releasing their descriptors even while handlers are stuck (their
+// contexts are cancelled and their answers dropped). Requests in flight fail at the clients with
 // a connection error.
 func (s *Server) Close() error {
+	s.leaveService(true)
 	s.beginShutdown()
 	s.closeConns()
 	s.finish()
@@ -420,19 +429,56 @@ func (s *Server) Close() error {
 // (false). Offline, it keeps its listeners but answers every new connection
 // with a connection-level ERROR SHUTTING_DOWN and closes it, so clients move
 // to other servers at once; open connections are left alone (Drain moves
-// them too). Going back online also ends a Drain.
+// them too). Going back online also ends a Drain. Config.OnServiceChange
+// is told first when the server goes offline, last when it comes back.
 func (s *Server) SetOffline(offline bool) {
-	s.offline.Store(offline)
-	if !offline {
-		s.draining.Store(false)
+	if offline {
+		s.svcMu.Lock()
+		defer s.svcMu.Unlock()
+		s.leaveServiceLocked(false)
+		s.offline.Store(true)
+		return
+	}
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	s.offline.Store(false)
+	s.draining.Store(false)
+	if s.outOfSvc && !s.final {
+		s.outOfSvc = false
+		if s.cfg.OnServiceChange != nil {
+			s.cfg.OnServiceChange(true)
+		}
+	}
+}
+
+// leaveService tells Config.OnServiceChange that the server leaves
+// service, unless it was told already; final (Shutdown, Close) means for
+// good.
+func (s *Server) leaveService(final bool) {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	s.leaveServiceLocked(final)
+}
+
+func (s *Server) leaveServiceLocked(final bool) {
+	s.final = s.final || final
+	if s.outOfSvc {
+		return
+	}
+	s.outOfSvc = true
+	if s.cfg.OnServiceChange != nil {
+		s.cfg.OnServiceChange(false)
 	}
 }
 
 // Drain is the graceful shutdown sequence without exiting: the server goes
 // offline and sends GOAWAY on every open connection; clients move their new
 // requests elsewhere while in-flight ones finish. SetOffline(false) puts it
-// back in service.
+// back in service. Config.OnServiceChange is told first.
 func (s *Server) Drain(reason wire.Reason) {
+	s.svcMu.Lock()
+	defer s.svcMu.Unlock()
+	s.leaveServiceLocked(false)
 	s.offline.Store(true)
 	s.draining.Store(true)
 	for _, c := range s.snapshot() {

@@ -34,7 +34,7 @@ func runCall(args []string) int {
 	}
 	d := client.DefaultConfig()
 	addrs := fs.String("addr", defaultListen, "server addresses, comma-separated host:port list")
-	target := fs.String("target", "", "the servers as a discovery `TARGET` instead of --addr: dns:///name:port, dns+srv:///_service._tcp.name, dns://RESOLVER/name:port, or host:port,host:port; re-resolved while calls run")
+	target := fs.String("target", "", "the servers as a discovery `TARGET` instead of --addr: dns:///name:port, dns+srv:///_service._tcp.name, dns://RESOLVER/name:port, etcd://HOST:PORT[,HOST:PORT]/PREFIX (a watched key prefix), or host:port,host:port; re-resolved while calls run")
 	method := fs.String("method", "echo", "method to call: echo or sleep (MESSAGE is then a duration)")
 	count := fs.Int("count", 1, "number of calls")
 	concurrency := fs.Int("concurrency", 1, "calls in flight at once")

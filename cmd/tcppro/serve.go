@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/admin"
+	"github.com/tcppro/tcppro/discovery/etcd"
 	"github.com/tcppro/tcppro/refservice"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
@@ -59,6 +60,9 @@ func runServe(args []string) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	adminAddr := fs.String("admin", admin.DefaultAddr, "admin plane address host:port, its own port (health, readiness, offline/drain, metrics, connections, pprof); empty disables")
 	adminToken := fs.String("admin-token", "", "bearer token the admin plane's POST endpoints require; required when --admin is not loopback (prefer the environment variable: a flag shows in ps)")
+	register := fs.String("register", "", "register the service in etcd while it is in service: `TARGET` etcd://HOST:PORT[,HOST:PORT]/PREFIX; the key PREFIX/ADDR/ID is deleted before GOAWAY on offline, drain and shutdown (default: no registration)")
+	registerAddr := fs.String("register-addr", "", "the address (`HOST:PORT`) clients dial, registered with --register (default: --listen, which must then not be 0.0.0.0 or [::])")
+	registerTTL := fs.Duration("register-ttl", etcd.DefaultTTL, "lease of the --register key: how long it outlives a process that dies without deregistering (whole seconds, at least 1s)")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -128,6 +132,19 @@ func runServe(args []string) int {
 		// The Observer, and the interceptor that times every request.
 		admCfg.Metrics.Install(&cfg)
 	}
+	var reg *registrar
+	if *register != "" {
+		addr := *registerAddr
+		if addr == "" {
+			addr = *listen
+		}
+		if reg, err = newRegistrar(*register, addr, *registerTTL, log); err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro serve:", registerError(err))
+			return 2
+		}
+		defer reg.close()
+		reg.install(&cfg, &admCfg)
+	}
 	srv, err := server.New(cfg, refservice.Handler())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", flagError(err, serveFlagOf))
@@ -193,6 +210,12 @@ func runServe(args []string) int {
 		<-errc
 		stopAdmin()
 		return 1
+	}
+	if reg != nil {
+		rctx, rcancel := context.WithCancel(ctx)
+		rdone := make(chan struct{})
+		go func() { defer close(rdone); reg.startWhenListening(rctx, srv) }()
+		defer func() { rcancel(); <-rdone }()
 	}
 	select {
 	case err := <-errc:
