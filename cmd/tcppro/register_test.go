@@ -16,7 +16,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/discovery/etcd"
@@ -24,35 +23,10 @@ import (
 	"github.com/tcppro/tcppro/wire"
 )
 
-func etcdClient(t *testing.T, e *etcdtest.Server) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// etcdKeys returns the keys under prefix (nil if etcd does not answer).
-func etcdKeys(c *clientv3.Client, prefix string) []string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	r, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil
-	}
-	var ks []string
-	for _, kv := range r.Kvs {
-		ks = append(ks, string(kv.Key))
-	}
-	return ks
-}
-
 func waitKeys(t *testing.T, c *clientv3.Client, prefix string, n int, d time.Duration) []string {
 	t.Helper()
 	var ks []string
-	if !etcdtest.Deadline(context.Background(), d, func() bool { ks = etcdKeys(c, prefix); return len(ks) == n }) {
+	if !etcdtest.Deadline(context.Background(), d, func() bool { ks = etcdtest.Keys(c, prefix); return len(ks) == n }) {
 		t.Fatalf("after %v, %d keys under %s, want %d: %v", d, len(ks), prefix, n, ks)
 	}
 	return ks
@@ -78,7 +52,7 @@ func httpDo(t *testing.T, method, url string) (int, string) {
 // it before exiting.
 func TestServeRegister(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := etcdClient(t, e)
+	c := e.Client(t)
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	s := startServe(t, "--admin", adminAddr, "--register", e.Target("svc/echo"), "--register-ttl", "2s")
 	ks := waitKeys(t, c, "/svc/echo/", 1, 10*time.Second)
@@ -119,7 +93,7 @@ func TestServeRegister(t *testing.T) {
 			break
 		}
 	}
-	if ks := etcdKeys(c, "/svc/echo/"); len(ks) != 0 {
+	if ks := etcdtest.Keys(c, "/svc/echo/"); len(ks) != 0 {
 		t.Fatalf("GOAWAY received while the key was still registered: %v", ks)
 	}
 	if code, body := httpDo(t, "GET", "http://"+adminAddr+"/readyz"); code != 503 || !strings.Contains(body, "not registered") {
@@ -140,7 +114,7 @@ func TestServeRegister(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not exit after SIGTERM")
 	}
-	if ks := etcdKeys(c, "/svc/echo/"); len(ks) != 0 {
+	if ks := etcdtest.Keys(c, "/svc/echo/"); len(ks) != 0 {
 		t.Fatalf("key left after SIGTERM: %v", ks)
 	}
 	if logs := s.logs.String(); strings.Contains(logs, "level=WARN") || strings.Contains(logs, "level=ERROR") {

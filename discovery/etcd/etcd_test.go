@@ -13,7 +13,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/discovery/etcd"
@@ -22,17 +21,6 @@ import (
 
 // fastOptions make the resolver notice an outage and recover quickly.
 var fastOptions = discovery.Options{Refresh: 500 * time.Millisecond, MinRefresh: 100 * time.Millisecond, Timeout: 400 * time.Millisecond}
-
-// kv returns a client of e, closed when the test ends.
-func kv(t *testing.T, e *etcdtest.Server) *clientv3.Client {
-	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 func put(t *testing.T, c *clientv3.Client, k, v string) {
 	t.Helper()
@@ -50,21 +38,6 @@ func del(t *testing.T, c *clientv3.Client, k string) {
 	if _, err := c.Delete(ctx, k); err != nil {
 		t.Fatalf("delete %s: %v", k, err)
 	}
-}
-
-// keys returns the keys under prefix, or nil if etcd does not answer.
-func keys(c *clientv3.Client, prefix string) []string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	r, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil
-	}
-	var ks []string
-	for _, kv := range r.Kvs {
-		ks = append(ks, string(kv.Key))
-	}
-	return ks
 }
 
 // watcher runs a resolver and records its sets.
@@ -136,7 +109,7 @@ func (w *watcher) waitAddrs(t *testing.T, d time.Duration, addrs ...string) {
 // addresses and keys outside the prefix are ignored.
 func TestResolverFollowsPutsAndDeletes(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	put(t, c, "/svc/echo/b", "127.0.0.2:7420")
 	put(t, c, "/svc/echo2/x", "127.0.0.9:7420") // another service: a prefix of the name only
 	w := watch(t, e.Target("svc/echo"), discovery.Options{})
@@ -170,7 +143,7 @@ func TestResolverFollowsPutsAndDeletes(t *testing.T) {
 // etcd is back the error clears and changes are followed again.
 func TestResolverSurvivesEtcdOutage(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	put(t, c, "/svc/a", "127.0.0.1:7420")
 	w := watch(t, e.Target("svc"), fastOptions)
 	w.waitAddrs(t, 5*time.Second, "127.0.0.1:7420")

@@ -44,7 +44,7 @@ func waitRegistered(t *testing.T, r *etcd.Registration, want bool, d time.Durati
 }
 
 func hasKey(c *clientv3.Client, prefix, key string) bool {
-	return slices.Contains(keys(c, prefix), key)
+	return slices.Contains(etcdtest.Keys(c, prefix), key)
 }
 
 // TestRegistration: the key is PREFIX/ADDR/ID with value ADDR, the
@@ -52,7 +52,7 @@ func hasKey(c *clientv3.Client, prefix, key string) bool {
 // it (twice is harmless), Start puts it back, Close removes it.
 func TestRegistration(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	var logs syncbuf.Buffer
 	o := fastRegister(&logs)
 	o.InstanceID = "one"
@@ -79,7 +79,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Registered() || hasKey(c, "/svc/", r.Key()) {
-		t.Fatalf("after Deregister: Registered %v, keys %v", r.Registered(), keys(c, "/svc/"))
+		t.Fatalf("after Deregister: Registered %v, keys %v", r.Registered(), etcdtest.Keys(c, "/svc/"))
 	}
 	if err := r.Deregister(ctx); err != nil {
 		t.Fatalf("second Deregister: %v", err)
@@ -95,8 +95,8 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	r.Start() // after Close: nothing
-	if r.Registered() || len(keys(c, "/svc/")) != 0 {
-		t.Fatalf("after Close: Registered %v, keys %v", r.Registered(), keys(c, "/svc/"))
+	if r.Registered() || len(etcdtest.Keys(c, "/svc/")) != 0 {
+		t.Fatalf("after Close: Registered %v, keys %v", r.Registered(), etcdtest.Keys(c, "/svc/"))
 	}
 	st := r.Stats()
 	if st.Attempts < 3 || st.Registrations < 3 || st.Failures < 1 {
@@ -112,7 +112,7 @@ func TestRegistration(t *testing.T) {
 // back when etcd is.
 func TestRegistrationSurvivesEtcdOutage(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	var logs syncbuf.Buffer
 	r := register(t, e.Target("svc"), "127.0.0.1:7420", fastRegister(&logs))
 	waitRegistered(t, r, true, 5*time.Second)
@@ -135,7 +135,7 @@ func TestRegistrationSurvivesEtcdOutage(t *testing.T) {
 	e.Restart()
 	waitRegistered(t, r, true, 10*time.Second)
 	if !hasKey(c, "/svc/", r.Key()) {
-		t.Fatalf("Registered() but key %s is missing: %v", r.Key(), keys(c, "/svc/"))
+		t.Fatalf("Registered() but key %s is missing: %v", r.Key(), etcdtest.Keys(c, "/svc/"))
 	}
 	if n := strings.Count(logs.String(), "level=WARN"); n > 3 {
 		t.Errorf("%d warnings for one outage:\n%s", n, &logs)
@@ -146,7 +146,7 @@ func TestRegistrationSurvivesEtcdOutage(t *testing.T) {
 // its own key; the old one deregistering leaves the address in the set.
 func TestZeroDowntimeRestart(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	w := watch(t, e.Target("svc"), fastOptions)
 	old := register(t, e.Target("svc"), "127.0.0.1:7420", fastRegister(nil))
 	waitRegistered(t, old, true, 5*time.Second)
@@ -191,7 +191,7 @@ func TestRegistrationStartsWithoutEtcd(t *testing.T) {
 // grants a new lease and puts the key back.
 func TestRevokedLeaseIsReplaced(t *testing.T) {
 	e := etcdtest.Start(t)
-	c := kv(t, e)
+	c := e.Client(t)
 	r := register(t, e.Target("svc"), "127.0.0.1:7420", fastRegister(nil))
 	waitRegistered(t, r, true, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

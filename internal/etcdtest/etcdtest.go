@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/tcppro/tcppro/internal/syncbuf"
 )
 
@@ -187,4 +190,30 @@ func Deadline(ctx context.Context, d time.Duration, cond func() bool) bool {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// Client returns an etcd client of s, closed when the test ends.
+func (s *Server) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{s.Endpoint}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Keys returns the keys under prefix, or nil if etcd does not answer.
+func Keys(c *clientv3.Client, prefix string) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r, err := c.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil
+	}
+	var ks []string
+	for _, kv := range r.Kvs {
+		ks = append(ks, string(kv.Key))
+	}
+	return ks
 }
