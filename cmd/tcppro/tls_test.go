@@ -229,8 +229,14 @@ func TestServeReloadsCertificate(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // polling the served certificate
 	}
 	t.Logf("new certificate served %v after the files were replaced", time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(s.logs.String(), "certificate reloaded") {
-		t.Errorf("the reload was not logged:\n%s", s.logs)
+	// The log line travels through the child's stderr pipe: it may reach
+	// s.logs after the new certificate reached the test.
+	for logged := time.Now(); !strings.Contains(s.logs.String(), "certificate reloaded"); {
+		if time.Since(logged) > 5*time.Second {
+			t.Errorf("the reload was not logged:\n%s", s.logs)
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // polling the child's log
 	}
 	if err := call(); err != nil {
 		t.Errorf("the connection opened before the reload failed: %v", err)
