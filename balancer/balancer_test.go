@@ -121,8 +121,8 @@ func TestReadyAndRemove(t *testing.T) {
 			t.Fatalf("picked %s, want the only ready endpoint left", e.Addr)
 		}
 	}
-	if s := b.Stats(); len(s.Endpoints) != 2 {
-		t.Fatalf("stats list %d endpoints, want 2", len(s.Endpoints))
+	if eps := b.Endpoints(); len(eps) != 2 {
+		t.Fatalf("%d endpoints listed, want 2", len(eps))
 	}
 }
 

@@ -45,10 +45,10 @@ func TestConsecutiveFailuresEject(t *testing.T) {
 		t.Fatal("an ejection did not wake the Tick loop")
 	}
 	s := b.Stats()
-	if s.Ejected != 1 || !s.Endpoints[0].Ejected {
+	if s.Ejected != 1 || !b.Endpoints()[0].Ejected {
 		t.Fatalf("not ejected after 3 transport failures in a row: %+v", s)
 	}
-	if d := s.Endpoints[0].EjectedFor; d < 27*time.Second || d > 33*time.Second {
+	if d := b.Endpoints()[0].EjectedFor; d < 27*time.Second || d > 33*time.Second {
 		t.Fatalf("ejected for %v, want 30s ±10%%", d)
 	}
 	for range 200 {
@@ -60,7 +60,7 @@ func TestConsecutiveFailuresEject(t *testing.T) {
 	if d := next.Sub(clk.t); d != 10*time.Second {
 		t.Fatalf("Tick asks to run again in %v, want the interval 10s", d)
 	}
-	until := clk.t.Add(s.Endpoints[0].EjectedFor)
+	until := clk.t.Add(b.Endpoints()[0].EjectedFor)
 	for i := 0; b.Stats().Ejected > 0; i++ {
 		if i == 10 || next.After(until) {
 			t.Fatalf("Tick asked for %v, after the ejection's end %v", next, until)
@@ -75,12 +75,12 @@ func TestConsecutiveFailuresEject(t *testing.T) {
 	if s.Ejected != 0 || s.Returns != 1 {
 		t.Fatalf("not back at the end of the ejection: %+v", s)
 	}
-	if f := s.Endpoints[0].WarmUp; f >= 0.2 {
+	if f := b.Endpoints()[0].WarmUp; f >= 0.2 {
 		t.Fatalf("back from ejection with warm-up factor %v, want it warming in from 0.1", f)
 	}
 	// A second ejection lasts twice as long.
 	fail(b, eps[0], 3)
-	if d := b.Stats().Endpoints[0].EjectedFor; d < 54*time.Second || d > 66*time.Second {
+	if d := b.Endpoints()[0].EjectedFor; d < 54*time.Second || d > 66*time.Second {
 		t.Fatalf("second ejection lasts %v, want 60s ±10%%", d)
 	}
 }
@@ -98,7 +98,7 @@ func TestEjectionCountDecays(t *testing.T) {
 	clk.t = b.Tick()
 	b.Tick()
 	fail(b, eps[0], 3)
-	if d := b.Stats().Endpoints[0].EjectedFor; d > 33*time.Second {
+	if d := b.Endpoints()[0].EjectedFor; d > 33*time.Second {
 		t.Fatalf("ejected for %v after clean intervals, want the base time again", d)
 	}
 }
@@ -171,8 +171,7 @@ func TestSuccessRateEjection(t *testing.T) {
 	}
 	clk.t = b.Tick()
 	b.Tick()
-	s := b.Stats()
-	for _, es := range s.Endpoints {
+	for _, es := range b.Endpoints() {
 		want := es.Addr == eps[5].Addr
 		if es.Ejected != want {
 			t.Errorf("%s (%d ok, %d failed): ejected %v, want %v", es.Addr, es.Successes, es.Failures, es.Ejected, want)

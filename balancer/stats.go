@@ -20,21 +20,33 @@ type EndpointStats struct {
 	Failures   uint64        // failed connects, and calls that failed on it (not application errors)
 }
 
-// Stats is a snapshot of the balancer.
+// Stats is a snapshot of the balancer's counters.
 type Stats struct {
-	Ejections uint64          // ejections so far
-	Returns   uint64          // returns from ejection so far
-	Ejected   int             // endpoints ejected now
-	Panic     bool            // every ready endpoint is ejected, and they are picked anyway
-	Endpoints []EndpointStats // sorted by address
+	Ejections uint64 // ejections so far
+	Returns   uint64 // returns from ejection so far
+	Ejected   int    // endpoints ejected now
+	Panic     bool   // every ready endpoint is ejected, and they are picked anyway
 }
 
-// Stats returns the balancer's state.
+// Stats returns the balancer's counters.
 func (b *Balancer[T]) Stats() Stats {
-	now := b.nanos()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := Stats{Ejections: b.ejections, Returns: b.returns, Panic: b.panicking}
+	for _, e := range b.eps {
+		if e.ejected {
+			s.Ejected++
+		}
+	}
+	return s
+}
+
+// Endpoints returns the state of each endpoint, sorted by address.
+func (b *Balancer[T]) Endpoints() []EndpointStats {
+	now := b.nanos()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]EndpointStats, 0, len(b.eps))
 	for _, e := range b.eps {
 		es := EndpointStats{
 			Addr:      e.Addr,
@@ -48,11 +60,10 @@ func (b *Balancer[T]) Stats() Stats {
 			Failures:  e.totalBad + e.bad.Load(),
 		}
 		if e.ejected {
-			s.Ejected++
 			es.EjectedFor = time.Duration(max(e.until-now, 0))
 		}
-		s.Endpoints = append(s.Endpoints, es)
+		out = append(out, es)
 	}
-	slices.SortFunc(s.Endpoints, func(a, b EndpointStats) int { return strings.Compare(a.Addr, b.Addr) })
-	return s
+	slices.SortFunc(out, func(a, b EndpointStats) int { return strings.Compare(a.Addr, b.Addr) })
+	return out
 }

@@ -495,11 +495,11 @@ type EndpointStats struct {
 // Endpoints returns the state of each server of the current set, sorted
 // by address.
 func (c *Client) Endpoints() []EndpointStats {
-	bs := c.bal.Stats()
+	bs := c.bal.Endpoints()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]EndpointStats, 0, len(bs.Endpoints))
-	for _, es := range bs.Endpoints {
+	out := make([]EndpointStats, 0, len(bs))
+	for _, es := range bs {
 		ep := c.eps[es.Addr]
 		if ep == nil {
 			continue // left the set meanwhile
