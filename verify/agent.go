@@ -13,11 +13,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/internal/tlsfiles"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
@@ -33,13 +33,17 @@ import (
 // agentReq is one request to the agent.
 type agentReq struct {
 	ID int64  `json:"id"`
-	Op string `json:"op"` // new, call, probe, stats, wait_dead, load_start, load_peek, load_stop, close
+	Op string `json:"op"` // new, call, probe, stats, endpoints, wait_dead, load_start, load_peek, load_stop, close
 
 	Client string `json:"client,omitempty"`
 
-	// new, probe
+	// new, probe: the client's configuration (zero: the client's default).
 	Addrs             []string      `json:"addrs,omitempty"`
-	Balancer          string        `json:"balancer,omitempty"` // the client's policy; "" the default
+	Target            string        `json:"target,omitempty"`   // instead of Addrs
+	Refresh           time.Duration `json:"refresh,omitempty"`  // Discovery.Refresh
+	Balancer          string        `json:"balancer,omitempty"` // the balancer's policy
+	Subset            int           `json:"subset,omitempty"`
+	SubsetID          int           `json:"subset_id,omitempty"`
 	HeartbeatInterval time.Duration `json:"hb_interval,omitempty"`
 	HeartbeatTimeout  time.Duration `json:"hb_timeout,omitempty"`
 	DialTimeout       time.Duration `json:"dial_timeout,omitempty"`
@@ -70,7 +74,27 @@ type agentResp struct {
 	Call  *callResult   `json:"call,omitempty"`
 	Stats *client.Stats `json:"stats,omitempty"`
 	Load  *loadSummary  `json:"load,omitempty"`
+	// Endpoints answers endpoints: the client's servers, by address.
+	Endpoints []endpointState `json:"endpoints,omitempty"`
 }
+
+// endpointState is one server as a client sees it (client.EndpointStats,
+// with its error as text).
+type endpointState struct {
+	Addr      string        `json:"addr"`
+	State     string        `json:"state"` // connecting, ready, failing
+	Ejected   bool          `json:"ejected,omitempty"`
+	Ejections uint64        `json:"ejections,omitempty"`
+	WarmUp    float64       `json:"warm_up"`
+	InFlight  int64         `json:"in_flight"`
+	Latency   time.Duration `json:"latency"`
+	Successes uint64        `json:"successes"`
+	Failures  uint64        `json:"failures"`
+	LastError string        `json:"last_error,omitempty"`
+}
+
+// calls is how many calls the client made on the server.
+func (e endpointState) calls() uint64 { return e.Successes + e.Failures }
 
 // callResult is one call's outcome.
 type callResult struct {
@@ -107,6 +131,10 @@ type loadSummary struct {
 	Late    int     `json:"late"`
 	MaxMS   float64 `json:"max_ms"`
 	FirstOK []int64 `json:"first_ok"` // per mark; 0 when none
+	// P50MS and P99MS are the median and 99th percentile of the
+	// successful calls' times, in milliseconds (0: none succeeded).
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
 }
 
 func (l *loadSummary) failed() int { return l.Calls - l.OK }
@@ -274,8 +302,10 @@ func (a *agentProc) closeAll() {
 func (a *agentProc) newClient(req agentReq) (*client.Client, error) {
 	return client.New(client.Config{
 		Addrs:       req.Addrs,
+		Target:      req.Target,
+		Discovery:   discovery.Options{Refresh: req.Refresh, MinRefresh: min(req.Refresh, discovery.DefaultMinRefresh)},
 		DialTimeout: req.DialTimeout,
-		Balancer:    balancer.Config{Policy: balancer.Policy(req.Balancer)},
+		Balancer:    balancer.Config{Policy: balancer.Policy(req.Balancer), Subset: req.Subset, SubsetID: req.SubsetID},
 		Session: session.Config{
 			HeartbeatInterval: req.HeartbeatInterval,
 			HeartbeatTimeout:  req.HeartbeatTimeout,
@@ -355,6 +385,20 @@ func (a *agentProc) handle(req agentReq) agentResp {
 		resp.Mono = mono()
 		st := c.c.Stats()
 		resp.Stats = &st
+	case "endpoints":
+		c, err := a.get(req.Client)
+		if err != nil {
+			return fail(err)
+		}
+		resp.Mono = mono()
+		for _, e := range c.c.Endpoints() {
+			st := endpointState{Addr: e.Addr, State: e.State, Ejected: e.Ejected, Ejections: e.Ejections,
+				WarmUp: e.WarmUp, InFlight: e.InFlight, Latency: e.Latency, Successes: e.Successes, Failures: e.Failures}
+			if e.LastError != nil {
+				st.LastError = e.LastError.Error()
+			}
+			resp.Endpoints = append(resp.Endpoints, st)
+		}
 	case "wait_dead":
 		c, err := a.get(req.Client)
 		if err != nil {
@@ -433,120 +477,4 @@ func (a *agentProc) handle(req agentReq) agentResp {
 		return fail(fmt.Errorf("unknown op %q", req.Op))
 	}
 	return resp
-}
-
-// agentLoad is steady load: each worker makes one call per pace, whatever
-// the outcome of the last, so failures do not turn into a busy loop.
-type agentLoad struct {
-	req     agentReq
-	stopCh  chan struct{}
-	wg      sync.WaitGroup
-	running atomic.Int64 // workers still running
-
-	mu   sync.Mutex
-	recs []loadRec
-	// inCall holds each worker's current call start (0: none).
-	inCall []atomic.Int64
-}
-
-type loadRec struct {
-	start, end int64
-	kind       string // "" for success
-	err        string
-}
-
-func startLoad(c *client.Client, req agentReq) *agentLoad {
-	if req.Workers <= 0 {
-		req.Workers = 1
-	}
-	if req.Pace <= 0 {
-		req.Pace = 10 * time.Millisecond
-	}
-	l := &agentLoad{req: req, stopCh: make(chan struct{}), inCall: make([]atomic.Int64, req.Workers)}
-	body := req.body()
-	for w := range req.Workers {
-		l.running.Add(1)
-		l.wg.Go(func() {
-			defer l.running.Add(-1)
-			// Workers start spread over one pace.
-			next := time.Now().Add(req.Pace * time.Duration(w) / time.Duration(req.Workers))
-			for {
-				t := time.NewTimer(time.Until(next))
-				select {
-				case <-l.stopCh:
-					t.Stop()
-					return
-				case <-t.C:
-				}
-				next = next.Add(req.Pace)
-				if now := time.Now(); next.Before(now) {
-					next = now // after a long call, no burst to catch up
-				}
-				start := mono()
-				l.inCall[w].Store(start)
-				r := doCall(c, req.Method, body, req.Timeout)
-				l.inCall[w].Store(0)
-				rec := loadRec{start: r.Start, end: r.End}
-				if !r.ok() {
-					rec.kind, rec.err = "untyped", r.Err
-					if len(r.Kinds) > 0 {
-						rec.kind = r.Kinds[0]
-					}
-				}
-				l.mu.Lock()
-				l.recs = append(l.recs, rec)
-				l.mu.Unlock()
-			}
-		})
-	}
-	return l
-}
-
-// stop stops the workers, waits for the calls in flight until their
-// deadline plus hangGrace, and summarises.
-func (l *agentLoad) stop(marks []int64) *loadSummary {
-	close(l.stopCh)
-	done := make(chan struct{})
-	go func() { l.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(l.req.Timeout + hangGrace):
-	}
-	return l.summary(marks)
-}
-
-// summary summarises the calls so far; a call still running past its
-// deadline plus hangGrace counts as hung.
-func (l *agentLoad) summary(marks []int64) *loadSummary {
-	s := &loadSummary{Errors: map[string]int{}, FirstOK: make([]int64, len(marks))}
-	now := mono()
-	for w := range l.inCall {
-		if st := l.inCall[w].Load(); st != 0 && since(st, now) > l.req.Timeout+hangGrace {
-			s.Hung++
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, r := range l.recs {
-		s.Calls++
-		took := since(r.start, r.end)
-		s.MaxMS = max(s.MaxMS, ms(took))
-		if took > l.req.Timeout+lateGrace {
-			s.Late++
-		}
-		if r.kind != "" {
-			s.Errors[r.kind]++
-			if r.kind == "untyped" && len(s.Untyped) < 5 {
-				s.Untyped = append(s.Untyped, r.err)
-			}
-			continue
-		}
-		s.OK++
-		for i, m := range marks {
-			if r.start >= m && (s.FirstOK[i] == 0 || r.end < s.FirstOK[i]) {
-				s.FirstOK[i] = r.end
-			}
-		}
-	}
-	return s
 }

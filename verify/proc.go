@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tcppro/tcppro/balancer"
 	"io"
 	"net/netip"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/faultnet"
 )
@@ -348,14 +348,34 @@ func (a *agent) read(r io.Reader) {
 // newClient creates a client with the scenarios' heartbeat settings (the
 // rest are the client's defaults) that connects to addrs.
 func (a *agent) newClient(ctx context.Context, name string, addrs []string) (int64, error) {
-	return a.newClientWith(ctx, name, addrs, "")
+	return a.newClientSpec(ctx, name, clientSpec{Addrs: addrs})
 }
 
-// newClientWith is newClient with the balancer's policy.
-func (a *agent) newClientWith(ctx context.Context, name string, addrs []string, policy balancer.Policy) (int64, error) {
-	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: addrs, Balancer: string(policy),
+// clientSpec is what a scenario sets of a client's configuration beyond
+// the heartbeat settings; zero fields are the client's defaults.
+type clientSpec struct {
+	Addrs       []string
+	Target      string        // instead of Addrs
+	Refresh     time.Duration // the Target's refresh interval
+	Policy      balancer.Policy
+	Subset      int
+	SubsetID    int
+	DialTimeout time.Duration
+}
+
+// newClientSpec creates a client with the scenarios' heartbeat settings
+// and spec, and returns when it was created.
+func (a *agent) newClientSpec(ctx context.Context, name string, spec clientSpec) (int64, error) {
+	r, err := a.do(ctx, agentReq{Op: "new", Client: name, Addrs: spec.Addrs, Target: spec.Target, Refresh: spec.Refresh,
+		Balancer: string(spec.Policy), Subset: spec.Subset, SubsetID: spec.SubsetID, DialTimeout: spec.DialTimeout,
 		HeartbeatInterval: hbInterval, HeartbeatTimeout: hbTimeout})
 	return r.Mono, err
+}
+
+// endpoints returns the client's servers and when they were read.
+func (a *agent) endpoints(ctx context.Context, name string) ([]endpointState, int64, error) {
+	r, err := a.do(ctx, agentReq{Op: "endpoints", Client: name})
+	return r.Endpoints, r.Mono, err
 }
 
 func (a *agent) call(ctx context.Context, name, method, body string, timeout time.Duration) (*callResult, error) {

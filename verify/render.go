@@ -20,10 +20,13 @@ func WriteTable(w io.Writer, results []Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	pass, overTLS := 0, 0
+	pass, skipped, overTLS := 0, 0, 0
 	for _, r := range results {
 		if r.Pass {
 			pass++
+		}
+		if r.Skipped != "" {
+			skipped++
 		}
 		if r.TLS {
 			overTLS++
@@ -33,7 +36,11 @@ func WriteTable(w io.Writer, results []Result) error {
 	if overTLS > 0 && overTLS == len(results) {
 		over = " over TLS"
 	}
-	fmt.Fprintf(w, "\n%d of %d scenarios pass%s.\n", pass, len(results), over)
+	skip := ""
+	if skipped > 0 {
+		skip = fmt.Sprintf(" (%d skipped: a program they need is missing)", skipped)
+	}
+	fmt.Fprintf(w, "\n%d of %d scenarios pass%s%s.\n", pass, len(results), over, skip)
 	fmt.Fprintln(w, "\nDetails:")
 	for _, r := range results {
 		fmt.Fprintf(w, "\n%s (%s, took %s):\n", r.Scenario, r.verdict(), fmtMS(r.DurationMS))
@@ -42,6 +49,9 @@ func WriteTable(w io.Writer, results []Result) error {
 		}
 		if r.Error != "" {
 			fmt.Fprintf(w, "  error: %s\n", r.Error)
+		}
+		if r.Skipped != "" {
+			fmt.Fprintf(w, "  skipped: %s\n", r.Skipped)
 		}
 		for _, d := range strings.Split(r.Detail, "\n") {
 			if d != "" {
@@ -67,6 +77,8 @@ func WriteJSON(w io.Writer, results []Result) error {
 
 func (r Result) verdict() string {
 	switch {
+	case r.Skipped != "":
+		return "skipped"
 	case r.Error != "":
 		return "ERROR"
 	case r.Pass:
@@ -83,7 +95,7 @@ func (r Result) boundCell() string {
 }
 
 func (r Result) measuredCell() string {
-	if r.Error != "" {
+	if r.Error != "" || r.Skipped != "" {
 		return "-"
 	}
 	if r.Measured != "" {

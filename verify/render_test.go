@@ -92,7 +92,8 @@ func TestFmtDur(t *testing.T) {
 }
 
 func TestScenarioList(t *testing.T) {
-	want := []string{"link-cut-idle", "link-cut-unacked", "server-frozen", "connect-blackhole", "server-killed", "server-drain", "conn-cap", "peer-close"}
+	want := []string{"link-cut-idle", "link-cut-unacked", "server-frozen", "connect-blackhole", "server-killed", "server-drain", "conn-cap", "peer-close",
+		"rolling-restart", "slow-instance", "black-holed", "scale-out", "registry-loss", "dns-change", "subsetting"}
 	got := Names()
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("scenarios %v, want %v", got, want)

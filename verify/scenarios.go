@@ -63,7 +63,7 @@ const (
 
 // Scenarios returns the scenarios in report order.
 func Scenarios() []Scenario {
-	return []Scenario{
+	return append([]Scenario{
 		{Name: "link-cut-idle", Bound: detectBound, Run: linkCutIdle,
 			Description: "the link to an idle peer is cut: client and server detect the dead peer within the heartbeat timeout (2 s, from the last bytes received) + 20 %; a live idle peer is not declared dead over 30 s"},
 		{Name: "link-cut-unacked", Bound: detectBound, Run: linkCutUnacked,
@@ -80,7 +80,7 @@ func Scenarios() []Scenario {
 			Description: "clients over the server's connection cap get the BUSY error within 100 ms"},
 		{Name: "peer-close", Bound: closeWaitBound, Run: peerClose,
 			Description: "the peer closes: no socket of ours (server side or client side) stays in CLOSE_WAIT beyond 1 s"},
-	}
+	}, fleetScenarios()...)
 }
 
 // pair builds a lab with a server and a client host joined by a link.

@@ -297,7 +297,7 @@ func serverDrain(ctx context.Context, env *Env) (Result, error) {
 	// Round-robin, so that the draining server keeps its half of the
 	// calls queued: the default balancer would steer them away from a
 	// server that takes one at a time, and leave none to retry.
-	if _, err := ag.newClientWith(ctx, "c", addrs, balancer.RoundRobin); err != nil {
+	if _, err := ag.newClientSpec(ctx, "c", clientSpec{Addrs: addrs, Policy: balancer.RoundRobin}); err != nil {
 		return r, err
 	}
 	// Both connections up: calls alternate between the servers.

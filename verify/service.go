@@ -185,6 +185,11 @@ func (o *observer) closesFrom(p netip.Prefix) []closeEvent {
 // the scenarios' heartbeat configuration and the run's transport; mod
 // adjusts the configuration. It is closed when the scenario ends.
 func (e *Env) startInProcServer(h *faultnet.Host, addr netip.AddrPort, mod func(*server.Config)) (*server.Server, *observer, error) {
+	return e.startInProcServerWith(h, addr, refservice.Handler(), mod)
+}
+
+// startInProcServerWith is startInProcServer with another handler.
+func (e *Env) startInProcServerWith(h *faultnet.Host, addr netip.AddrPort, handler server.Handler, mod func(*server.Config)) (*server.Server, *observer, error) {
 	tlsCfg, _, err := e.tlsConfigs()
 	if err != nil {
 		return nil, nil, err
@@ -199,7 +204,7 @@ func (e *Env) startInProcServer(h *faultnet.Host, addr netip.AddrPort, mod func(
 	if mod != nil {
 		mod(&cfg)
 	}
-	srv, err := server.New(cfg, refservice.Handler())
+	srv, err := server.New(cfg, handler)
 	if err != nil {
 		return nil, nil, err
 	}

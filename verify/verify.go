@@ -22,6 +22,10 @@ type Scenario struct {
 	// Bound is the scenario's headline bound (what the table's bound column
 	// shows); some scenarios compute a tighter one while they run.
 	Bound time.Duration
+	// Needs names the programs besides tcppro the scenario runs ("etcd",
+	// "dnsmasq"); where one is missing the row is skipped and says how to
+	// install it.
+	Needs []string
 	// Run builds the scenario's lab, produces the fault and measures. An
 	// error means the scenario could not run (its row fails with the
 	// error); a measurement outside the bound is a Result with Pass false.
@@ -55,6 +59,10 @@ type Result struct {
 	Detail string `json:"detail,omitempty"`
 	// Error is set when the scenario could not run.
 	Error string `json:"error,omitempty"`
+	// Skipped says why the scenario did not run: a program it needs is
+	// missing here (Scenario.Needs). A skipped row neither passes nor
+	// fails.
+	Skipped string `json:"skipped,omitempty"`
 	// DurationMS is how long the scenario took to run.
 	DurationMS float64 `json:"duration_ms"`
 	// TLS reports a run over TLS (Options.TLS).
@@ -210,6 +218,12 @@ func Check(ctx context.Context) error {
 func Run(ctx context.Context, s Scenario, opts Options) (Result, error) {
 	opts = opts.withDefaults()
 	env := &Env{ctx: ctx, opts: opts, name: s.Name}
+	for _, n := range s.Needs {
+		if _, err := findProgram(n); err != nil {
+			fmt.Fprintf(opts.Progress, "verify: %s: skipped: %v\n", s.Name, err)
+			return Result{Scenario: s.Name, BoundMS: ms(s.Bound), BaselineMS: -1, TLS: opts.TLS != nil, Skipped: err.Error()}, nil
+		}
+	}
 	fmt.Fprintf(opts.Progress, "verify: %s: start (%s): %s\n", s.Name, env.transport(), s.Description)
 	start := time.Now()
 	r, err := runProtected(ctx, s, env)
