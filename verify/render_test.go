@@ -15,6 +15,7 @@ func TestWriteTableAndJSON(t *testing.T) {
 		{Scenario: "conn-cap", BoundMS: 100, MeasuredMS: 3.2, BaselineMS: -1, Pass: false, Detail: "too slow"},
 		{Scenario: "server-drain", BoundMS: 10000, MeasuredMS: 31, BaselineMS: -1, Bound: "0 failed calls", Measured: "0 failed/3000", Pass: true},
 		{Scenario: "peer-close", BoundMS: 1000, BaselineMS: -1, Error: "lab: boom"},
+		{Scenario: "scale-out", BoundMS: 15000, BaselineMS: -1, Skipped: "needs etcd"},
 	}
 	var b bytes.Buffer
 	if err := WriteTable(&b, results); err != nil {
@@ -27,7 +28,8 @@ func TestWriteTableAndJSON(t *testing.T) {
 		"conn-cap", "3.2 ms", "n/a", "FAIL",
 		"0 failed calls", "0 failed/3000",
 		"ERROR", "error: lab: boom",
-		"2 of 4 scenarios pass",
+		"2 of 5 scenarios pass (1 skipped: a program they need is missing)",
+		"skipped: needs etcd",
 		"  - client 2.05 s; server 2.08 s\n  - second line",
 	} {
 		if !strings.Contains(out, want) {

@@ -159,7 +159,8 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 			"Rows 1-4 also measure a plain net.Conn on the kernel's defaults. With --tls every\n"+
 			"scenario runs over TLS (a throwaway CA and certificate, deleted at the end). Needs root.\n"+
 			"Everything it creates is removed when it ends, fails or is interrupted.\n"+
-			"Exit status: 0 every row passes, 1 any fails, 2 usage error or unsupported host.\n\n"+
+			"Exit status: 0 every row passes (or is skipped: a program it needs, etcd or dnsmasq, is\n"+
+			"missing), 1 any fails, 2 usage error or unsupported host.\n\n"+
 			"scenarios:\n")
 		for _, s := range verify.Scenarios() {
 			fmt.Fprintf(fs.Output(), "  %-18s %s\n", s.Name, s.Description)
