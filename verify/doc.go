@@ -38,6 +38,30 @@
 //  8. peer-close: when the peer closes, no socket of ours stays in
 //     CLOSE_WAIT for more than 1 s, on the server side or the client side.
 //
+// # The fleet
+//
+// Rows 9–15 run a fleet: server hosts s1, s2, ... each linked to one client
+// host, and where the row needs a registry, a registry host running etcd,
+// linked to every other host (so that cutting a server's client link leaves
+// its registration alone). The servers registered in etcd are `tcppro serve
+// --register` processes; the others run in this process. A row that needs
+// etcd or dnsmasq and does not find it is skipped, saying how to install it
+// (Scenario.Needs, Result.Skipped).
+//
+//  9. rolling-restart: FLEET-ROLLING
+//  10. slow-instance: FLEET-SLOW
+//  11. black-holed: FLEET-BLACKHOLE
+//  12. scale-out: FLEET-SCALEOUT
+//  13. registry-loss: FLEET-REGISTRY
+//  14. dns-change: the client finds two of four servers through dnsmasq
+//     (on its own host, refresh 3 s, TTL 60 s); the records are replaced by
+//     the other two under steady load and the client's servers are exactly
+//     the new ones within the refresh interval + 0.5 s; dnsmasq is then
+//     stopped for 9 s and the client keeps its set; no call fails.
+//  15. subsetting: 100 clients with subset ids 1..100 and subset 5 over 20
+//     servers: connections per server max/min ≤ 1.25 (deterministic
+//     subsetting gives every server exactly 25).
+//
 // # Transports
 //
 // A run is over plain TCP or, with Options.TLS (`tcppro verify --tls`),
