@@ -21,7 +21,11 @@
 // Options.Refresh, sooner when an answer's TTL is shorter, and soon after
 // ResolveNow; when a lookup fails (timeout, SERVFAIL, REFUSED, NXDOMAIN,
 // no records) the last good addresses are kept, the failure is reported
-// in Set.Err (a *DNSError), and lookups back off.
+// in Set.Err (a *DNSError), and lookups back off. When only one of a
+// name's A and AAAA lookups fails (a server that refuses or drops AAAA
+// queries), the other's answer is taken and the failed family's last good
+// addresses are kept: the set is reported with the failure in Set.Err, and
+// lookups back off as after a failure.
 //
 // Other schemes (etcd) live in packages of their own, which register
 // themselves with Register, so that programs not using them do not link

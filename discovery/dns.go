@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -162,14 +163,27 @@ func (r *dnsResolver) Run(ctx context.Context, update func(Set)) {
 		done := time.Now()
 		var set Set
 		var wait time.Duration
-		if err == nil {
+		var fe *familyError
+		switch {
+		case err == nil:
 			good, failures = addrs, 0
 			set = Set{Addrs: addrs}
 			wait = r.opts.Refresh
 			if ttl < wait {
 				wait = max(ttl, r.opts.MinRefresh)
 			}
-		} else {
+		case errors.As(err, &fe):
+			// One family answered: take it, and keep the other's last
+			// good addresses.
+			merged := append(addrs, ofFamily(good, fe.v6)...)
+			slices.Sort(merged)
+			if merged = slices.Compact(merged); len(merged) > 0 {
+				good = merged
+			}
+			set = Set{Addrs: good, Err: fe.err}
+			wait = backoff(r.opts, failures)
+			failures++
+		default:
 			set = Set{Addrs: good, Err: err}
 			wait = backoff(r.opts, failures)
 			failures++
@@ -240,9 +254,22 @@ func (r *dnsResolver) resolve(ctx context.Context) ([]string, time.Duration, err
 			addrs = append(addrs, net.JoinHostPort(ip.String(), r.port))
 		}
 	}
-	if err != nil {
+	var fe *familyError
+	if err != nil && !errors.As(err, &fe) {
 		return nil, 0, err
 	}
 	slices.Sort(addrs)
-	return slices.Compact(addrs), time.Duration(ttl) * time.Second, nil
+	return slices.Compact(addrs), time.Duration(ttl) * time.Second, err
+}
+
+// ofFamily returns the addresses of addrs (host:port) that are IPv6 when
+// v6 is set, IPv4 otherwise.
+func ofFamily(addrs []string, v6 bool) []string {
+	var out []string
+	for _, a := range addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil && ap.Addr().Unmap().Is6() == v6 {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -271,7 +271,8 @@ func (q *querier) lookupIPs(ctx context.Context, name string) ([]netip.Addr, uin
 	var ips []netip.Addr
 	ttl := ^uint32(0)
 	var notFound *DNSError
-	for _, r := range res {
+	var failed *familyError
+	for i, r := range res {
 		var de *DNSError
 		switch {
 		case r.err == nil:
@@ -280,9 +281,14 @@ func (q *querier) lookupIPs(ctx context.Context, name string) ([]netip.Addr, uin
 			if notFound == nil || de.Reason == "NXDOMAIN" {
 				notFound = de
 			}
+		case failed != nil:
+			return nil, 0, failed.err // both failed: the first failure
 		default:
-			return nil, 0, r.err
+			failed = &familyError{v6: i == 1, err: r.err}
 		}
+	}
+	if failed != nil {
+		return ips, ttl, failed
 	}
 	if len(ips) == 0 {
 		if notFound == nil { // records, but none a valid address
@@ -294,6 +300,17 @@ func (q *querier) lookupIPs(ctx context.Context, name string) ([]netip.Addr, uin
 	}
 	return ips, ttl, nil
 }
+
+// familyError is the failure of one of a name's A and AAAA lookups while
+// the other answered (with records or without): lookupIPs returns the
+// answered family's addresses with it.
+type familyError struct {
+	v6  bool  // the AAAA lookup failed; else the A lookup
+	err error // its *DNSError
+}
+
+func (e *familyError) Error() string { return e.err.Error() }
+func (e *familyError) Unwrap() error { return e.err }
 
 // srvParallel bounds the SRV targets looked up at once.
 const srvParallel = 8
@@ -346,6 +363,10 @@ func (q *querier) lookupSRV(ctx context.Context, name string) ([]string, uint32,
 			}
 		case errors.As(r.err, &de) && de.NotFound:
 		default:
+			var fe *familyError
+			if errors.As(r.err, &fe) {
+				return nil, 0, fe.err // a target half known fails the whole too
+			}
 			return nil, 0, r.err
 		}
 	}

@@ -178,3 +178,110 @@ func TestUnreadableResolvConfIsReportedWithTheFailure(t *testing.T) {
 		t.Fatalf("Err = %v; want a failure at 127.0.0.1:53 that names %s and matches fs.ErrNotExist", s.Err, missing)
 	}
 }
+
+// fakeDNSBy is a DNS server on 127.0.0.1 that answers each query with
+// what answer returns for its question: a response code and records.
+func fakeDNSBy(t *testing.T, answer func(q dns.Question) (int, []dns.RR)) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return // closed by the cleanup
+			}
+			req := new(dns.Msg)
+			if req.Unpack(buf[:k]) != nil || len(req.Question) != 1 {
+				continue
+			}
+			rcode, rrs := answer(req.Question[0])
+			m := new(dns.Msg).SetRcode(req, rcode)
+			m.Answer = rrs
+			if out, err := m.Pack(); err == nil {
+				pc.WriteTo(out, from)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	return pc.LocalAddr().String()
+}
+
+// TestDNSOneFamilyFailing: a DNS server that refuses AAAA queries (or
+// fails A ones) does not make a name unusable: the family that answers is
+// taken, the failed family's last good addresses are kept, and the
+// failure is reported.
+func TestDNSOneFamilyFailing(t *testing.T) {
+	t.Parallel()
+	type mode struct{ a, aaaa string } // an address, or "" to refuse, "servfail"
+	var cur atomic.Pointer[mode]
+	cur.Store(&mode{a: "198.18.0.1"})
+	rr := func(s string) []dns.RR {
+		r, err := dns.NewRR(s)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		return []dns.RR{r}
+	}
+	addr := fakeDNSBy(t, func(q dns.Question) (int, []dns.RR) {
+		m := cur.Load()
+		v, typ := m.a, "A"
+		if q.Qtype == dns.TypeAAAA {
+			v, typ = m.aaaa, "AAAA"
+		}
+		switch v {
+		case "":
+			return dns.RcodeRefused, nil
+		case "servfail":
+			return dns.RcodeServerFailure, nil
+		}
+		return dns.RcodeSuccess, rr(q.Name + " 60 IN " + typ + " " + v)
+	})
+	run := runResolver(t, "dns://"+addr+"/web.fleet.test:7420", Options{Refresh: 200 * time.Millisecond, MinRefresh: 50 * time.Millisecond, Timeout: time.Second})
+
+	// AAAA refused from the start: the A records make the set.
+	s := run.next(10 * time.Second)
+	if de := errorsAsDNS(t, s.Err); !slices.Equal(s.Addrs, []string{"198.18.0.1:7420"}) || de.Type != "AAAA" || de.Reason != "REFUSED" {
+		t.Fatalf("set with AAAA refused = %v, %v; want the A address and AAAA's REFUSED", s.Addrs, s.Err)
+	}
+
+	// Both answer; then AAAA is refused again while A changes: the new A
+	// address, and the last good AAAA one.
+	cur.Store(&mode{a: "198.18.0.1", aaaa: "2001:2::1"})
+	run.until(10*time.Second, "both families", has("198.18.0.1:7420", "[2001:2::1]:7420"))
+	cur.Store(&mode{a: "198.18.0.2"})
+	s, _ = run.until(10*time.Second, "the new A address and the kept AAAA one", func(s Set) bool {
+		return slices.Equal(s.Addrs, []string{"198.18.0.2:7420", "[2001:2::1]:7420"})
+	})
+	if de := errorsAsDNS(t, s.Err); de.Type != "AAAA" || de.Reason != "REFUSED" {
+		t.Fatalf("Err = %v, want AAAA's REFUSED", s.Err)
+	}
+
+	// A fails, AAAA answers: the A address kept.
+	cur.Store(&mode{a: "servfail", aaaa: "2001:2::3"})
+	s, _ = run.until(10*time.Second, "the kept A address and the new AAAA one", func(s Set) bool {
+		return slices.Equal(s.Addrs, []string{"198.18.0.2:7420", "[2001:2::3]:7420"})
+	})
+	if de := errorsAsDNS(t, s.Err); de.Type != "A" || de.Reason != "SERVFAIL" {
+		t.Fatalf("Err = %v, want A's SERVFAIL", s.Err)
+	}
+
+	// Both fail: the last set is kept, with the failure of A.
+	cur.Store(&mode{a: "", aaaa: "servfail"})
+	s, _ = run.until(10*time.Second, "the failure of both", func(s Set) bool {
+		var de *DNSError
+		return errors.As(s.Err, &de) && de.Type == "A" && de.Reason == "REFUSED"
+	})
+	if !slices.Equal(s.Addrs, []string{"198.18.0.2:7420", "[2001:2::3]:7420"}) {
+		t.Fatalf("set with both failing = %v, want the last good one", s.Addrs)
+	}
+}
