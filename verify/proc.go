@@ -26,6 +26,7 @@ type proc struct {
 	stderr *tailBuffer
 	exited chan struct{} // closed when Wait has returned
 	err    error         // Wait's result, once exited is closed
+	copied chan struct{} // closed when stderr is copied to its end (nil: copied by exec)
 }
 
 // pid is the process's id: `ip netns exec` execs the program, so it is the
@@ -53,12 +54,19 @@ func (p *proc) waitExit(limit time.Duration) error {
 	}
 }
 
-// kill kills the process if it still runs and waits for it.
+// kill kills the process if it still runs and waits for it, and for the
+// end of its standard error (where the last race report would be).
 func (p *proc) kill() {
 	if !p.hasExited() {
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	}
 	_ = p.waitExit(5 * time.Second)
+	if p.copied != nil {
+		select {
+		case <-p.copied:
+		case <-time.After(2 * time.Second): // a descendant still holds the pipe
+		}
+	}
 }
 
 // startProc starts the tcppro program with args inside h (through
@@ -67,23 +75,39 @@ func (p *proc) kill() {
 func (e *Env) startProc(h *faultnet.Host, name string, stdin bool, args ...string) (*proc, io.WriteCloser, io.ReadCloser, error) {
 	cmd := e.opts.Command(e.ctx, h, args...)
 	cmd.WaitDelay = 2 * time.Second
-	p := &proc{name: name, cmd: cmd, stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{})}
-	cmd.Stderr = p.stderr
+	p := &proc{name: name, cmd: cmd, stderr: &tailBuffer{max: 8 << 10}, exited: make(chan struct{}), copied: make(chan struct{})}
+	// Standard error through a pipe of our own, copied by a goroutine of
+	// our own: a server's upgrade (SIGHUP) leaves a new process holding
+	// the pipe, and Wait must return at this process's exit, not wait
+	// WaitDelay for the pipe to close and then close it under the new
+	// process (whose next write to it would kill it with SIGPIPE).
+	er, ew, err := os.Pipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cmd.Stderr = ew
+	go func() {
+		defer close(p.copied)
+		defer er.Close()
+		_, _ = io.Copy(p.stderr, er)
+	}()
 	var in io.WriteCloser
 	var out, pw *os.File
-	var err error
 	if stdin {
 		if in, err = cmd.StdinPipe(); err != nil {
+			ew.Close()
 			return nil, nil, nil, err
 		}
 		// A pipe of our own rather than StdoutPipe: Wait does not close
 		// it under the reader, which reads to the end.
 		if out, pw, err = os.Pipe(); err != nil {
+			ew.Close()
 			return nil, nil, nil, err
 		}
 		cmd.Stdout = pw
 	}
 	err = cmd.Start()
+	ew.Close()
 	if pw != nil {
 		pw.Close()
 	}

@@ -99,6 +99,29 @@ func (g *registrar) startWhenListening(ctx context.Context, srv *server.Server) 
 	}
 }
 
+// registerBeforeReady is for a process started by an upgrade: it starts
+// the registration as soon as srv listens and waits, up to limit, until
+// etcd has confirmed the key. The process it replaces deletes its own key
+// once this one is ready; were this one's not in place by then, the
+// address would leave the registry for a moment, and every client
+// watching it would drop its connections to it and warm it in again as a
+// new server. An etcd that does not answer delays the upgrade by limit.
+func (g *registrar) registerBeforeReady(ctx context.Context, srv *server.Server, limit time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	g.startWhenListening(ctx, srv)
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for !g.reg.Registered() {
+		select {
+		case <-ctx.Done():
+			g.log.Warn("upgrade: not registered in etcd in time; the replaced process deregisters now", "waited", limit, "err", g.reg.Stats().Err)
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // close deregisters (if still registered) and releases the etcd client.
 func (g *registrar) close() {
 	g.reg.Close()

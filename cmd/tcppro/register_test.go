@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -194,4 +195,53 @@ func TestServeRegisterFlagErrors(t *testing.T) {
 			t.Errorf("serve %v: %v, want exit 2 naming %s:\n%s", tc.args, err, tc.want, out)
 		}
 	}
+}
+
+// TestServeUpgradeKeepsRegistration: across SIGHUP upgrades the address
+// never leaves the registry: the new process's key is put before the old
+// process deletes its own, so clients watching the prefix keep the server
+// (and their connections to it).
+func TestServeUpgradeKeepsRegistration(t *testing.T) {
+	e := etcdtest.Start(t)
+	c := e.Client(t)
+	u := startUpgradable(t, os.Args[0], "--register", e.Target("svc/up"), "--register-ttl", "2s", "--shutdown-timeout", "10s")
+	ks := waitKeys(t, c, "/svc/up/", 1, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, "/svc/up/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wch := c.Watch(ctx, "/svc/up/", clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	const upgrades = 3
+	for range upgrades {
+		u.upgrade()
+	}
+	keys := map[string]bool{ks[0]: true}
+	var seen []string
+	for puts, dels := 0, 0; puts < upgrades || dels < upgrades; {
+		select {
+		case wr := <-wch:
+			if err := wr.Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				seen = append(seen, ev.Type.String()+" "+k)
+				if ev.Type == clientv3.EventTypeDelete {
+					dels++
+					delete(keys, k)
+				} else {
+					puts++
+					keys[k] = true
+				}
+				if len(keys) == 0 {
+					t.Errorf("the address left the registry during an upgrade: %q", seen)
+				}
+			}
+		case <-ctx.Done():
+			t.Fatalf("events so far: %q", seen)
+		}
+	}
+	u.stop()
 }

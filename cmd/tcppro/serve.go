@@ -202,6 +202,11 @@ func runServe(args []string) int {
 		errc <- err
 	} else {
 		go func() { errc <- srv.Serve(ln) }()
+		if reg != nil && upg.Inherited() {
+			// The process this one replaces deregisters its key once
+			// this one is ready: this one's key must be in place first.
+			reg.registerBeforeReady(ctx, srv, etcd.DefaultDeregisterTimeout)
+		}
 		err = upg.Ready()
 	}
 	if err != nil {
