@@ -130,7 +130,7 @@ func rollingRestart(ctx context.Context, env *Env) (Result, error) {
 	flags := func(h *fleetHost) []string {
 		return []string{"--pid-file", filepath.Join(dir, h.host.Name()+".pid"), "--shutdown-timeout", drainShutdownTimeout.String()}
 	}
-	l, err := startEtcdLab(ctx, env, 4, 4, etcdTTL, flags)
+	l, err := startEtcdLab(ctx, env, 4, 4, etcdTTL, flags, steadyLoad)
 	if err != nil {
 		return r, err
 	}
