@@ -198,7 +198,7 @@ func NewRegistration(target, addr string, opts RegisterOptions) (*Registration, 
 		_, _ = crand.Read(b[:])
 		opts.InstanceID = hex.EncodeToString(b[:])
 	}
-	cli, err := newClient(t.endpoints, opts.Timeout)
+	cli, err := newClient(t.endpoints, opts.Timeout, opts.BackoffMin, opts.BackoffMax)
 	if err != nil {
 		return nil, &Error{Op: "connect", Endpoints: t.endpoints, Err: err}
 	}

@@ -79,7 +79,7 @@ func (r *Resolver) Run(ctx context.Context, update func(discovery.Set)) {
 			update(discovery.Set{Addrs: slices.Clone(set.Addrs), Err: set.Err})
 		}
 	}
-	cli, err := newClient(r.t.endpoints, r.opts.Timeout)
+	cli, err := newClient(r.t.endpoints, r.opts.Timeout, DefaultBackoffMin, DefaultBackoffMax)
 	if err != nil { // a bad configuration: nothing to retry
 		report(discovery.Set{Err: &Error{Op: "connect", Endpoints: r.t.endpoints, Err: err}})
 		<-ctx.Done()
