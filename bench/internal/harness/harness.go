@@ -1,12 +1,13 @@
 // Package harness is the side-by-side benchmark of tcppro against a minimal
-// goroutine-per-connection std-net echo server. Both servers run as separate
-// child processes (this executable re-exec'd, see ChildEnv), so their CPU time
-// (/proc/PID/stat utime+stime) and memory (/proc/PID/status VmRSS, runtime
-// heap+stack reported by the child itself) are theirs alone; the load
-// generator runs in the parent, on 127.0.0.1 only. Repetitions alternate the
-// order of the two sides (raw first on odd reps, tcppro first on even ones)
-// so a noisy shared machine affects both alike, and each figure is the median
-// over the repetitions.
+// goroutine-per-connection std-net echo server (raw), a grpc-go unary echo
+// (grpc) and a gnet v2 event-loop echo (gnet): the sides. Every server runs
+// as a separate child process (this executable re-exec'd, see ChildEnv), so
+// its CPU time (/proc/PID/stat utime+stime) and memory (/proc/PID/status
+// VmRSS, runtime heap+stack reported by the child itself) are its own; the
+// load generator runs in the parent, on 127.0.0.1 only. Repetitions
+// alternate the order of the sides (raw first on odd reps, reversed on even
+// ones) so a noisy shared machine affects all alike, and each figure is the
+// median over the repetitions.
 package harness
 
 import (
