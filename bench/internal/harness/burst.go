@@ -10,8 +10,6 @@ import (
 	"net"
 	"slices"
 	"time"
-
-	"github.com/tcppro/tcppro/client"
 )
 
 // Burst scenario: every connection alternates an idle gap (uniform in
@@ -110,10 +108,10 @@ func (b *base) stopGracefully(grace time.Duration, force func()) {
 
 func newBurstLoad(cfg *Config, kind, addr string, conns int) (loadGen, error) {
 	switch kind {
-	case kindRaw:
+	case kindRaw, kindGnet:
 		return newRawBurstLoad(cfg, addr, conns)
-	case kindTcppro:
-		return newTcpproBurstLoad(cfg, addr, conns)
+	case kindTcppro, kindGrpc:
+		return newCallBurstLoad(cfg, kind, addr, conns)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }
@@ -236,28 +234,28 @@ func (l *rawBurstLoad) latencies(from, to time.Time) []time.Duration {
 
 // ---- tcppro: two goroutines calling one client at each burst ----
 
-type tcpproBurstLoad struct {
-	cfg     *Config
-	clients []*client.Client
-	logs    []latLog // two per connection, one per calling goroutine
-	cancel  context.CancelFunc
+type callBurstLoad struct {
+	cfg    *Config
+	conns  []rpcConn
+	logs   []latLog // two per connection, one per calling goroutine
+	cancel context.CancelFunc
 	base
 }
 
-func newTcpproBurstLoad(cfg *Config, addr string, conns int) (*tcpproBurstLoad, error) {
-	l := &tcpproBurstLoad{cfg: cfg, logs: make([]latLog, 2*conns), cancel: func() {}}
+func newCallBurstLoad(cfg *Config, kind, addr string, conns int) (*callBurstLoad, error) {
+	l := &callBurstLoad{cfg: cfg, logs: make([]latLog, 2*conns), cancel: func() {}}
 	l.init(2 * conns)
 	var err error
-	if l.clients, err = newClients(addr, conns, nil); err != nil {
+	if l.conns, err = newRPCConns(kind, addr, conns, nil); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *tcpproBurstLoad) start(hardDeadline time.Time, maxPerConn uint64) {
+func (l *callBurstLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 	ctx, cancel := context.WithDeadline(context.Background(), hardDeadline)
 	l.cancel = cancel
-	for i, cl := range l.clients {
+	for i, cl := range l.conns {
 		// The coordinator hands each caller its sequence number at the
 		// burst and waits for both results before the next gap.
 		calls := [2]chan uint64{make(chan uint64), make(chan uint64)}
@@ -295,14 +293,14 @@ func (l *tcpproBurstLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 
 // caller makes one call per sequence number received, and reports each
 // result; it returns after the first failure.
-func (l *tcpproBurstLoad) caller(ctx context.Context, cl *client.Client, conn int, log *latLog, ctr *counter, calls <-chan uint64, results chan<- error) error {
+func (l *callBurstLoad) caller(ctx context.Context, cl rpcConn, conn int, log *latLog, ctr *counter, calls <-chan uint64, results chan<- error) error {
 	var payload [msgSize]byte
 	resp := make([]byte, 0, msgSize)
 	for seq := range calls {
 		fillMsg(payload[:], conn, seq)
 		start := time.Now()
 		var err error
-		resp, err = cl.CallAppend(ctx, "echo", payload[:], resp[:0])
+		resp, err = cl.call(ctx, payload[:], resp[:0])
 		d := time.Since(start)
 		switch {
 		case err != nil:
@@ -320,13 +318,13 @@ func (l *tcpproBurstLoad) caller(ctx context.Context, cl *client.Client, conn in
 	return nil
 }
 
-func (l *tcpproBurstLoad) stop() {
+func (l *callBurstLoad) stop() {
 	l.stopGracefully(burstStopGrace, func() { l.cancel() })
 	l.cancel()
 }
 
-func (l *tcpproBurstLoad) close() { closeClients(l.clients) }
+func (l *callBurstLoad) close() { closeRPCConns(l.conns) }
 
-func (l *tcpproBurstLoad) latencies(from, to time.Time) []time.Duration {
+func (l *callBurstLoad) latencies(from, to time.Time) []time.Duration {
 	return collectLatencies(l.logs, from, to)
 }

@@ -125,16 +125,11 @@ func readServerStats(mode string) serverStats {
 //	heap-profile PATH → "ok"             (heap profile after a GC)
 //	quit / EOF        → shut down and exit
 func serverChild(spec childSpec, out *replier) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, stop, err := startServer(spec)
 	if err != nil {
 		return err
 	}
-	stop, err := startServer(spec, ln)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	out.printf("listen %s", ln.Addr())
+	out.printf("listen %s", addr)
 	var prof *os.File
 	for cmd, args := range commands {
 		switch cmd {
@@ -197,23 +192,43 @@ func serverChild(spec childSpec, out *replier) error {
 	return nil
 }
 
-func startServer(spec childSpec, ln net.Listener) (stop func(), err error) {
+// startServer starts a server of spec.Kind on 127.0.0.1 (an ephemeral
+// port) and returns its address.
+func startServer(spec childSpec) (addr net.Addr, stop func(), err error) {
+	if spec.Kind == kindGnet {
+		if spec.TLSDir != "" {
+			return nil, nil, fmt.Errorf("gnet: no TLS")
+		}
+		return startGnetServer()
+	}
 	var conf *tls.Config
 	if spec.TLSDir != "" {
 		if conf, err = serverTLSConfig(spec.TLSDir); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
 	switch spec.Kind {
-	case "raw":
+	case kindRaw:
 		if conf != nil {
 			ln = tls.NewListener(ln, conf)
 		}
-		return startRawServer(ln, spec.BufWrite), nil
-	case "tcppro":
-		return startTcpproServer(ln, spec.MaxConns, spec.Handler, conf)
+		stop = startRawServer(ln, spec.BufWrite)
+	case kindTcppro:
+		stop, err = startTcpproServer(ln, spec.MaxConns, spec.Handler, conf, spec.Heartbeat)
+	case kindGrpc:
+		stop = startGrpcServer(ln, conf, spec.Heartbeat)
+	default:
+		err = fmt.Errorf("unknown kind %q", spec.Kind)
 	}
-	return nil, fmt.Errorf("unknown kind %q", spec.Kind)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	return ln.Addr(), stop, nil
 }
 
 // holderChild dials spec.Conns connections to spec.Addr and holds them, then
@@ -225,10 +240,12 @@ func startServer(spec childSpec, ln net.Listener) (stop func(), err error) {
 func holderChild(spec childSpec, out *replier) error {
 	var h holder
 	switch spec.Kind {
-	case "raw":
+	case kindRaw, kindGnet:
 		h = &rawHolder{}
-	case "tcppro":
+	case kindTcppro:
 		h = newTcpproHolder()
+	case kindGrpc:
+		h = &grpcHolder{}
 	default:
 		return fmt.Errorf("unknown kind %q", spec.Kind)
 	}

@@ -20,6 +20,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	bindFlags(fs, &cfg)
 	quick := fs.Bool("quick", false, "short smoke run (1 rep, short windows, fewer connections); explicit flags still win")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
+	outFile := fs.String("out", "", "also write the report as JSON to this file")
+	svgDir := fs.String("svg", "", "also write one SVG chart per scenario (headline metrics, grouped bars per side) into this directory")
 	strict := fs.Bool("strict", false, "exit with status 3 when a target is missed")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -53,6 +55,23 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tcpprobench:", err)
 		return 2
 	}
+	failed := false
+	if *outFile != "" {
+		if err := writeFile(*outFile, rep.WriteJSON); err != nil {
+			fmt.Fprintln(stderr, "tcpprobench:", err)
+			failed = true
+		}
+	}
+	if *svgDir != "" {
+		files, err := rep.WriteSVGs(*svgDir)
+		if err != nil {
+			fmt.Fprintln(stderr, "tcpprobench:", err)
+			failed = true
+		}
+		for _, f := range files {
+			fmt.Fprintln(stderr, "wrote", f)
+		}
+	}
 	if *asJSON {
 		if err := rep.WriteJSON(stdout); err != nil {
 			fmt.Fprintln(stderr, "tcpprobench:", err)
@@ -62,7 +81,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		rep.WriteTable(stdout)
 	}
 	switch {
-	case rep.Verdict == "ERROR":
+	case rep.Verdict == "ERROR" || failed:
 		return 1
 	case rep.Verdict == "FAIL" && *strict:
 		return 3
@@ -89,9 +108,28 @@ func bindFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.IntVar(&cfg.BurstConns, "burst-conns", cfg.BurstConns, "connections in the burst scenario")
 	fs.Uint64Var(&cfg.BurstSeed, "burst-seed", cfg.BurstSeed, "seed of the burst scenario's idle gaps")
 	fs.IntVar(&cfg.TLSConns, "tls-conns", cfg.TLSConns, "connections in the request/response scenario over TLS")
+	fs.IntVar(&cfg.HBConns, "hb-conns", cfg.HBConns, "idle connections held in the heartbeat-CPU scenario")
+	fs.DurationVar(&cfg.HBInterval, "hb-interval", cfg.HBInterval, "heartbeat interval of tcppro (Session.HeartbeatInterval) and grpc (server keepalive Time) in the heartbeat-CPU scenario (>= 1s)")
+	fs.DurationVar(&cfg.HBSettle, "hb-settle", cfg.HBSettle, "wait after every connection is up, before the heartbeat-CPU window (longer than -hb-interval)")
+	fs.DurationVar(&cfg.HBWindow, "hb-window", cfg.HBWindow, "measured window of the heartbeat-CPU scenario")
+	fs.IntVar(&cfg.HolderConns, "holder-conns", cfg.HolderConns, "most connections per holder process (memory and heartbeat scenarios); more are spread over several holders")
+	fs.Var((*stringList)(&cfg.Sides), "sides", "comma-separated sides to run: "+strings.Join(allSides, ", ")+" (default all)")
 	fs.Var((*stringList)(&cfg.Only), "only", "comma-separated scenario families to run: "+strings.Join(families, ", ")+" (default all)")
 	fs.BoolVar(&cfg.RawBufWrite, "raw-bufwrite", cfg.RawBufWrite, "raw server coalesces echoes with a bufio.Writer (a tougher baseline)")
 	fs.StringVar(&cfg.CPUProfileDir, "cpuprofile", cfg.CPUProfileDir, "write CPU profiles of each measured window, server child and load generator (and a heap profile in the memory scenario), into this directory")
+}
+
+// writeFile writes a file through write, reporting the first error.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // intList is a flag of comma-separated integers.

@@ -1,12 +1,13 @@
 // Package harness is the side-by-side benchmark of tcppro against a minimal
-// goroutine-per-connection std-net echo server. Both servers run as separate
-// child processes (this executable re-exec'd, see ChildEnv), so their CPU time
-// (/proc/PID/stat utime+stime) and memory (/proc/PID/status VmRSS, runtime
-// heap+stack reported by the child itself) are theirs alone; the load
-// generator runs in the parent, on 127.0.0.1 only. Repetitions alternate the
-// order of the two sides (raw first on odd reps, tcppro first on even ones)
-// so a noisy shared machine affects both alike, and each figure is the median
-// over the repetitions.
+// goroutine-per-connection std-net echo server (raw), a grpc-go unary echo
+// (grpc) and a gnet v2 event-loop echo (gnet): the sides. Every server runs
+// as a separate child process (this executable re-exec'd, see ChildEnv), so
+// its CPU time (/proc/PID/stat utime+stime) and memory (/proc/PID/status
+// VmRSS, runtime heap+stack reported by the child itself) are its own; the
+// load generator runs in the parent, on 127.0.0.1 only. Repetitions
+// alternate the order of the sides (raw first on odd reps, reversed on even
+// ones) so a noisy shared machine affects all alike, and each figure is the
+// median over the repetitions.
 package harness
 
 import (
@@ -28,7 +29,7 @@ import (
 const fdLimit = 20000
 
 // Scenario families, the values of -only.
-var families = []string{"rr", "pipe", "mem", "pong", "burst", "tls"}
+var families = []string{"rr", "pipe", "mem", "hb", "pong", "burst", "tls"}
 
 // Config is one benchmark run.
 type Config struct {
@@ -57,7 +58,19 @@ type Config struct {
 	BurstSeed   uint64        `json:"burst_seed"`
 	// TLSConns is the connection count of the request/response scenario
 	// over TLS.
-	TLSConns      int      `json:"tls_conns"`
+	TLSConns int `json:"tls_conns"`
+	// HBConns idle connections are held while the server's CPU is read
+	// over HBWindow, HBSettle after they are all up; the servers with
+	// heartbeats send one every HBInterval.
+	HBConns    int           `json:"hb_conns"`
+	HBInterval time.Duration `json:"hb_interval_ns"`
+	HBSettle   time.Duration `json:"hb_settle_ns"`
+	HBWindow   time.Duration `json:"hb_window_ns"`
+	// HolderConns is the most connections one holder process holds; more
+	// are spread over several holders.
+	HolderConns int `json:"holder_conns"`
+	// Sides are the servers compared (see allSides); empty means all.
+	Sides         []string `json:"sides,omitempty"`
 	Only          []string `json:"only,omitempty"` // scenario families, see families
 	RawBufWrite   bool     `json:"raw_bufwrite"`
 	CPUProfileDir string   `json:"cpuprofile_dir,omitempty"`
@@ -88,6 +101,11 @@ func DefaultConfig() Config {
 		BurstConns: 50, BurstGapMin: 20 * time.Millisecond, BurstGapMax: 60 * time.Millisecond,
 		BurstSeed: 1,
 		TLSConns:  50,
+		HBConns:   9000, HBInterval: time.Second,
+		// Longer than the interval, so every connection is in its steady
+		// PING cycle when the window starts.
+		HBSettle: 3 * time.Second, HBWindow: 10 * time.Second,
+		HolderConns: 4500,
 	}
 }
 
@@ -107,6 +125,9 @@ func QuickConfig() Config {
 	c.PongWindow = time.Second
 	c.BurstConns = 10
 	c.TLSConns = 10
+	c.HBConns = 500
+	c.HBSettle = 1500 * time.Millisecond
+	c.HBWindow = 2 * time.Second
 	return c
 }
 
@@ -119,7 +140,7 @@ func (c *Config) validate() error {
 		errs = append(errs, fmt.Errorf("duration %v / warmup %v: want > 0 / >= 0", c.Duration, c.Warmup))
 	}
 	limit := fdLimit - 200 // the process's own descriptors and some slack
-	counts := append(slices.Clone(c.RRConns), c.PipeConns, c.MemConns, c.BurstConns, c.TLSConns)
+	counts := append(slices.Clone(c.RRConns), c.PipeConns, c.MemConns, c.BurstConns, c.TLSConns, c.HBConns, c.HolderConns)
 	for _, n := range append(counts, c.PongConns...) {
 		if n < 1 || n > limit {
 			errs = append(errs, fmt.Errorf("connections: %d, want 1..%d (open-file limit %d per process)", n, limit, fdLimit))
@@ -140,6 +161,14 @@ func (c *Config) validate() error {
 	if c.BurstGapMin <= 0 || c.BurstGapMax < c.BurstGapMin {
 		errs = append(errs, fmt.Errorf("burst gap %v..%v: want 0 < min <= max", c.BurstGapMin, c.BurstGapMax))
 	}
+	if c.HBInterval < time.Second || c.HBSettle <= 0 || c.HBWindow <= 0 {
+		errs = append(errs, fmt.Errorf("hb interval %v / settle %v / window %v: want >= 1s (grpc-go's minimum server keepalive time) / > 0 / > 0", c.HBInterval, c.HBSettle, c.HBWindow))
+	}
+	for _, o := range c.Sides {
+		if !slices.Contains(allSides, o) {
+			errs = append(errs, fmt.Errorf("sides: unknown side %q (%v)", o, allSides))
+		}
+	}
 	for _, o := range c.Only {
 		if !slices.Contains(families, o) {
 			errs = append(errs, fmt.Errorf("only: unknown scenario family %q (%v)", o, families))
@@ -150,6 +179,18 @@ func (c *Config) validate() error {
 
 func (c *Config) wants(family string) bool {
 	return len(c.Only) == 0 || slices.Contains(c.Only, family)
+}
+
+// sides returns the selected sides among those a scenario can run, in the
+// order of allSides.
+func (c *Config) sides(can ...string) []string {
+	var out []string
+	for _, k := range allSides {
+		if (len(c.Sides) == 0 || slices.Contains(c.Sides, k)) && (len(can) == 0 || slices.Contains(can, k)) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // scenario is one comparison.
@@ -163,6 +204,7 @@ type scenario struct {
 	cpuMax   float64 // tcppro/raw CPU per request must be <= this (0: no target)
 	p99Max   float64 // tcppro/raw p99 latency must be <= this (0: no target)
 	tls      bool    // both sides over TLS
+	sides    []string
 }
 
 // Targets of the PONG-delay and burst scenarios.
@@ -205,6 +247,13 @@ func (c *Config) scenarios() []scenario {
 			conns: c.MemConns,
 		})
 	}
+	if c.wants("hb") {
+		out = append(out, scenario{
+			name: fmt.Sprintf("hb-%d", c.HBConns), family: "hb",
+			title: fmt.Sprintf("heartbeat CPU, %d idle conns, PING every %v (tcppro, grpc)", c.HBConns, c.HBInterval),
+			conns: c.HBConns,
+		})
+	}
 	if c.wants("pong") {
 		for _, n := range c.PongConns {
 			out = append(out, scenario{
@@ -228,7 +277,24 @@ func (c *Config) scenarios() []scenario {
 			conns: c.TLSConns, inflight: 1, tls: true,
 		})
 	}
-	return out
+	// Sides: all the selected ones, except pong (tcppro only: the other
+	// protocols have no PING of the client's to time behind slow handlers)
+	// and tls (gnet has no TLS).
+	kept := out[:0]
+	for _, sc := range out {
+		switch {
+		case sc.family == "pong":
+			sc.sides = c.sides(kindTcppro)
+		case sc.tls:
+			sc.sides = c.sides(kindRaw, kindTcppro, kindGrpc)
+		default:
+			sc.sides = c.sides()
+		}
+		if len(sc.sides) > 0 {
+			kept = append(kept, sc)
+		}
+	}
+	return kept
 }
 
 // Report is the whole run.
@@ -244,6 +310,7 @@ type Report struct {
 	Progress  io.Writer      `json:"-"`
 	tput      map[string]map[string][]*tputSample
 	mem       map[string][]*memSample
+	hb        map[string][]*hbSample
 	pong      map[string][]*pongSample
 	scenarios []scenario
 }
@@ -288,19 +355,26 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		},
 		tput:      map[string]map[string][]*tputSample{},
 		mem:       map[string][]*memSample{},
+		hb:        map[string][]*hbSample{},
 		pong:      map[string][]*pongSample{},
 		scenarios: cfg.scenarios(),
 	}
 	for _, sc := range r.scenarios {
 		switch sc.family {
 		case "mem":
-			r.mem[kindRaw] = make([]*memSample, cfg.Reps)
-			r.mem[kindTcppro] = make([]*memSample, cfg.Reps)
+			for _, k := range sc.sides {
+				r.mem[k] = make([]*memSample, cfg.Reps)
+			}
+		case "hb":
+			for _, k := range sc.sides {
+				r.hb[k] = make([]*hbSample, cfg.Reps)
+			}
 		case "pong":
 			r.pong[sc.name] = make([]*pongSample, cfg.Reps)
 		default:
-			r.tput[sc.name] = map[string][]*tputSample{
-				kindRaw: make([]*tputSample, cfg.Reps), kindTcppro: make([]*tputSample, cfg.Reps),
+			r.tput[sc.name] = map[string][]*tputSample{}
+			for _, k := range sc.sides {
+				r.tput[sc.name][k] = make([]*tputSample, cfg.Reps)
 			}
 		}
 		if sc.tls && cfg.tls == nil {
@@ -313,16 +387,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 		}
 	}
 	for rep := range cfg.Reps {
-		order := []string{kindRaw, kindTcppro}
-		if rep%2 == 1 {
-			order = []string{kindTcppro, kindRaw}
-		}
 		for _, sc := range r.scenarios {
 			if sc.family == "pong" {
 				if ctx.Err() == nil {
 					r.runPong(ctx, &cfg, sc, rep)
 				}
 				continue
+			}
+			// The sides in order on even reps (raw first), reversed on
+			// odd ones.
+			order := slices.Clone(sc.sides)
+			if rep%2 == 1 {
+				slices.Reverse(order)
 			}
 			for _, kind := range order {
 				if ctx.Err() != nil {
@@ -343,6 +419,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 // runOne measures one side of one scenario once.
 func (r *Report) runOne(ctx context.Context, cfg *Config, sc scenario, kind string, rep int) {
 	label := fmt.Sprintf("rep %d/%d %-14s %-6s", rep+1, cfg.Reps, sc.name, kind)
+	if sc.family == "hb" {
+		s, err := measureHeartbeat(ctx, cfg, kind)
+		if err != nil {
+			r.errorf("%s: %v", label, err)
+			return
+		}
+		r.hb[kind][rep] = &s
+		r.logf("%s  server CPU %.4f cores (%.2f CPU s in %.2fs), %.2f server read+write syscalls/conn/s, holder CPU %.4f cores, heartbeats %v",
+			label, s.Cores, s.CPU, s.Window, s.SysPerConnS, s.HolderCores, s.Heartbeat)
+		return
+	}
 	if sc.family == "mem" {
 		s, err := measureMemory(ctx, cfg, kind, rep)
 		if err != nil {

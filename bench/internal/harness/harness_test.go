@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +30,8 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 func tinyConfig() Config {
 	c := QuickConfig()
-	c.Duration = 300 * time.Millisecond
-	c.Warmup = 100 * time.Millisecond
+	c.Duration = 250 * time.Millisecond
+	c.Warmup = 50 * time.Millisecond
 	c.RRConns = []int{4}
 	c.PipeConns = 2
 	c.PipeDepth = 8
@@ -40,6 +42,10 @@ func tinyConfig() Config {
 	c.PongWindow = 300 * time.Millisecond
 	c.BurstConns = 4
 	c.TLSConns = 4
+	c.HBConns = 40
+	c.HBSettle = 100 * time.Millisecond
+	c.HBWindow = 300 * time.Millisecond
+	c.HolderConns = 25 // the 40 held conns spread over two holders
 	return c
 }
 
@@ -62,28 +68,37 @@ func TestQuickRun(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Fatalf("errors: %q", rep.Errors)
 	}
-	// rr-4, pipe, mem, pong-1 and pong-3, burst, tls-rr.
-	if want := 5 + 5 + 8 + 2*10 + 6 + 5; len(rep.Rows) != want {
+	// rr-4, pipe, mem, hb, pong-1 and pong-3, burst, tls-rr.
+	if want := 5 + 5 + 8 + 4 + 2*10 + 6 + 5; len(rep.Rows) != want {
 		t.Errorf("%d rows, want %d", len(rep.Rows), want)
 	}
 	scenarios := map[string]bool{}
 	for _, row := range rep.Rows {
 		scenarios[row.Scenario] = true
-		wantRaw := 1
-		if strings.HasPrefix(row.Scenario, "pong-") {
-			wantRaw = 0 // no raw equivalent
+		want := allSides
+		switch {
+		case strings.HasPrefix(row.Scenario, "pong-"):
+			want = []string{kindTcppro} // no equivalent on the other sides
+		case strings.HasPrefix(row.Scenario, "tls-"):
+			want = []string{kindRaw, kindTcppro, kindGrpc} // gnet has no TLS
 		}
 		if strings.HasPrefix(row.Metric, hostPressureMetric) && hostCPUPressure() < 0 {
 			continue // no PSI on this host: the row is empty
 		}
-		if len(row.RawReps) != wantRaw || len(row.TcpproReps) != 1 {
-			t.Errorf("%s %s: reps raw %v tcppro %v, want %d and 1", row.Scenario, row.Metric, row.RawReps, row.TcpproReps, wantRaw)
+		for _, k := range allSides {
+			n := 0
+			if slices.Contains(want, k) {
+				n = 1
+			}
+			if len(row.Reps[k]) != n {
+				t.Errorf("%s %s: %s reps %v, want %d", row.Scenario, row.Metric, k, row.Reps[k], n)
+			}
 		}
 		if row.Target != "" && row.Result != "PASS" && row.Result != "FAIL" {
 			t.Errorf("%s %s: result %q", row.Scenario, row.Metric, row.Result)
 		}
 	}
-	for _, name := range []string{"rr-4", "pipe-2x8", "mem-40", "pong-1", "pong-3", "burst-4", "tls-rr-4"} {
+	for _, name := range []string{"rr-4", "pipe-2x8", "mem-40", "hb-40", "pong-1", "pong-3", "burst-4", "tls-rr-4"} {
 		if !scenarios[name] {
 			t.Errorf("no rows for scenario %s", name)
 		}
@@ -98,6 +113,28 @@ func TestQuickRun(t *testing.T) {
 	}
 	if _, ok := back["rows"]; !ok {
 		t.Error("JSON report has no rows")
+	}
+	for _, k := range allSides {
+		if !strings.Contains(js.String(), `"`+k+`": [`) {
+			t.Errorf("JSON report has no per-rep values of %s", k)
+		}
+	}
+	dir := t.TempDir()
+	files, err := rep.WriteSVGs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != len(scenarios) {
+		t.Errorf("%d SVG files for %d scenarios", len(files), len(scenarios))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := xml.Unmarshal(b, new(struct{})); err != nil || !bytes.Contains(b, []byte("<rect")) {
+			t.Errorf("%s: not an SVG with bars: %v", f, err)
+		}
 	}
 }
 
@@ -203,5 +240,26 @@ func TestValidateFamilies(t *testing.T) {
 	cfg.Only = []string{"nope"}
 	if err := cfg.validate(); err == nil {
 		t.Fatal("unknown family accepted")
+	}
+	cfg.Only = nil
+	cfg.Sides = []string{"gnet", "grpc"}
+	if err := cfg.validate(); err != nil {
+		t.Fatalf("valid sides refused: %v", err)
+	}
+	for _, sc := range cfg.scenarios() {
+		want := []string{kindGrpc, kindGnet}
+		switch {
+		case sc.family == "pong":
+			t.Errorf("%s: scenario kept without tcppro", sc.name)
+		case sc.tls:
+			want = []string{kindGrpc}
+		}
+		if !slices.Equal(sc.sides, want) {
+			t.Errorf("%s: sides %v, want %v", sc.name, sc.sides, want)
+		}
+	}
+	cfg.Sides = []string{"nope"}
+	if err := cfg.validate(); err == nil {
+		t.Fatal("unknown side accepted")
 	}
 }

@@ -27,10 +27,10 @@ type loadGen interface {
 // inflight calls each, over TLS when conf is set.
 func newLoad(kind, addr string, conns, inflight int, conf *tls.Config) (loadGen, error) {
 	switch kind {
-	case kindRaw:
+	case kindRaw, kindGnet: // gnet serves the raw line protocol
 		return newRawLoad(addr, conns, inflight, conf)
-	case kindTcppro:
-		return newTcpproLoad(addr, conns, inflight, conf)
+	case kindTcppro, kindGrpc:
+		return newCallLoad(kind, addr, conns, inflight, conf)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)
 }

@@ -8,15 +8,20 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"time"
 )
 
+// The sides: the servers compared, each with its load generator and holder.
 const (
-	kindRaw    = "raw"
-	kindTcppro = "tcppro"
+	kindRaw    = "raw"    // goroutine-per-connection std-net line echo
+	kindTcppro = "tcppro" // tcppro server and client
+	kindGrpc   = "grpc"   // grpc-go unary echo, raw-bytes codec
+	kindGnet   = "gnet"   // gnet v2 event-loop line echo (raw side's load)
 )
+
+// allSides is every side, in the order of the report's columns.
+var allSides = []string{kindRaw, kindTcppro, kindGrpc, kindGnet}
 
 // serverProc is a running server child.
 type serverProc struct {
@@ -304,7 +309,7 @@ func (s *serverProc) settle(ctx context.Context, extra time.Duration) error {
 // connections idle, and after one request on each.
 func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memSample, error) {
 	n := cfg.MemConns
-	s := memSample{Conns: n, Heartbeats: kind == kindTcppro}
+	s := memSample{Conns: n, Heartbeats: kind == kindTcppro || kind == kindGrpc}
 	lifetime := 10*time.Minute + 2*cfg.MemSettle
 	srv, err := startServerChild(ctx, cfg, kind, n+100, lifetime, nil)
 	if err != nil {
@@ -327,29 +332,13 @@ func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memS
 		return s, err
 	}
 
-	h, err := startChild(ctx, kind+" holder", childSpec{Role: "holder", Kind: kind, Addr: srv.addr, Conns: n, Lifetime: lifetime})
+	h, err := startHolders(ctx, cfg, kind, srv.addr, n, lifetime)
 	if err != nil {
 		return s, err
 	}
-	defer h.stop(5 * time.Second)
-	if _, err := h.expect(ctx, "connected ", 3*time.Minute); err != nil {
+	defer h.stop()
+	if err := waitAccepted(ctx, srv, s.Base.FDs, n); err != nil {
 		return s, err
-	}
-	// Every connection accepted: the server holds one more fd per connection.
-	for deadline := time.Now().Add(time.Minute); ; {
-		fds, err := procFDs(srv.pid())
-		if err != nil {
-			return s, err
-		}
-		if fds >= s.Base.FDs+n {
-			break
-		}
-		if time.Now().After(deadline) {
-			return s, fmt.Errorf("server accepted only %d of %d connections", fds-s.Base.FDs, n)
-		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-			return s, err
-		}
 	}
 	if err := srv.settle(ctx, cfg.MemSettle); err != nil {
 		return s, err
@@ -358,22 +347,8 @@ func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memS
 		return s, err
 	}
 
-	line, err := h.call(ctx, "request", "requested ", 3*time.Minute)
-	if err != nil {
+	if err := h.requestAll(ctx); err != nil {
 		return s, err
-	}
-	var ok, failed int
-	parts := strings.SplitN(line, " ", 3)
-	if len(parts) >= 2 {
-		ok, _ = strconv.Atoi(parts[0])
-		failed, _ = strconv.Atoi(parts[1])
-	}
-	first := ""
-	if len(parts) == 3 {
-		first = parts[2]
-	}
-	if ok != n {
-		return s, fmt.Errorf("one request per connection: %d ok, %d failed (%s)", ok, failed, first)
 	}
 	if err := srv.settle(ctx, cfg.MemSettle); err != nil {
 		return s, err
@@ -390,11 +365,9 @@ func measureMemory(ctx context.Context, cfg *Config, kind string, rep int) (memS
 			return s, err
 		}
 	}
-	line, err = h.call(ctx, "alive", "alive ", time.Minute)
-	if err != nil {
+	if s.Alive, err = h.alive(ctx); err != nil {
 		return s, err
 	}
-	s.Alive, _ = strconv.Atoi(line)
 	if s.Alive != n {
 		return s, fmt.Errorf("only %d of %d held connections still open at the end", s.Alive, n)
 	}

@@ -31,15 +31,18 @@ const ChildEnv = "TCPPROBENCH_CHILD"
 const clockTicks = 100
 
 type childSpec struct {
-	Role     string        `json:"role"` // "server" or "holder"
-	Kind     string        `json:"kind"` // "raw" or "tcppro"
-	Addr     string        `json:"addr,omitempty"`
-	Conns    int           `json:"conns,omitempty"`
-	MaxConns int           `json:"max_conns,omitempty"`
-	BufWrite bool          `json:"buf_write,omitempty"`
-	Handler  string        `json:"handler,omitempty"` // tcppro server: "" (echo) or "sleep" (sleep and echo)
-	TLSDir   string        `json:"tls_dir,omitempty"` // server: serve TLS with the certificate there
-	Lifetime time.Duration `json:"lifetime"`
+	Role     string `json:"role"` // "server" or "holder"
+	Kind     string `json:"kind"` // a side: raw, tcppro, grpc, gnet
+	Addr     string `json:"addr,omitempty"`
+	Conns    int    `json:"conns,omitempty"`
+	MaxConns int    `json:"max_conns,omitempty"`
+	BufWrite bool   `json:"buf_write,omitempty"`
+	Handler  string `json:"handler,omitempty"` // tcppro server: "" (echo) or "sleep" (sleep and echo)
+	TLSDir   string `json:"tls_dir,omitempty"` // server: serve TLS with the certificate there
+	// Heartbeat, when set, is the server's heartbeat interval: tcppro's
+	// Session.HeartbeatInterval, grpc's keepalive ServerParameters.Time.
+	Heartbeat time.Duration `json:"heartbeat,omitempty"`
+	Lifetime  time.Duration `json:"lifetime"`
 }
 
 type child struct {

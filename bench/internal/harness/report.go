@@ -9,20 +9,30 @@ import (
 	"unicode/utf8"
 )
 
-// Row is one line of the result table.
+// Row is one line of the result table: one metric of one scenario, for
+// every side of the scenario.
 type Row struct {
-	Scenario   string    `json:"scenario"`
-	Title      string    `json:"title"`
-	Metric     string    `json:"metric"`
-	Raw        float64   `json:"raw"`    // median over reps
-	Tcppro     float64   `json:"tcppro"` // median over reps
-	Ratio      float64   `json:"ratio"`  // median over reps of the paired tcppro/raw ratio
-	Target     string    `json:"target,omitempty"`
-	Result     string    `json:"result,omitempty"` // PASS, FAIL, or "" (no target / no data)
-	RawReps    []float64 `json:"raw_reps"`
-	TcpproReps []float64 `json:"tcppro_reps"`
-	format     string
+	Scenario string `json:"scenario"`
+	Title    string `json:"title"`
+	Metric   string `json:"metric"`
+	// Values is each side's median over reps; Reps its per-rep values.
+	Values map[string]float64   `json:"values"`
+	Reps   map[string][]float64 `json:"reps"`
+	// Ratios are tcppro against each other side ("tcppro/raw",
+	// "tcppro/grpc", "tcppro/gnet"): the median over reps of the paired
+	// per-rep ratios.
+	Ratios map[string]float64 `json:"ratios"`
+	// Ratio is Ratios["tcppro/raw"], the ratio the targets are set on.
+	Ratio    float64 `json:"ratio"`
+	Target   string  `json:"target,omitempty"`
+	Result   string  `json:"result,omitempty"`   // PASS, FAIL, or "" (no target / no data)
+	Headline bool    `json:"headline,omitempty"` // charted by -svg
+	Unit     string  `json:"-"`
+	format   string
 }
+
+// ratioKey names the ratio of tcppro to side.
+func ratioKey(side string) string { return kindTcppro + "/" + side }
 
 // build turns the samples into rows and a verdict.
 func (r *Report) build() {
@@ -32,6 +42,9 @@ func (r *Report) build() {
 		case "mem":
 			r.Samples[sc.name] = r.mem
 			r.memRows(sc)
+		case "hb":
+			r.Samples[sc.name] = r.hb
+			r.hbRows(sc)
 		case "pong":
 			r.Samples[sc.name] = r.pong[sc.name]
 			r.pongRows(sc)
@@ -52,13 +65,13 @@ func (r *Report) build() {
 }
 
 func (r *Report) tputRows(sc scenario) {
-	raw, tp := r.tput[sc.name][kindRaw], r.tput[sc.name][kindTcppro]
 	get := func(f func(*tputSample) float64) func(int, string) (float64, bool) {
 		return func(rep int, kind string) (float64, bool) {
-			s := raw[rep]
-			if kind == kindTcppro {
-				s = tp[rep]
+			samples := r.tput[sc.name][kind]
+			if samples == nil || samples[rep] == nil {
+				return 0, false
 			}
+			s := samples[rep]
 			if s == nil {
 				return 0, false
 			}
@@ -83,9 +96,11 @@ func (r *Report) tputRows(sc scenario) {
 			v, ok := get(func(s *tputSample) float64 { return s.HostPressure })(rep, kind)
 			return v, ok && v >= 0
 		})
+		p99.Headline, rps.Headline, cpu.Headline = true, true, true
 		r.Rows = append(r.Rows, *p50, *p99, *pmax, *rps, *cpu, *psi)
 		return
 	}
+	rps.Headline, cpu.Headline = true, true
 	load := r.row(sc, "load-gen CPU s/Mreq", "%.2f", get(func(s *tputSample) float64 { return s.LoadPerM }))
 	sys := r.row(sc, "server read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.SysReads + s.SysWrites }))
 	lsys := r.row(sc, "load-gen read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.LoadSys }))
@@ -103,7 +118,7 @@ func (r *Report) pongRows(sc scenario) {
 		return func(rep int, kind string) (float64, bool) {
 			s := r.pong[sc.name][rep]
 			if s == nil || kind != kindTcppro {
-				return 0, false
+				return 0, false // tcppro only
 			}
 			return f(s), true
 		}
@@ -112,6 +127,7 @@ func (r *Report) pongRows(sc scenario) {
 	p50 := r.row(sc, "PING RTT p50 ms"+busy, "%.3f", get(func(s *pongSample) float64 { return s.Slow.P50 }))
 	p99 := r.row(sc, "PING RTT p99 ms"+busy, "%.3f", get(func(s *pongSample) float64 { return s.Slow.P99 }))
 	p99.absCheck(pongP99MaxMs, fmt.Sprintf("<= %g ms", pongP99MaxMs))
+	p99.Headline = true
 	pmax := r.row(sc, "PING RTT max ms"+busy, "%.3f", get(func(s *pongSample) float64 { return s.Slow.Max }))
 	ip50 := r.row(sc, "PING RTT p50 ms, idle conns (baseline)", "%.3f", get(func(s *pongSample) float64 { return s.Idle.P50 }))
 	ip99 := r.row(sc, "PING RTT p99 ms, idle conns (baseline)", "%.3f", get(func(s *pongSample) float64 { return s.Idle.P99 }))
@@ -132,6 +148,9 @@ func (r *Report) pongRows(sc scenario) {
 func (r *Report) memRows(sc scenario) {
 	get := func(f func(*memSample) float64) func(int, string) (float64, bool) {
 		return func(rep int, kind string) (float64, bool) {
+			if r.mem[kind] == nil || r.mem[kind][rep] == nil {
+				return 0, false
+			}
 			s := r.mem[kind][rep]
 			if s == nil {
 				return 0, false
@@ -151,33 +170,60 @@ func (r *Report) memRows(sc scenario) {
 	gIdle.absCheck(goroutinesPerConn+0.001, "<= 1")
 	gAfter := r.row(sc, "goroutines/conn after 1 req", "%.3f", get(func(s *memSample) float64 { return s.GorAfter }))
 	gAfter.absCheck(goroutinesPerConn+0.001, "<= 1")
+	rssIdle.Headline, rssAfter.Headline, hsAfter.Headline = true, true, true
 	r.Rows = append(r.Rows, *rssIdle, *rssAfter, *rssFreed, *freeRes, *hsIdle, *hsAfter, *gIdle, *gAfter)
 }
 
-func (r *Report) row(sc scenario, metric, format string, get func(rep int, kind string) (float64, bool)) *Row {
-	row := &Row{Scenario: sc.name, Title: sc.title, Metric: metric, format: format, RawReps: []float64{}, TcpproReps: []float64{}}
-	var ratios []float64
-	for rep := range r.Config.Reps {
-		a, okA := get(rep, kindRaw)
-		b, okB := get(rep, kindTcppro)
-		if okA {
-			row.RawReps = append(row.RawReps, a)
-		}
-		if okB {
-			row.TcpproReps = append(row.TcpproReps, b)
-		}
-		if okA && okB && a != 0 {
-			ratios = append(ratios, b/a)
+// hbRows reports the heartbeat scenario: information rows, no target.
+func (r *Report) hbRows(sc scenario) {
+	get := func(f func(*hbSample) float64) func(int, string) (float64, bool) {
+		return func(rep int, kind string) (float64, bool) {
+			if r.hb[kind] == nil || r.hb[kind][rep] == nil {
+				return 0, false
+			}
+			return f(r.hb[kind][rep]), true
 		}
 	}
-	row.Raw, row.Tcppro, row.Ratio = median(row.RawReps), median(row.TcpproReps), median(ratios)
+	cores := r.row(sc, "server CPU cores (CPU s/s), idle conns", "%.4f", get(func(s *hbSample) float64 { return s.Cores }))
+	cores.Headline = true
+	perConn := r.row(sc, "server CPU µs per conn per s", "%.2f", get(func(s *hbSample) float64 { return s.Cores * 1e6 / float64(s.Conns) }))
+	sys := r.row(sc, "server read+write syscalls/conn/s", "%.2f", get(func(s *hbSample) float64 { return s.SysPerConnS }))
+	holder := r.row(sc, "holder CPU cores (the peers' side)", "%.4f", get(func(s *hbSample) float64 { return s.HolderCores }))
+	r.Rows = append(r.Rows, *cores, *perConn, *sys, *holder)
+}
+
+func (r *Report) row(sc scenario, metric, format string, get func(rep int, kind string) (float64, bool)) *Row {
+	row := &Row{Scenario: sc.name, Title: sc.title, Metric: metric, format: format,
+		Values: map[string]float64{}, Reps: map[string][]float64{}, Ratios: map[string]float64{}}
+	ratios := map[string][]float64{}
+	for rep := range r.Config.Reps {
+		tp, okT := get(rep, kindTcppro)
+		for _, k := range sc.sides {
+			v, ok := get(rep, k)
+			if !ok {
+				continue
+			}
+			row.Reps[k] = append(row.Reps[k], v)
+			if k != kindTcppro && okT && v != 0 {
+				ratios[ratioKey(k)] = append(ratios[ratioKey(k)], tp/v)
+			}
+		}
+	}
+	for k, v := range row.Reps {
+		row.Values[k] = median(v)
+	}
+	for k, v := range ratios {
+		row.Ratios[k] = median(v)
+	}
+	row.Ratio = row.Ratios[ratioKey(kindRaw)]
 	return row
 }
 
-// check sets a ratio target; no verdict without paired data.
+// check sets a target on the tcppro/raw ratio; no verdict without paired
+// data.
 func (row *Row) check(target string, ok bool) {
 	row.Target = target
-	if len(row.RawReps) == 0 || len(row.TcpproReps) == 0 || row.Ratio == 0 {
+	if row.Ratio == 0 {
 		return
 	}
 	row.Result = passFail(ok)
@@ -186,10 +232,10 @@ func (row *Row) check(target string, ok bool) {
 // absCheck sets an absolute target on tcppro's median.
 func (row *Row) absCheck(limit float64, target string) {
 	row.Target = target
-	if len(row.TcpproReps) == 0 {
+	if len(row.Reps[kindTcppro]) == 0 {
 		return
 	}
-	row.Result = passFail(row.Tcppro <= limit)
+	row.Result = passFail(row.Values[kindTcppro] <= limit)
 }
 
 func passFail(ok bool) string {
@@ -211,18 +257,52 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// reportSides are the sides that appear in the report, in column order.
+func (r *Report) reportSides() []string {
+	var out []string
+	for _, k := range allSides {
+		for _, sc := range r.scenarios {
+			if slices.Contains(sc.sides, k) {
+				out = append(out, k)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ratioSides are the sides tcppro is compared with in the report.
+func (r *Report) ratioSides() []string {
+	sides := r.reportSides()
+	if !slices.Contains(sides, kindTcppro) {
+		return nil
+	}
+	return slices.DeleteFunc(slices.Clone(sides), func(k string) bool { return k == kindTcppro })
+}
+
 // WriteTable prints the report as an aligned table.
 func (r *Report) WriteTable(w io.Writer) {
 	c := r.Config
-	fmt.Fprintf(w, "tcppro vs raw std-net echo — 127.0.0.1, %v CPUs, GOMAXPROCS %v, %s; %d rep(s), warm-up %v + window %v per measurement%s\n",
-		r.Host["cpus"], r.Host["gomaxprocs"], r.Host["go"], c.Reps, c.Warmup, c.Duration, map[bool]string{true: " (quick)"}[c.Quick])
-	rawDesc := "raw: goroutine per conn, bufio.Reader.ReadSlice('\\n') + conn.Write per message"
-	if c.RawBufWrite {
-		rawDesc = "raw: goroutine per conn, bufio.Reader + bufio.Writer flushed when input drained"
+	sides, rsides := r.reportSides(), r.ratioSides()
+	fmt.Fprintf(w, "%s — 127.0.0.1, %v CPUs, GOMAXPROCS %v, %s; %d rep(s), warm-up %v + window %v per measurement%s\n",
+		strings.Join(sides, " vs "), r.Host["cpus"], r.Host["gomaxprocs"], r.Host["go"], c.Reps, c.Warmup, c.Duration, map[bool]string{true: " (quick)"}[c.Quick])
+	for _, k := range sides {
+		fmt.Fprintln(w, sideDesc(k, c))
 	}
-	fmt.Fprintln(w, rawDesc)
 	fmt.Fprintln(w)
-	t := [][]string{{"scenario", "metric", "raw", "tcppro", "tcppro/raw", "target", "result"}}
+	head := []string{"scenario", "metric"}
+	align := "ll"
+	for _, k := range sides {
+		head = append(head, k)
+		align += "r"
+	}
+	for _, k := range rsides {
+		head = append(head, ratioKey(k))
+		align += "r"
+	}
+	head = append(head, "target", "result")
+	align += "ll"
+	t := [][]string{head}
 	last := ""
 	for _, row := range r.Rows {
 		name := row.Scenario
@@ -230,39 +310,55 @@ func (r *Report) WriteTable(w io.Writer) {
 			name = ""
 		}
 		last = row.Scenario
-		ratio := "-"
-		if row.Ratio != 0 {
-			ratio = fmt.Sprintf("%.3fx", row.Ratio)
+		line := []string{name, row.Metric}
+		for _, k := range sides {
+			line = append(line, num(row.format, row.Reps[k], row.Values[k]))
+		}
+		for _, k := range rsides {
+			ratio := "-"
+			if v := row.Ratios[ratioKey(k)]; v != 0 {
+				ratio = fmt.Sprintf("%.3fx", v)
+			}
+			line = append(line, ratio)
 		}
 		res := row.Result
 		if res == "" && row.Target != "" {
 			res = "n/a"
 		}
-		t = append(t, []string{name, row.Metric, num(row.format, row.RawReps, row.Raw),
-			num(row.format, row.TcpproReps, row.Tcppro), ratio, row.Target, res})
+		t = append(t, append(line, row.Target, res))
 	}
-	writeAligned(w, t, "llrrrll")
+	writeAligned(w, t, align)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "raw and tcppro: median over reps; tcppro/raw: median of the per-rep paired ratios.")
+	fmt.Fprintln(w, "each side: median over reps; tcppro/X: median of the per-rep paired ratios (targets are on tcppro/raw).")
 	fmt.Fprintf(w, "server CPU = utime+stime of the server process over the measured window (load-gen CPU: the same for the load-generating parent, i.e. the client side; information only); memory = server VmRSS and runtime HeapInuse+StackInuse (after GC) deltas over the baseline. Reference raw RSS on this machine: %.1f KiB idle / %.1f KiB after one line.\n",
 		refRawRSSIdleKiB, refRawRSSAfterKiB)
 	for _, sc := range r.scenarios {
 		switch sc.family {
+		case "hb":
+			fmt.Fprintf(w, "%s: server CPU over a %v window, %v after %d idle conns are up (holders: %d conns per process at most); PING every %v from the server (tcppro heartbeat, answered by the frame-level holder; grpc server keepalive Time, acked by the ClientConn's transport); raw and gnet have no heartbeat: their figure is the idle floor.\n",
+				sc.name, c.HBWindow, c.HBSettle, sc.conns, c.HolderConns, c.HBInterval)
 		case "pong":
-			fmt.Fprintf(w, "%s: tcppro only (the raw line protocol has no PING); RTT of a PING sent every %v on each conn, from just before its write to its PONG, with %d sleep calls running per conn, and on idle conns as the baseline.\n", sc.name, c.PongEvery, c.PongSlow)
+			fmt.Fprintf(w, "%s: tcppro only (the other protocols have no PING of the client's to time here); RTT of a PING sent every %v on each conn, from just before its write to its PONG, with %d sleep calls running per conn, and on idle conns as the baseline.\n", sc.name, c.PongEvery, c.PongSlow)
 		case "burst":
-			fmt.Fprintf(w, "%s: latency of every call started in the window, from just before its write (raw) or Call (tcppro) to its verified answer; host CPU pressure = share of the window in which some task of the host waited for a CPU.\n", sc.name)
+			fmt.Fprintf(w, "%s: latency of every call started in the window, from just before its write (raw, gnet) or call (tcppro, grpc) to its verified answer; host CPU pressure = share of the window in which some task of the host waited for a CPU.\n", sc.name)
 		case "tls":
-			fmt.Fprintf(w, "%s: rr-%d over TLS 1.3 on both sides (ECDSA P-256 certificate); information, no target.\n", sc.name, sc.conns)
+			fmt.Fprintf(w, "%s: rr-%d over TLS 1.3 on each side (ECDSA P-256 certificate; gnet has no TLS); information, no target.\n", sc.name, sc.conns)
 		}
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "per-rep values (raw | tcppro):")
+	fmt.Fprintf(w, "per-rep values (%s):\n", strings.Join(sides, " | "))
 	t = t[:0]
 	for _, row := range r.Rows {
-		t = append(t, []string{"", row.Scenario, row.Metric, list(row.format, row.RawReps), "|", list(row.format, row.TcpproReps)})
+		line := []string{"", row.Scenario, row.Metric}
+		for i, k := range sides {
+			if i > 0 {
+				line = append(line, "|")
+			}
+			line = append(line, list(row.format, row.Reps[k]))
+		}
+		t = append(t, line)
 	}
-	writeAligned(w, t, "lllrcl")
+	writeAligned(w, t, "lll"+strings.Repeat("rc", len(sides))[:max(2*len(sides)-1, 0)])
 	if c.CPUProfileDir != "" {
 		fmt.Fprintf(w, "\nCPU profiles of server and load generator (measured window only, *.load.pprof for the load generator; profiling adds a little CPU to both sides) and heap profiles (memory scenario, after one request) in %s\n", c.CPUProfileDir)
 	}
@@ -273,6 +369,25 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "\nverdict: %s (%.0fs)\n", r.Verdict, r.Elapsed)
+}
+
+// sideDesc is one line on how a side's server and load are built.
+func sideDesc(kind string, c Config) string {
+	switch kind {
+	case kindRaw:
+		if c.RawBufWrite {
+			return "raw: goroutine per conn, bufio.Reader + bufio.Writer flushed when input drained"
+		}
+		return "raw: goroutine per conn, bufio.Reader.ReadSlice('\\n') + conn.Write per message"
+	case kindTcppro:
+		return "tcppro: server.DefaultConfig() (heartbeat 5s; hb: 1s), echo handler; load: one client.Client per conn"
+	case kindGrpc:
+		return fmt.Sprintf("grpc: grpc-go unary echo, raw-bytes codec; keepalive server Time %v (hb: %v) Timeout %v, enforcement MinTime %v PermitWithoutStream, client Time %v Timeout %v PermitWithoutStream; load: one ClientConn per conn",
+			grpcServerKeepaliveTime, c.HBInterval, grpcServerKeepaliveTimeout, grpcEnforcementMinTime, grpcClientKeepaliveTime, grpcClientKeepaliveTimeout)
+	case kindGnet:
+		return "gnet: gnet v2 multicore event loops, raw line protocol (complete lines echoed in one Write), no heartbeat; load: the raw side's"
+	}
+	return kind
 }
 
 // writeAligned prints rows as columns two spaces apart; align has one letter

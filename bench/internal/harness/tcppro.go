@@ -21,13 +21,17 @@ import (
 // ---- tcppro server ----
 
 // startTcpproServer serves ln with a tcppro server at its defaults
-// (heartbeats on), over TLS when conf is set. Its handler echoes every
+// (heartbeats on; every heartbeat interval when set, 5s by default), over
+// TLS when conf is set. Its handler echoes every
 // request body; with handler "sleep" it also serves the method "sleep",
 // which sleeps for the duration in its body (time.ParseDuration syntax) and
 // then echoes it, or returns early with the context's error when the
 // request's context ends (cancel, deadline, connection closed).
-func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.Config) (stop func(), err error) {
+func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.Config, heartbeat time.Duration) (stop func(), err error) {
 	cfg := server.DefaultConfig()
+	if heartbeat > 0 {
+		cfg.Session.HeartbeatInterval = heartbeat
+	}
 	cfg.Addr = ln.Addr().String()
 	cfg.AllowEphemeralPort = true // the harness listens on 127.0.0.1:0
 	if cfg.MaxConns < maxConns {
@@ -83,68 +87,98 @@ func sleepHandler(ctx context.Context, req *server.Request) ([]byte, error) {
 	}
 }
 
-// ---- tcppro load generator: the client library ----
+// ---- call-based load generators (tcppro, grpc) ----
 
-type tcpproLoad struct {
-	clients  []*client.Client
+// rpcConn is one connection of a call-based side: a tcppro client.Client
+// (one connection) or a grpc.ClientConn (one connection).
+type rpcConn interface {
+	// call sends payload to the echo method and appends the answer to
+	// buf[:0], as client.CallAppend does.
+	call(ctx context.Context, payload, buf []byte) ([]byte, error)
+	close() error
+}
+
+type tcpproConn struct{ cl *client.Client }
+
+func (c tcpproConn) call(ctx context.Context, payload, buf []byte) ([]byte, error) {
+	return c.cl.CallAppend(ctx, "echo", payload, buf[:0])
+}
+
+func (c tcpproConn) close() error { return c.cl.Close() }
+
+// newRPCConns makes n connections of the given call-based side to addr,
+// over TLS with conf if not nil; on error it closes those it made.
+func newRPCConns(kind, addr string, n int, conf *tls.Config) ([]rpcConn, error) {
+	conns := make([]rpcConn, 0, n)
+	for i := range n {
+		var c rpcConn
+		var err error
+		switch kind {
+		case kindTcppro:
+			var cl *client.Client
+			ccfg := client.DefaultConfig()
+			ccfg.Addrs = []string{addr}
+			ccfg.TLS = conf
+			if cl, err = client.New(ccfg); err == nil {
+				c = tcpproConn{cl}
+			}
+		case kindGrpc:
+			c, err = newGrpcConn(addr, conf, nil)
+		default:
+			err = fmt.Errorf("%q is not a call-based side", kind)
+		}
+		if err != nil {
+			closeRPCConns(conns)
+			return nil, fmt.Errorf("%s client %d: %w", kind, i, err)
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeRPCConns(conns []rpcConn) {
+	for _, c := range conns {
+		_ = c.close()
+	}
+}
+
+// callLoad drives a call-based side: one connection per connection wanted,
+// inflight goroutines calling on each.
+type callLoad struct {
+	conns    []rpcConn
 	inflight int
 	cancel   context.CancelFunc
 	base
 }
 
-// newTcpproLoad makes one client (one connection) per connection wanted.
-func newTcpproLoad(addr string, conns, inflight int, conf *tls.Config) (*tcpproLoad, error) {
-	l := &tcpproLoad{inflight: inflight, cancel: func() {}}
+func newCallLoad(kind, addr string, conns, inflight int, conf *tls.Config) (*callLoad, error) {
+	l := &callLoad{inflight: inflight, cancel: func() {}}
 	l.init(conns * inflight)
 	var err error
-	if l.clients, err = newClients(addr, conns, conf); err != nil {
+	if l.conns, err = newRPCConns(kind, addr, conns, conf); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-// newClients makes n clients of the server at addr (one connection each),
-// over TLS with conf if not nil; on error it closes those it made.
-func newClients(addr string, n int, conf *tls.Config) ([]*client.Client, error) {
-	clients := make([]*client.Client, 0, n)
-	for i := range n {
-		ccfg := client.DefaultConfig()
-		ccfg.Addrs = []string{addr}
-		ccfg.TLS = conf
-		cl, err := client.New(ccfg)
-		if err != nil {
-			closeClients(clients)
-			return nil, fmt.Errorf("tcppro client %d: %w", i, err)
-		}
-		clients = append(clients, cl)
-	}
-	return clients, nil
-}
-
-func closeClients(clients []*client.Client) {
-	for _, cl := range clients {
-		_ = cl.Close()
-	}
-}
-
-func (l *tcpproLoad) start(hardDeadline time.Time, maxPerConn uint64) {
+func (l *callLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 	ctx, cancel := context.WithDeadline(context.Background(), hardDeadline)
 	l.cancel = cancel
 	perCaller := maxPerConn/uint64(l.inflight) + 1
-	for i, cl := range l.clients {
+	for i, cl := range l.conns {
 		for j := range l.inflight {
 			id := i*l.inflight + j
 			ctr := &l.counters[id]
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
-				l.fail(tcpproCaller(ctx, cl, id, ctr, perCaller, &l.stopped))
+				l.fail(rpcCaller(ctx, cl, id, ctr, perCaller, &l.stopped))
 			}()
 		}
 	}
 }
 
-func tcpproCaller(ctx context.Context, cl *client.Client, id int, ctr *counter, max uint64, stopped *atomic.Bool) error {
+func rpcCaller(ctx context.Context, cl rpcConn, id int, ctr *counter, max uint64, stopped *atomic.Bool) error {
 	var payload [msgSize]byte
 	// The answer goes into a buffer reused from call to call, as the raw
 	// load generator reads into its own.
@@ -155,7 +189,7 @@ func tcpproCaller(ctx context.Context, cl *client.Client, id int, ctr *counter, 
 		}
 		fillMsg(payload[:], id, seq)
 		var err error
-		resp, err = cl.CallAppend(ctx, "echo", payload[:], resp[:0])
+		resp, err = cl.call(ctx, payload[:], resp[:0])
 		if err != nil {
 			return fmt.Errorf("caller %d seq %d: %w", id, seq, err)
 		}
@@ -167,7 +201,7 @@ func tcpproCaller(ctx context.Context, cl *client.Client, id int, ctr *counter, 
 	return nil
 }
 
-func (l *tcpproLoad) stop() {
+func (l *callLoad) stop() {
 	l.stopOnce.Do(func() {
 		l.stopped.Store(true)
 		close(l.done)
@@ -176,7 +210,7 @@ func (l *tcpproLoad) stop() {
 	l.wg.Wait()
 }
 
-func (l *tcpproLoad) close() { closeClients(l.clients) }
+func (l *callLoad) close() { closeRPCConns(l.conns) }
 
 // ---- tcppro holder (memory scenario): a minimal frame-level peer ----
 
