@@ -194,6 +194,7 @@ func runServe(args []string) int {
 			adm.Close()
 		}
 		<-admErr
+		adm = nil
 	}
 
 	errc := make(chan error, 1)
@@ -239,11 +240,16 @@ func runServe(args []string) int {
 		// Not an upgrade: the sockets close with the listeners.
 		upg.Stop()
 	case <-upg.Exit():
-		log.Info("replaced by a new process (upgrade); draining this one")
+		// The new process shares the admin listener: this one stops
+		// answering on it at once, so that probes and scrapes reach the
+		// process that serves (this one would say "draining").
+		log.Info("replaced by a new process (upgrade); draining this one; the admin plane is the new process's")
+		stopAdmin()
 	}
 	stop()
 	// Readiness turns false at once (Shutdown's first step); the admin
-	// plane keeps answering until the business side has drained.
+	// plane keeps answering until the business side has drained (after an
+	// upgrade it has already stopped: the new process answers).
 	log.Info("shutting down: not ready, GOAWAY sent, finishing in-flight requests", "deadline", *shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()

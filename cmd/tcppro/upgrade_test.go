@@ -186,12 +186,31 @@ func (u *upgradable) waitReady() {
 // process's id.
 func (u *upgradable) upgrade() int {
 	u.t.Helper()
-	old := u.last
-	mark := u.logs.Len()
+	old, pid, mark := u.handOver()
+	select {
+	case <-old.done:
+		if old.err != nil {
+			u.t.Fatalf("the replaced process %d exited with %v\n%s", old.p.Pid, old.err, u.logs)
+		}
+	case <-time.After(30 * time.Second):
+		u.t.Fatalf("the replaced process %d did not exit\n%s", old.p.Pid, u.logs)
+	}
+	u.logs.wait(u.t, mark, fmt.Sprintf(`upgrade: the replaced process has exited.* pid=%d`, pid))
+	u.waitReady()
+	return pid
+}
+
+// handOver sends SIGHUP to the serving process and waits until the new
+// process is ready and the old one told so (it drains from then on). It
+// returns the old process, the new one's id, and the logs' length before.
+func (u *upgradable) handOver() (old *upProc, pid, mark int) {
+	u.t.Helper()
+	old = u.last
+	mark = u.logs.Len()
 	if err := old.p.Signal(syscall.SIGHUP); err != nil {
 		u.t.Fatal(err)
 	}
-	pid := u.waitPID(old.p.Pid)
+	pid = u.waitPID(old.p.Pid)
 	p, err := os.FindProcess(pid) // a pidfd, taken while the process runs
 	if err != nil {
 		u.t.Fatal(err)
@@ -209,17 +228,7 @@ func (u *upgradable) upgrade() int {
 		close(np.done)
 	}()
 	u.logs.wait(u.t, mark, fmt.Sprintf(`pid=%d .*upgrade: the new process is ready|upgrade: the new process is ready.* pid=%d`, old.p.Pid, old.p.Pid))
-	select {
-	case <-old.done:
-		if old.err != nil {
-			u.t.Fatalf("the replaced process %d exited with %v\n%s", old.p.Pid, old.err, u.logs)
-		}
-	case <-time.After(30 * time.Second):
-		u.t.Fatalf("the replaced process %d did not exit\n%s", old.p.Pid, u.logs)
-	}
-	u.logs.wait(u.t, mark, fmt.Sprintf(`upgrade: the replaced process has exited.* pid=%d`, pid))
-	u.waitReady()
-	return pid
+	return old, pid, mark
 }
 
 // stop ends the serving process with SIGTERM and checks it exits 0.
@@ -479,5 +488,63 @@ func TestServeUpgradeFails(t *testing.T) {
 		t.Fatalf("the upgrade kept PID %d", pid)
 	}
 	call()
+	u.stop()
+}
+
+// TestServeUpgradeAdminIsTheNewProcess: while the replaced process drains
+// (a call of 3 s holds it), every admin request reaches the new process,
+// which is ready: the old one, which shares the admin listener, would
+// answer /readyz with 503 (draining).
+func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
+	u := startUpgradable(t, os.Args[0], "--shutdown-timeout", "10s")
+	c, err := client.New(client.Config{Addrs: []string{u.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	callErr := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := c.Call(ctx, "sleep", []byte("3s"))
+		callErr <- err
+	}()
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := hc.Get("http://" + u.admin + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// The call holds a worker of the first process.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, m := get("/metrics"); strings.Contains(m, "\ntcppro_workers_busy 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sleep call never reached a worker")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the metric
+	}
+	old, _, _ := u.handOver()
+	for i := range 50 {
+		if code, body := get("/readyz"); code != http.StatusOK {
+			t.Fatalf("/readyz request %d during the old process's drain: %d %q, want 200 from the new process", i, code, body)
+		}
+	}
+	select {
+	case <-old.done:
+		t.Fatal("the old process exited before the requests ended: the test saw no drain")
+	default:
+	}
+	if err := <-callErr; err != nil {
+		t.Fatalf("the call on the draining process: %v", err)
+	}
+	<-old.done
 	u.stop()
 }
