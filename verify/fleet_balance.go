@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -19,11 +20,17 @@ import (
 
 const (
 	// slowFast is how long the three fast servers take to answer;
-	// slowSlow, the slow one: 10× longer. 5 ms rather than 2 ms: the
-	// round trip through the lab and the agent adds a millisecond or more
-	// (much more in a -race build), which at 2 ms would make the fast
-	// servers' calls far less than 10× shorter than the slow one's.
-	slowFast = 5 * time.Millisecond
+	// slowSlow, the slow one: 10× longer. Not 2 ms and 20 ms: P2C sees
+	// each call's time from the client, and on a busy 2-core machine
+	// (other tests, -race builds) the scheduler adds 10 to 40 ms to some
+	// calls. The peak EWMA takes such a sample at once and forgets it over
+	// 10 s, so with fast servers at a few milliseconds the noise alone
+	// made them look a third as slow as the slow one, which then won 1.5
+	// to 2 % of the picks: enough to set P2C's p99 (seen at 5/50 ms: 1.6
+	// %, p99 51 ms against round-robin's 53; at 10/100 ms, load average
+	// 4: 1.9 %, 101 ms against 108). At 20/200 ms the same noise is small
+	// against the service times.
+	slowFast = 20 * time.Millisecond
 	slowSlow = 10 * slowFast
 	// slowMaxShare is the share of the calls the slow server may get under
 	// P2C (round-robin gives it 25 %, which rrTol checks).
@@ -37,16 +44,18 @@ const (
 	// measured for round-robin.
 	slowBound = slowSlow / slowP99Factor
 	// slowWindow is how long both clients run their load.
-	slowWindow = 6 * time.Second
+	slowWindow = 10 * time.Second
 	// rrTol is how far from 25 % round-robin's share of the slow server
 	// may be: it takes the servers in turn, so only the few calls that
 	// ended with it not ready could shift it.
 	rrTol = 0.03
 )
 
-// slowLoad is each client's steady load: 4 workers, one call every 10 ms
-// each (up to 400 calls/s), every call an echo.
-var slowLoad = agentReq{Op: "load_start", Method: "echo", Body: "hello", Timeout: 5 * time.Second, Workers: 4, Pace: 10 * time.Millisecond}
+// slowLoad is each client's steady load: 4 workers, one call every 40 ms
+// each (up to 100 calls/s), every call an echo. Few calls in flight: P2C
+// weighs a server's latency by its calls in flight + 1, so deeper queues
+// on the fast servers would rightly send the slow one more calls.
+var slowLoad = agentReq{Op: "load_start", Method: "echo", Body: "hello", Timeout: 5 * time.Second, Workers: 4, Pace: 40 * time.Millisecond}
 
 // slowInstance runs two clients on the client host at the same time, one
 // with the default balancer (P2C) and one round-robin, under the same
@@ -93,7 +102,16 @@ func slowInstance(ctx context.Context, env *Env) (Result, error) {
 			return r, err
 		}
 	}
-	if err := sleepCtx(ctx, slowWindow); err != nil {
+	// The P2C client's servers after its first second too: the slow
+	// server's first answer is due 200 ms into the load.
+	if err := sleepCtx(ctx, time.Second); err != nil {
+		return r, err
+	}
+	early, _, err := ag.endpoints(ctx, string(balancer.P2C))
+	if err != nil {
+		return r, err
+	}
+	if err := sleepCtx(ctx, slowWindow-time.Second); err != nil {
 		return r, err
 	}
 	loads := map[balancer.Policy]*loadSummary{}
@@ -108,7 +126,9 @@ func slowInstance(ctx context.Context, env *Env) (Result, error) {
 			return r, err
 		}
 	}
-	return judgeSlow(r, slow, loads, before, after), nil
+	r = judgeSlow(r, slow, loads, before, after)
+	r.Detail += "\n" + slowEarlyText(slow, before[balancer.P2C], early, after[balancer.P2C])
+	return r, nil
 }
 
 // waitReady waits until the client has a ready connection to each of
@@ -167,11 +187,27 @@ func judgeSlow(r Result, slow string, loads map[balancer.Policy]*loadSummary, be
 	} else {
 		detail = append(detail, fmt.Sprintf("P2C's p99 is %.1f× lower than round-robin's (%s against %s; want ≥ %d×)", ratio, fmtMS(p2c.P99MS), fmtMS(rr.P99MS), slowP99Factor))
 	}
-	detail = append(detail, fmt.Sprintf("both clients ran at the same time on the client host, %d workers each making an echo every %s, for %s: the same servers and the same machine noise for both",
-		slowLoad.Workers, fmtDur(slowLoad.Pace), fmtDur(slowWindow)))
+	if share[balancer.P2C] >= 0.01 {
+		detail = append(detail, fmt.Sprintf("P2C sent %.1f %% of its calls to the slow server: above 1 %% they set its p99. The fast servers' latency estimates (peak EWMA: a slow sample stays ~10 s) reached %s against a p50 of %s: the machine delayed calls to them (load average %s)",
+			100*share[balancer.P2C], fmtDur(maxLatency(after[balancer.P2C], slow)), fmtMS(p2c.P50MS), loadAverage()))
+	}
+	detail = append(detail, fmt.Sprintf("both clients ran at the same time on the client host, %d workers each making an echo every %s, for %s: the same servers and the same machine noise for both (load average %s at the end)",
+		slowLoad.Workers, fmtDur(slowLoad.Pace), fmtDur(slowWindow), loadAverage()))
 	r.Pass = pass
 	r.Detail = strings.Join(detail, "\n")
 	return r
+}
+
+// slowEarlyText says how many of the slow server's P2C calls came in the
+// load's first second: until its first answer its latency is unknown
+// (zero), and a draw that includes it picks it whatever its calls in
+// flight.
+func slowEarlyText(slow string, before, early, after []endpointState) string {
+	b, _ := endpointOf(before, slow)
+	e, _ := endpointOf(early, slow)
+	a, _ := endpointOf(after, slow)
+	return fmt.Sprintf("P2C's calls to the slow server: %d in the first second (before its first answer, %s in, its latency is unknown and counts as zero), %d in the %s after",
+		e.calls()-b.calls(), fmtDur(slowSlow), a.calls()-e.calls(), fmtDur(slowWindow-time.Second))
 }
 
 // latencyText lists each server's latency, by address.
@@ -181,6 +217,26 @@ func latencyText(eps []endpointState) string {
 		parts[i] = fmt.Sprintf("%s %s", e.Addr, fmtDur(e.Latency))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// maxLatency is the largest latency estimate of the servers but skip.
+func maxLatency(eps []endpointState, skip string) time.Duration {
+	var m time.Duration
+	for _, e := range eps {
+		if e.Addr != skip {
+			m = max(m, e.Latency)
+		}
+	}
+	return m
+}
+
+// loadAverage is the machine's load average over 1, 5 and 15 minutes.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // endpointOf returns the client's state of the server addr.
