@@ -135,7 +135,20 @@ type loadSummary struct {
 	// successful calls' times, in milliseconds (0: none succeeded).
 	P50MS float64 `json:"p50_ms"`
 	P99MS float64 `json:"p99_ms"`
+	// Fails are the failed calls, the first maxFails of them: when each
+	// started and ended, and its kind.
+	Fails []failedCall `json:"fails,omitempty"`
 }
+
+// failedCall is one failed call of a load.
+type failedCall struct {
+	Start int64  `json:"start"`
+	End   int64  `json:"end"`
+	Kind  string `json:"kind"`
+}
+
+// maxFails caps loadSummary.Fails.
+const maxFails = 1000
 
 func (l *loadSummary) failed() int { return l.Calls - l.OK }
 

@@ -121,6 +121,9 @@ func (l *agentLoad) summary(marks []int64) *loadSummary {
 			if r.kind == "untyped" && len(s.Untyped) < 5 {
 				s.Untyped = append(s.Untyped, r.err)
 			}
+			if len(s.Fails) < maxFails {
+				s.Fails = append(s.Fails, failedCall{Start: r.start, End: r.end, Kind: r.kind})
+			}
 			continue
 		}
 		s.OK++
