@@ -442,6 +442,16 @@ func waitEndpoints(ctx context.Context, ag *agent, name string, limit time.Durat
 	}
 }
 
+// endpointOf returns the client's view of server a.
+func endpointOf(eps []endpointState, a string) (endpointState, bool) {
+	for _, e := range eps {
+		if e.Addr == a {
+			return e, true
+		}
+	}
+	return endpointState{}, false
+}
+
 // addrSet is the set of the servers' addresses.
 func addrSet(eps []endpointState) map[string]bool {
 	m := make(map[string]bool, len(eps))

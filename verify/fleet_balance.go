@@ -239,16 +239,6 @@ func loadAverage() string {
 	return "unknown"
 }
 
-// endpointOf returns the client's state of the server addr.
-func endpointOf(eps []endpointState, addr string) (endpointState, bool) {
-	for _, e := range eps {
-		if e.Addr == addr {
-			return e, true
-		}
-	}
-	return endpointState{}, false
-}
-
 // ---------------------------------------------------------------------------
 // black-holed
 

@@ -173,16 +173,6 @@ func allReady(eps []endpointState) bool {
 	return len(eps) > 0
 }
 
-// endpointOf returns the client's view of server a.
-func endpointOf(eps []endpointState, a string) (endpointState, bool) {
-	for _, e := range eps {
-		if e.Addr == a {
-			return e, true
-		}
-	}
-	return endpointState{}, false
-}
-
 // ---------------------------------------------------------------------------
 // scale-out
 
