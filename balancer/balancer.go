@@ -40,6 +40,7 @@ type Endpoint[T any] struct {
 	warmUntil atomic.Int64  // end of the warm-up; 0: warm
 	lmu       sync.Mutex
 	latency   float64 // peak EWMA, ns
+	known     bool    // latency is an estimate: a sample, or the fleet's mean
 	stamp     int64   // time of the last change of latency
 
 	// Under the balancer's mu.
@@ -86,16 +87,21 @@ func (b *Balancer[T]) Add(addr string, v T) *Endpoint[T] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var sum float64
-	n := 0
+	n, known := 0, 0
 	for _, o := range b.eps {
 		if o.ready {
-			sum += o.currentLatency(now, b.cfg.Decay)
+			if l, ok := o.currentLatency(now, b.cfg.Decay); ok {
+				sum += l
+				known++
+			}
 			n++
 		}
 	}
 	if n > 0 {
-		e.latency = sum / float64(n)
 		e.pendingWarm = b.cfg.WarmUp > 0
+	}
+	if known > 0 {
+		e.latency, e.known = sum/float64(known), true
 	}
 	e.index = len(b.eps)
 	b.eps = append(b.eps, e)
@@ -248,8 +254,22 @@ func (b *Balancer[T]) pickRoundRobin(list []*Endpoint[T], avoid *Endpoint[T], us
 
 // cost is the endpoint's cost at now (see the package comment).
 func (e *Endpoint[T]) cost(now int64, tau time.Duration) float64 {
-	return (e.currentLatency(now, tau) + 1) * float64(e.inFlight.Load()+1)
+	l, known := e.currentLatency(now, tau)
+	n := e.inFlight.Load()
+	if !known && n > 0 {
+		// Nothing known of its speed, and calls already wait on it: it
+		// may hang on every one. It loses against any endpoint that has
+		// answered, and among those unknown the one with fewer calls in
+		// flight wins (Finagle's penalty).
+		return unknownPenalty + float64(n)
+	}
+	return (l + 1) * float64(n+1)
 }
+
+// unknownPenalty is the cost of an endpoint with calls in flight and no
+// latency estimate yet: more than any measured cost (2^50 ns, 13 days),
+// small enough that adding the calls in flight still counts in a float64.
+const unknownPenalty = 1 << 50
 
 // warmFactor is 0.1 at the start of the warm-up, 1 at its end.
 func (e *Endpoint[T]) warmFactor(now int64, warmUp time.Duration) float64 {
@@ -263,12 +283,13 @@ func (e *Endpoint[T]) warmFactor(now int64, warmUp time.Duration) float64 {
 	return 1 - 0.9*float64(until-now)/float64(warmUp)
 }
 
-// currentLatency is the latency average decayed to now.
-func (e *Endpoint[T]) currentLatency(now int64, tau time.Duration) float64 {
+// currentLatency is the latency decayed to now, and whether there is an
+// estimate (a sample, or the fleet's mean when the endpoint joined).
+func (e *Endpoint[T]) currentLatency(now int64, tau time.Duration) (float64, bool) {
 	e.lmu.Lock()
-	l, s := e.latency, e.stamp
+	l, s, known := e.latency, e.stamp, e.known
 	e.lmu.Unlock()
-	return l * decay(now-s, tau)
+	return l * decay(now-s, tau), known
 }
 
 // observe takes a latency sample: the latency becomes the larger of the
@@ -280,6 +301,7 @@ func (e *Endpoint[T]) observe(now int64, rtt float64, tau time.Duration) {
 		e.stamp = now
 	}
 	e.latency = max(e.latency, rtt)
+	e.known = true
 	e.lmu.Unlock()
 }
 

@@ -86,6 +86,29 @@ func TestPickSpreadsByLoad(t *testing.T) {
 	}
 }
 
+// TestPickUnknownWithCallsLoses: an endpoint that has not answered yet
+// is tried while it holds no call, but one that holds a call unanswered
+// loses against any endpoint that has answered: a server that hangs on its
+// first call does not draw the client's calls.
+func TestPickUnknownWithCallsLoses(t *testing.T) {
+	b, eps, clk := fleet(t, Config{}, 2)
+	known, fresh := eps[0], eps[1]
+	start := b.Start(known)
+	clk.advance(20 * time.Millisecond)
+	b.Done(known, start, Answered)
+
+	// Nothing in flight on the fresh one: it is the cheaper.
+	if e := b.Pick(nil, always); e != fresh {
+		t.Fatalf("picked %s, want the endpoint with no answer and no call yet", e.Addr)
+	}
+	b.Start(fresh) // and its answer never comes
+	for i := range 200 {
+		if e := b.Pick(nil, always); e != known {
+			t.Fatalf("pick %d went to %s, which holds an unanswered call and has never answered", i, e.Addr)
+		}
+	}
+}
+
 func TestPickAvoidAndUsable(t *testing.T) {
 	for _, p := range []Policy{P2C, RoundRobin} {
 		b, eps, _ := fleet(t, Config{Policy: p}, 3)

@@ -23,8 +23,13 @@
 // decays towards zero with the time constant Decay — so it is the largest
 // recent sample, forgotten exponentially. A slow endpoint's cost stays high
 // for a while after each slow answer; one that was slow once is tried
-// again once its cost has decayed below the others'. A pick is O(1) in the
-// number of endpoints. RoundRobin is available instead.
+// again once its cost has decayed below the others'. An endpoint that has
+// not answered yet (and is not a joiner, which starts at the fleet's mean)
+// has no latency: while it holds no call it is the cheapest, so it is
+// tried; once it holds calls it loses against every endpoint that has
+// answered, so that a server that hangs on its first call does not draw
+// the client's calls (Finagle's penalty). A pick is O(1) in the number of
+// endpoints. RoundRobin is available instead.
 //
 // # Warm-up
 //

@@ -55,7 +55,7 @@ func (b *Balancer[T]) Endpoints() []EndpointStats {
 			Ejections: e.ejections,
 			WarmUp:    e.warmFactor(now, b.cfg.WarmUp),
 			InFlight:  e.inFlight.Load(),
-			Latency:   time.Duration(e.currentLatency(now, b.cfg.Decay)),
+			Latency:   time.Duration(latencyOf(e.currentLatency(now, b.cfg.Decay))),
 			Successes: e.totalOK + e.ok.Load(),
 			Failures:  e.totalBad + e.bad.Load(),
 		}
@@ -67,3 +67,6 @@ func (b *Balancer[T]) Endpoints() []EndpointStats {
 	slices.SortFunc(out, func(a, b EndpointStats) int { return strings.Compare(a.Addr, b.Addr) })
 	return out
 }
+
+// latencyOf is the latency part of currentLatency's result.
+func latencyOf(l float64, _ bool) float64 { return l }
