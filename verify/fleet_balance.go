@@ -199,14 +199,13 @@ func judgeSlow(r Result, slow string, loads map[balancer.Policy]*loadSummary, be
 }
 
 // slowEarlyText says how many of the slow server's P2C calls came in the
-// load's first second: until its first answer its latency is unknown
-// (zero), and a draw that includes it picks it whatever its calls in
-// flight.
+// load's first second: until its first answer its latency is unknown, and
+// a draw that includes it picks it while it holds no call.
 func slowEarlyText(slow string, before, early, after []endpointState) string {
 	b, _ := endpointOf(before, slow)
 	e, _ := endpointOf(early, slow)
 	a, _ := endpointOf(after, slow)
-	return fmt.Sprintf("P2C's calls to the slow server: %d in the first second (before its first answer, %s in, its latency is unknown and counts as zero), %d in the %s after",
+	return fmt.Sprintf("P2C's calls to the slow server: %d in the first second (before its first answer, %s in, its latency is unknown: it is tried while it holds no call), %d in the %s after",
 		e.calls()-b.calls(), fmtDur(slowSlow), a.calls()-e.calls(), fmtDur(slowWindow-time.Second))
 }
 
