@@ -48,11 +48,31 @@
 // etcd or dnsmasq and does not find it is skipped, saying how to install it
 // (Scenario.Needs, Result.Skipped).
 //
-//  9. rolling-restart: FLEET-ROLLING
-//  10. slow-instance: FLEET-SLOW
-//  11. black-holed: FLEET-BLACKHOLE
-//  12. scale-out: FLEET-SCALEOUT
-//  13. registry-loss: FLEET-REGISTRY
+//  9. rolling-restart: four `tcppro serve --register` processes under
+//     steady load, found by the client through an etcd:// target; each in
+//     turn is upgraded in place (SIGHUP; the new process is followed
+//     through --pid-file and a pidfd), then drained (SIGTERM) and started
+//     again: 0 failed calls, 0 refused connects, calls reaching every
+//     server afterwards.
+//  10. slow-instance: four in-process servers, three answering in 20 ms and
+//     one in 200 ms; a P2C client and a round-robin client under the same
+//     load at the same time: P2C sends the slow server < 10 % of its calls
+//     (round-robin 25 %) and its p99 is ≥ 3× lower.
+//  11. black-holed: four servers under steady load, one's link cut
+//     silently: the calls on it fail within the heartbeat bound (2.4 s),
+//     none started after the client declared it dead fails, it is ejected
+//     (5 transport failures in a row: the dead connection and connects that
+//     time out, DialTimeout 1 s); restored, it comes back after its 30 s
+//     ejection and 10 s warm-up and carries 25 % ± 6 points within a minute.
+//  12. scale-out: four registered servers under calls of 5 ms (about one in
+//     flight per server); a fifth registers and carries 20 % ± 5 points of
+//     the calls within the servers' --max-conn-age (12 s, +10 % jitter) +
+//     --max-conn-age-grace (3 s), and over the last 5 s of that bound.
+//  13. registry-loss: etcd stopped for 30 s under steady load: no call
+//     fails, the client's set does not change, every server keeps retrying
+//     (its registration metrics and /readyz's "not registered" line) and is
+//     registered again within 8 s of etcd's return; then a SIGKILLed server
+//     (--register-ttl 5 s) leaves the client's set within TTL + 2 s.
 //  14. dns-change: the client finds two of four servers through dnsmasq
 //     (on its own host, refresh 3 s, TTL 60 s); the records are replaced by
 //     the other two under steady load and the client's servers are exactly
