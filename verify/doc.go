@@ -64,8 +64,8 @@
 //     (5 transport failures in a row: the dead connection and connects that
 //     time out, DialTimeout 1 s); restored, it comes back after its 30 s
 //     ejection and 10 s warm-up and carries 25 % ± 6 points within a minute.
-//  12. scale-out: four registered servers under calls of 5 ms (about one in
-//     flight per server); a fifth registers and carries 20 % ± 5 points of
+//  12. scale-out: four registered servers under calls of 20 ms (about two
+//     in flight per server); a fifth registers and carries 20 % ± 5 points of
 //     the calls within the servers' --max-conn-age (12 s, +10 % jitter) +
 //     --max-conn-age-grace (3 s), and over the last 5 s of that bound.
 //  13. registry-loss: etcd stopped for 30 s under steady load: no call

@@ -548,7 +548,7 @@ func fleetScenarios() []Scenario {
 		{Name: "black-holed", Bound: detectBound, Run: blackHoled,
 			Description: "1 of 4 servers' link is cut silently: calls in flight on it fail within the heartbeat bound, new calls avoid it at once, it is ejected; restored, it carries its share again within a minute"},
 		{Name: "scale-out", Bound: scaleOutBound, Run: scaleOut, Needs: []string{needEtcd},
-			Description: "a 5th server registers under calls of 5 ms: within the servers' MaxConnAge + grace (shortened to 12 s + 3 s) it carries 20 % ± 5 points of the calls"},
+			Description: "a 5th server registers under calls of 20 ms: within the servers' MaxConnAge + grace (shortened to 12 s + 3 s) it carries 20 % ± 5 points of the calls"},
 		{Name: "registry-loss", Bound: registryLossBound, Run: registryLoss, Needs: []string{needEtcd},
 			Description: "etcd stopped for 30 s: no failed calls, servers keep retrying registration, clients keep their last set; a SIGKILLed server leaves the set within its lease TTL + 2 s"},
 		{Name: "dns-change", Bound: dnsBound, Run: dnsChange, Needs: []string{needDNSMasq},
