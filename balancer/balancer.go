@@ -196,7 +196,7 @@ func (b *Balancer[T]) Pick(avoid *Endpoint[T], usable func(T) bool) *Endpoint[T]
 	switch {
 	case okx && oky:
 		now := b.nanos()
-		if y.cost(now, b.cfg.Decay) < x.cost(now, b.cfg.Decay) {
+		if y.cost(now, b.cfg.Decay).less(x.cost(now, b.cfg.Decay)) {
 			x, y = y, x
 		}
 		// x won; while warming, it takes the call only in proportion.
@@ -252,24 +252,33 @@ func (b *Balancer[T]) pickRoundRobin(list []*Endpoint[T], avoid *Endpoint[T], us
 	return scan(list, from, avoid, usable)
 }
 
-// cost is the endpoint's cost at now (see the package comment).
-func (e *Endpoint[T]) cost(now int64, tau time.Duration) float64 {
+// cost is what a pick compares: an endpoint that holds calls and has no
+// latency estimate yet (it may hang on every one) loses against every
+// endpoint that has answered, and among those unknown the one with fewer
+// calls in flight wins (Finagle's penalty); the others compare
+// (latency + 1 ns) × (calls in flight + 1).
+type cost struct {
+	unknown bool
+	value   float64
+}
+
+// less reports whether a is the cheaper.
+func (a cost) less(b cost) bool {
+	if a.unknown != b.unknown {
+		return !a.unknown
+	}
+	return a.value < b.value
+}
+
+// cost is the endpoint's cost at now.
+func (e *Endpoint[T]) cost(now int64, tau time.Duration) cost {
 	l, known := e.currentLatency(now, tau)
 	n := e.inFlight.Load()
 	if !known && n > 0 {
-		// Nothing known of its speed, and calls already wait on it: it
-		// may hang on every one. It loses against any endpoint that has
-		// answered, and among those unknown the one with fewer calls in
-		// flight wins (Finagle's penalty).
-		return unknownPenalty + float64(n)
+		return cost{unknown: true, value: float64(n)}
 	}
-	return (l + 1) * float64(n+1)
+	return cost{value: (l + 1) * float64(n+1)}
 }
-
-// unknownPenalty is the cost of an endpoint with calls in flight and no
-// latency estimate yet: more than any measured cost (2^50 ns, 13 days),
-// small enough that adding the calls in flight still counts in a float64.
-const unknownPenalty = 1 << 50
 
 // warmFactor is 0.1 at the start of the warm-up, 1 at its end.
 func (e *Endpoint[T]) warmFactor(now int64, warmUp time.Duration) float64 {

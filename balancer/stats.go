@@ -55,7 +55,7 @@ func (b *Balancer[T]) Endpoints() []EndpointStats {
 			Ejections: e.ejections,
 			WarmUp:    e.warmFactor(now, b.cfg.WarmUp),
 			InFlight:  e.inFlight.Load(),
-			Latency:   time.Duration(latencyOf(e.currentLatency(now, b.cfg.Decay))),
+			Latency:   time.Duration(e.latencyNow(now, b.cfg.Decay)),
 			Successes: e.totalOK + e.ok.Load(),
 			Failures:  e.totalBad + e.bad.Load(),
 		}
@@ -68,5 +68,8 @@ func (b *Balancer[T]) Endpoints() []EndpointStats {
 	return out
 }
 
-// latencyOf is the latency part of currentLatency's result.
-func latencyOf(l float64, _ bool) float64 { return l }
+// latencyNow is the latency decayed to now (0 when none is known).
+func (e *Endpoint[T]) latencyNow(now int64, tau time.Duration) float64 {
+	l, _ := e.currentLatency(now, tau)
+	return l
+}

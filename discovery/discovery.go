@@ -25,7 +25,9 @@
 // name's A and AAAA lookups fails (a server that refuses or drops AAAA
 // queries), the other's answer is taken and the failed family's last good
 // addresses are kept: the set is reported with the failure in Set.Err, and
-// lookups back off as after a failure.
+// resolutions go on at the answered family's pace. (A dns+srv target with
+// one family failing fails the whole resolution, as any target failure
+// does.)
 //
 // Other schemes (etcd) live in packages of their own, which register
 // themselves with Register, so that programs not using them do not link

@@ -173,16 +173,22 @@ func (r *dnsResolver) Run(ctx context.Context, update func(Set)) {
 				wait = max(ttl, r.opts.MinRefresh)
 			}
 		case errors.As(err, &fe):
-			// One family answered: take it, and keep the other's last
-			// good addresses.
+			// One family answered: take it, keep the other's last good
+			// addresses, and go on at the answered family's pace (its
+			// TTL, ResolveNow): a server that always refuses AAAA must
+			// not keep an A-only name in backoff. The failure is
+			// reported.
 			merged := append(addrs, ofFamily(good, fe.v6)...)
 			slices.Sort(merged)
 			if merged = slices.Compact(merged); len(merged) > 0 {
 				good = merged
 			}
+			failures = 0
 			set = Set{Addrs: good, Err: fe.err}
-			wait = backoff(r.opts, failures)
-			failures++
+			wait = r.opts.Refresh
+			if ttl < wait {
+				wait = max(ttl, r.opts.MinRefresh)
+			}
 		default:
 			set = Set{Addrs: good, Err: err}
 			wait = backoff(r.opts, failures)

@@ -243,9 +243,10 @@ type ipsOf struct {
 }
 
 // lookupIPs returns the addresses of name (its A and AAAA records, asked
-// at once) and their smallest TTL. A failure of either lookup fails the
-// whole (a partial set is never reported); a name without records of
-// either family is a *DNSError with NotFound.
+// at once) and their smallest TTL. When both lookups fail, the first
+// failure is returned; when one fails and the other answered, the answered
+// family's addresses are returned with a *familyError; a name without
+// records of either family is a *DNSError with NotFound.
 func (q *querier) lookupIPs(ctx context.Context, name string) ([]netip.Addr, uint32, error) {
 	var res [2]ipsOf
 	var wg sync.WaitGroup

@@ -285,3 +285,39 @@ func TestDNSOneFamilyFailing(t *testing.T) {
 		t.Fatalf("set with both failing = %v, want the last good one", s.Addrs)
 	}
 }
+
+// TestDNSOneFamilyFailingKeepsThePace: a server that always refuses AAAA
+// does not put an A-only name into backoff: the A records' TTL still sets
+// when the name is resolved again.
+func TestDNSOneFamilyFailingKeepsThePace(t *testing.T) {
+	t.Parallel()
+	var a atomic.Pointer[string]
+	first := "198.18.0.1"
+	a.Store(&first)
+	addr := fakeDNSBy(t, func(q dns.Question) (int, []dns.RR) {
+		if q.Qtype != dns.TypeA {
+			return dns.RcodeRefused, nil
+		}
+		r, err := dns.NewRR(q.Name + " 1 IN A " + *a.Load())
+		if err != nil {
+			t.Error(err)
+			return dns.RcodeServerFailure, nil
+		}
+		return dns.RcodeSuccess, []dns.RR{r}
+	})
+	run := runResolver(t, "dns://"+addr+"/web.fleet.test:7420", Options{Refresh: time.Hour, MinRefresh: 100 * time.Millisecond, Timeout: time.Second})
+	if s := run.next(10 * time.Second); !slices.Equal(s.Addrs, []string{"198.18.0.1:7420"}) {
+		t.Fatalf("first set %v, %v", s.Addrs, s.Err)
+	}
+	// Long enough for a backoff from 100 ms to have grown past 3 s.
+	time.Sleep(3500 * time.Millisecond) // the resolver's own pace is what is tested
+	second := "198.18.0.2"
+	a.Store(&second)
+	changed := time.Now()
+	_, at := run.until(10*time.Second, "the new A address", func(s Set) bool {
+		return slices.Equal(s.Addrs, []string{"198.18.0.2:7420"})
+	})
+	if took := at.Sub(changed); took > 2*time.Second {
+		t.Fatalf("the new A record came %v after the change, want within its TTL (1 s) and some slack", took)
+	}
+}

@@ -71,7 +71,7 @@
 //  13. registry-loss: etcd stopped for 30 s under steady load: no call
 //     fails, the client's set does not change, every server keeps retrying
 //     (its registration metrics and /readyz's "not registered" line) and is
-//     registered again within 8 s of etcd's return; then a SIGKILLed server
+//     registered again within 10 s of etcd's return; then a SIGKILLed server
 //     (--register-ttl 5 s) leaves the client's set within TTL + 2 s.
 //  14. dns-change: the client finds two of four servers through dnsmasq
 //     (on its own host, refresh 3 s, TTL 60 s); the records are replaced by

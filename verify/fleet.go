@@ -366,8 +366,45 @@ func (e *Env) startDNS(ctx context.Context, h *faultnet.Host, name string, addrs
 	}
 }
 
+// servesA waits until the DNS server on h (127.0.0.1:53) answers name's A
+// query with a as one of the records, up to limit.
+func servesA(ctx context.Context, h *faultnet.Host, name string, a netip.Addr, limit time.Duration) error {
+	want := a.As4()
+	deadline := time.Now().Add(limit)
+	for {
+		var answer []byte
+		err := h.Do(func() error {
+			c, err := net.DialTimeout("udp", "127.0.0.1:53", time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			answer, err = queryA(c, name)
+			return err
+		})
+		// The record's data is the address's 4 bytes, at the end of
+		// the answer for a name with one record, somewhere in it for
+		// more.
+		if err == nil && strings.Contains(string(answer), string(want[:])) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the DNS server does not answer %s with %v after %s (%v)", name, a, fmtDur(limit), err)
+		}
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
 // probeDNS sends one A query for name on c and waits for an answer.
 func probeDNS(c net.Conn, name string) error {
+	_, err := queryA(c, name)
+	return err
+}
+
+// queryA sends one A query for name on c and returns the answer.
+func queryA(c net.Conn, name string) ([]byte, error) {
 	q := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
 	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
 		q = append(q, byte(len(label)))
@@ -376,17 +413,17 @@ func probeDNS(c net.Conn, name string) error {
 	q = append(q, 0, 0, 1, 0, 1)
 	_ = c.SetDeadline(time.Now().Add(500 * time.Millisecond))
 	if _, err := c.Write(q); err != nil {
-		return err
+		return nil, err
 	}
 	buf := make([]byte, 512)
 	n, err := c.Read(buf)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n < 12 || buf[0] != 0x12 || buf[1] != 0x34 {
-		return errors.New("not a DNS answer")
+		return nil, errors.New("not a DNS answer")
 	}
-	return nil
+	return buf[:n], nil
 }
 
 // writeHosts writes the hosts file: name resolving to addrs.
@@ -552,7 +589,7 @@ func fleetScenarios() []Scenario {
 		{Name: "registry-loss", Bound: registryLossBound, Run: registryLoss, Needs: []string{needEtcd},
 			Description: "etcd stopped for 30 s: no failed calls, servers keep retrying registration, clients keep their last set; a SIGKILLed server leaves the set within its lease TTL + 2 s"},
 		{Name: "dns-change", Bound: dnsBound, Run: dnsChange, Needs: []string{needDNSMasq},
-			Description: "the DNS records are replaced: clients follow within the refresh interval; the DNS server stopped: the last good set is kept, no failed calls"},
+			Description: "the DNS records are replaced: clients follow within the refresh interval (+ 0.5 s); the DNS server stopped: the last good set is kept, no failed calls"},
 		{Name: "subsetting", Bound: subsetBound, Run: subsetting,
 			Description: "100 clients × 20 servers, subset 5: connections per server max/min ≤ 1.25"},
 	}

@@ -365,7 +365,9 @@ func blackHoled(ctx context.Context, env *Env) (Result, error) {
 }
 
 // bhDown follows the cut server from the cut to its ejection. Failing to
-// see a step is a finding (the row fails), not an error.
+// see the drain or the ejection is a finding (the row fails); without the
+// detection itself (within detectBound + 3 s) nothing after it can be
+// measured, and the row is an error.
 func bhDown(ctx context.Context, ag *agent, run *bhRun, t *bhTimes) error {
 	victim := func(eps []endpointState) endpointState { e, _ := endpointOf(eps, run.victim); return e }
 	at, eps, err := waitEndpoints(ctx, ag, "c", detectBound+3*time.Second, func(eps []endpointState) bool {
@@ -547,8 +549,10 @@ func judgeEjection(run *bhRun, t bhTimes, detail *[]string) bool {
 	}
 	*detail = append(*detail, line)
 	// Its count stops growing: from the end of its last call to the
-	// ejection, failed connects are the only failures it gains.
-	newCalls := int64(run.atEject.Failures-run.atDrained.Failures) - int64(run.dialsB-run.dialsA) + int64(run.succB-run.succA)
+	// ejection, no answer, and no failure beyond the client's failed
+	// connects (all of them when the other servers are healthy, as here;
+	// the client does not count failed connects per server).
+	newCalls := max(int64(run.atEject.Failures-run.atDrained.Failures)-int64(run.dialsB-run.dialsA), 0) + int64(run.succB-run.succA)
 	if newCalls != 0 {
 		pass = false
 		*detail = append(*detail, fmt.Sprintf("its call count GREW by %d after it was declared dead (failures %d → %d, failed dials +%d, successes %d → %d)",

@@ -39,22 +39,28 @@ type pidProc struct {
 	fd  int
 }
 
-// openPID opens a pidfd on pid; the scenario's end kills the process if
-// it still runs.
+// openPID opens a pidfd on pid, closed when the scenario ends. Once the
+// caller has checked that the process is one of the scenario's, killAtEnd
+// has it killed then if it still runs.
 func (e *Env) openPID(pid int) (*pidProc, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open(%d): %w", pid, err)
 	}
 	p := &pidProc{pid: pid, fd: fd}
+	e.onClose(func() { unix.Close(p.fd) })
+	return p, nil
+}
+
+// killAtEnd kills the process when the scenario ends, if it still runs
+// (before the pidfd is closed: cleanups run last registered first).
+func (p *pidProc) killAtEnd(e *Env) {
 	e.onClose(func() {
 		if !p.exited() {
 			_ = p.signal(unix.SIGKILL)
 			_ = p.waitExit(context.Background(), 5*time.Second)
 		}
-		unix.Close(p.fd)
 	})
-	return p, nil
 }
 
 // exited reports whether the process has exited (a zombie has).
@@ -225,6 +231,7 @@ func (l *etcdLab) upgrade(ctx context.Context, i int, rh rollHost, st *rollStep)
 	if err := isServe(newPID, rh.fh.addr().String()); err != nil {
 		return nil, "", err
 	}
+	cur.killAtEnd(l.env)
 	if err := oldP.waitExit(ctx, rollStepLimit); err != nil {
 		return nil, "", fmt.Errorf("the upgraded process: %w", err)
 	}

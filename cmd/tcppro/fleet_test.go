@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcppro/tcppro/faultnet"
 	"github.com/tcppro/tcppro/verify"
@@ -43,7 +44,11 @@ func TestFleetScenarios(t *testing.T) {
 		t.Run(s.Name, func(t *testing.T) {
 			t.Parallel()
 			faultnet.ForTest(t)
-			r, err := verify.Run(context.Background(), s, verify.Options{Progress: testLog{t}, Command: labCommand})
+			// A bound on the whole row: a stuck agent or server fails it
+			// rather than go test's 10-minute timeout.
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			r, err := verify.Run(ctx, s, verify.Options{Progress: testLog{t}, Command: labCommand})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -115,7 +115,9 @@ func (g *registrar) registerBeforeReady(ctx context.Context, srv *server.Server,
 	for !g.reg.Registered() {
 		select {
 		case <-ctx.Done():
-			g.log.Warn("upgrade: not registered in etcd in time; the replaced process deregisters now", "waited", limit, "err", g.reg.Stats().Err)
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				g.log.Warn("upgrade: not registered in etcd in time; the replaced process deregisters now", "waited", limit, "err", g.reg.Stats().Err)
+			}
 			return
 		case <-t.C:
 		}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -184,17 +185,21 @@ func runServe(args []string) int {
 	} else {
 		log.Info("admin plane disabled (--admin \"\")")
 	}
+	// stopAdmin stops the admin plane, once; a second call waits for the
+	// first to finish.
+	var admStop sync.Once
 	stopAdmin := func() {
-		if adm == nil {
-			return
-		}
-		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := adm.Shutdown(actx); err != nil {
-			adm.Close()
-		}
-		<-admErr
-		adm = nil
+		admStop.Do(func() {
+			if adm == nil {
+				return
+			}
+			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := adm.Shutdown(actx); err != nil {
+				adm.Close()
+			}
+			<-admErr
+		})
 	}
 
 	errc := make(chan error, 1)
@@ -206,7 +211,7 @@ func runServe(args []string) int {
 		if reg != nil && upg.Inherited() {
 			// The process this one replaces deregisters its key once
 			// this one is ready: this one's key must be in place first.
-			reg.registerBeforeReady(ctx, srv, etcd.DefaultDeregisterTimeout)
+			reg.registerBeforeReady(ctx, srv, up.registerWait())
 		}
 		err = upg.Ready()
 	}
@@ -244,7 +249,7 @@ func runServe(args []string) int {
 		// answering on it at once, so that probes and scrapes reach the
 		// process that serves (this one would say "draining").
 		log.Info("replaced by a new process (upgrade); draining this one; the admin plane is the new process's")
-		stopAdmin()
+		go stopAdmin() // alongside the drain: a long admin request must not delay it
 	}
 	stop()
 	// Readiness turns false at once (Shutdown's first step); the admin

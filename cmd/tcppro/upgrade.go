@@ -33,6 +33,12 @@ func (f upgradeFlags) validate() error {
 	return nil
 }
 
+// registerWait bounds how long a process started by an upgrade waits for
+// its etcd key before it reports ready: 2 s, or half of --upgrade-timeout
+// when that is shorter, so that an etcd that does not answer delays the
+// upgrade without failing it.
+func (f upgradeFlags) registerWait() time.Duration { return min(2*time.Second, *f.timeout/2) }
+
 // start creates the process's upgrader.
 func (f upgradeFlags) start(log *slog.Logger) (*upgrade.Upgrader, error) {
 	return upgrade.New(upgrade.Config{PIDFile: *f.pidFile, Timeout: *f.timeout, Logger: log})

@@ -492,7 +492,7 @@ func TestServeUpgradeFails(t *testing.T) {
 }
 
 // TestServeUpgradeAdminIsTheNewProcess: while the replaced process drains
-// (a call of 3 s holds it), every admin request reaches the new process,
+// (a call of 6 s holds it), every admin request reaches the new process,
 // which is ready: the old one, which shares the admin listener, would
 // answer /readyz with 503 (draining).
 func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
@@ -506,7 +506,7 @@ func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := c.Call(ctx, "sleep", []byte("3s"))
+		_, err := c.Call(ctx, "sleep", []byte("6s"))
 		callErr <- err
 	}()
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -545,6 +545,10 @@ func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
 	if err := <-callErr; err != nil {
 		t.Fatalf("the call on the draining process: %v", err)
 	}
-	<-old.done
+	select {
+	case <-old.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the replaced process did not exit after its last call")
+	}
 	u.stop()
 }

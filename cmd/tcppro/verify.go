@@ -157,8 +157,8 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 			"touched), runs a tcppro server and client on separate hosts of it with heartbeat\n"+
 			"interval 1s and timeout 2s, produces a real fault and checks tcppro's bound.\n"+
 			"Rows 1-4 also measure a plain net.Conn on the kernel's defaults. Rows 9-15 run a\n"+
-			"fleet (4 servers, 20 for subsetting) with etcd or dnsmasq where the row needs them\n"+
-			"and measure the clients' discovery and balancing. With --tls every\n"+
+			"fleet (4 or 5 servers, 20 for subsetting) with etcd or dnsmasq where the row needs\n"+
+			"them, and measure the clients' discovery and balancing. With --tls every\n"+
 			"scenario runs over TLS (a throwaway CA and certificate, deleted at the end). Needs root.\n"+
 			"Everything it creates is removed when it ends, fails or is interrupted.\n"+
 			"Exit status: 0 every row passes (or is skipped: a program it needs, etcd or dnsmasq, is\n"+
