@@ -26,6 +26,7 @@ import (
 	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/internal/defaults"
+	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -60,6 +61,14 @@ type Config struct {
 	// 30s × its ejections, at most 300s, at most half the fleet; when every
 	// ready server is ejected they are called anyway), and no subsetting.
 	Balancer balancer.Config
+
+	// Transport moves the connections' bytes (see netx.Transport). Default
+	// auto: on Linux, plain TCP connections (a *net.TCPConn from the
+	// dialer, or from Dial, without TLS) are owned by a few event loops
+	// of the client's (one per core), and the others — TLS, a Dial that
+	// returns another net.Conn — get a goroutine each. TransportEpoll
+	// refuses TLS; TransportNetConn gives every connection a goroutine.
+	Transport netx.Transport
 
 	// DialTimeout bounds each connect (the kernel alone would wait ~127 s
 	// for a black hole). Default 3s.
@@ -136,6 +145,7 @@ func DefaultConfig() Config { return Config{}.withDefaults() }
 
 func (c Config) withDefaults() Config {
 	defaults.Set(&c.DialTimeout, DefaultDialTimeout)
+	defaults.Set(&c.Transport, netx.TransportAuto)
 	defaults.Set(&c.CallTimeout, DefaultCallTimeout)
 	defaults.Set(&c.MaxRetries, DefaultMaxRetries)
 	if c.MaxRetries < 0 {
@@ -177,6 +187,10 @@ func (c Config) Validate() error {
 	}
 	c = c.withDefaults()
 	switch {
+	case c.Transport.Validate() != nil:
+		return bad("Transport", c.Transport, c.Transport.Validate().Error())
+	case c.Transport == netx.TransportEpoll && c.TLS != nil:
+		return bad("Transport", c.Transport, "the event loop carries plain TCP only: use auto or netconn with TLS")
 	case c.DialTimeout < 0:
 		return bad("DialTimeout", c.DialTimeout, "must be positive")
 	case c.CallTimeout < 0:
@@ -225,6 +239,13 @@ type Client struct {
 
 	wg    sync.WaitGroup
 	stats stats
+
+	// The event loops of the connections they own (Config.Transport),
+	// started with the first such connection; loopsDone once tried (or
+	// the client closed).
+	loopsMu   sync.Mutex
+	loops     *evloop.Loops
+	loopsDone bool
 }
 
 // New starts a client: it resolves its servers and begins connecting to
@@ -345,6 +366,13 @@ func (c *Client) Close() error {
 		cc.tc.Close(ErrClosed)
 	}
 	c.wg.Wait()
+	c.loopsMu.Lock()
+	c.loopsDone = true
+	loops := c.loops
+	c.loopsMu.Unlock()
+	if loops != nil {
+		loops.Close()
+	}
 	return nil
 }
 

@@ -8,16 +8,32 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
+// transport moves a connection's bytes: a goroutine per connection
+// (internal/netconn) or an event loop (internal/evloop). Both drive the
+// same protocol core.
+type transport interface {
+	Call(cl *core.Call) error
+	Abandon(cl *core.Call, err error)
+	Drain()
+	Close(err error)
+	Done() <-chan struct{}
+	Err() error
+	Stats() core.Stats
+	Usable() bool
+	Created() time.Time
+}
+
 // clientConn is one connection to a server: the core.Sink that ends calls
 // and reports the connection's readiness, GOAWAY and end to its endpoint.
 type clientConn struct {
 	ep *endpoint
-	tc *netconn.Conn
+	tc transport
 
 	ready    chan struct{} // closed by the server's HELLO
 	goAway   chan struct{} // closed by the server's GOAWAY
@@ -35,25 +51,66 @@ func (cc *clientConn) wentAway() bool {
 	}
 }
 
+// newConn starts a connection over nc: on an event loop when nc is plain
+// TCP and Config.Transport says so, else on a goroutine of its own.
 func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	cc := &clientConn{ep: ep, ready: make(chan struct{}), goAway: make(chan struct{})}
-	cc.tc = netconn.New(nc, core.Client, c.cfg.Session, core.Options{}, cc)
+	var ltc *evloop.Conn
+	var ntc *netconn.Conn
+	if loops := c.eventLoops(nc); loops != nil {
+		var err error
+		if ltc, err = loops.Adopt(nc, core.Client, c.cfg.Session, core.Options{}, cc); err != nil {
+			return nil, err
+		}
+		cc.tc = ltc
+	} else {
+		ntc = netconn.New(nc, core.Client, c.cfg.Session, core.Options{}, cc)
+		cc.tc = ntc
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		cc.tc.Close(ErrClosed)
 		return nil, ErrClosed
 	}
 	c.conns[cc] = struct{}{}
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go func() {
-		defer c.wg.Done()
-		cc.tc.Run()
+	ended := func() {
 		c.mu.Lock()
 		delete(c.conns, cc)
 		c.mu.Unlock()
+		c.wg.Done()
+	}
+	if ltc != nil {
+		ltc.Start(ended)
+		return cc, nil
+	}
+	go func() {
+		ntc.Run()
+		ended()
 	}()
 	return cc, nil
+}
+
+// eventLoops returns the client's event loops when nc is to be owned by
+// one (see Config.Transport), starting them on first use; nil otherwise,
+// and when they cannot start (the connection then gets a goroutine).
+func (c *Client) eventLoops(nc net.Conn) *evloop.Loops {
+	_, tcp := nc.(*net.TCPConn)
+	if !c.cfg.Transport.EventLoop(tcp && c.cfg.TLS == nil) {
+		return nil
+	}
+	c.loopsMu.Lock()
+	defer c.loopsMu.Unlock()
+	if c.loops == nil && !c.loopsDone {
+		var err error
+		if c.loops, err = evloop.NewLoops(0); err != nil {
+			c.log.Warn("event loops unavailable; connections get a goroutine each", "err", err)
+		}
+		c.loopsDone = true
+	}
+	return c.loops
 }
 
 func (cc *clientConn) usable() bool { return !cc.unusable.Load() }

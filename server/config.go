@@ -79,6 +79,16 @@ type Config struct {
 	// Session holds the per-connection limits and heartbeat timers.
 	Session session.Config
 
+	// Transport moves the connections' bytes (see netx.Transport). Default
+	// auto: on Linux, plain TCP connections (a *net.TCPConn from the
+	// listener, no TLS) are owned by a few event loops (one per core; an
+	// idle connection holds no goroutine, no read buffer and no timer of
+	// its own), and the others — TLS, connections of a listener that wraps
+	// them — get a goroutine each. TransportEpoll refuses TLS;
+	// TransportNetConn gives every connection a goroutine. The protocol is
+	// the same either way.
+	Transport netx.Transport
+
 	// TLS, if set, serves every connection over TLS with this
 	// configuration (set ClientAuth and ClientCAs for mutual TLS, and
 	// GetCertificate to reload certificates without a restart). The
@@ -176,6 +186,7 @@ func (c Config) withDefaults() Config {
 	defaults.Set(&c.Workers, DefaultWorkers)
 	defaults.Set(&c.MaxConnAge, DefaultMaxConnAge)
 	defaults.Set(&c.MaxConnAgeJitter, DefaultMaxConnAgeJitter)
+	defaults.Set(&c.Transport, netx.TransportAuto)
 	defaults.Set(&c.MaxConnAgeGrace, DefaultMaxConnAgeGrace)
 	defaults.Set(&c.AcceptBackoffMin, DefaultAcceptBackoffMin)
 	defaults.Set(&c.AcceptBackoffMax, DefaultAcceptBackoffMax)
@@ -214,6 +225,10 @@ func (c Config) Validate() error {
 		return bad("ConnMemory", c.Session.ConnMemory, fmt.Sprintf("must be at least MaxMessageSize (%d), or no request of that size could be received", c.Session.MaxMessageSize))
 	case c.TLS != nil && len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil && c.TLS.GetConfigForClient == nil:
 		return bad("TLS", "no certificate", "set Certificates, GetCertificate or GetConfigForClient")
+	case c.Transport.Validate() != nil:
+		return bad("Transport", c.Transport, c.Transport.Validate().Error())
+	case c.Transport == netx.TransportEpoll && c.TLS != nil:
+		return bad("Transport", c.Transport, "the event loop serves plain TCP only: use auto or netconn with TLS")
 	}
 	return c.Session.Validate()
 }
@@ -228,6 +243,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int64("memory_budget", c.MemoryBudget),
 		slog.Int("conn_memory", s.ConnMemory),
 		slog.Bool("tls", c.TLS != nil),
+		slog.String("transport", string(c.Transport)),
 		slog.Duration("handler_timeout", c.HandlerTimeout),
 		slog.Duration("max_conn_age", c.MaxConnAge),
 		slog.Float64("max_conn_age_jitter", c.MaxConnAgeJitter),

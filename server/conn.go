@@ -49,11 +49,24 @@ func (s ConnState) String() string {
 // period was closed.
 var ErrMaxAge = fmt.Errorf("%w: maximum connection age reached", session.ErrConnClosed)
 
+// transport moves a connection's bytes: a goroutine per connection
+// (internal/netconn) or an event loop (internal/evloop). Both drive the
+// same protocol core.
+type transport interface {
+	Answer(id uint64, md wire.Metadata, body []byte)
+	AnswerError(id uint64, code wire.Code, msg string, md wire.Metadata)
+	GoAway(reason wire.Reason, msg string) (lastID uint64, first bool)
+	Close(err error)
+	Post(f func())
+	Stats() core.Stats
+	Created() time.Time
+}
+
 // conn is one server connection: the core.Sink that turns requests into
 // work for the pool, and the handlers running for it.
 type conn struct {
 	s      *Server
-	tc     *netconn.Conn
+	tc     transport
 	nc     net.Conn // the connection served (a *tls.Conn over TLS)
 	raw    net.Conn // the TCP connection under it
 	remote net.Addr

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/internal/core"
+	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
@@ -74,6 +75,11 @@ type Server struct {
 	rejectWG sync.WaitGroup
 	connWG   sync.WaitGroup
 	ageWG    sync.WaitGroup
+
+	// The event loops of the connections they own (Config.Transport),
+	// started with the first such connection.
+	loopsOnce sync.Once
+	loops     *evloop.Loops
 
 	namesMu sync.RWMutex
 	names   map[string]*string // interned method names
@@ -278,24 +284,73 @@ func (s *Server) serveConn(base context.Context, nc net.Conn) {
 	s.mu.Unlock()
 	s.stats.accepted.Add(1)
 	s.obs.ConnOpened(nc.RemoteAddr())
+	if loops := s.eventLoops(nc); loops != nil {
+		s.serveOnLoop(base, loops, nc)
+		return
+	}
 	go s.runConn(base, nc)
 }
 
-// runConn is a connection's goroutine: the TLS handshake if any, then the
-// connection's reader until it is closed.
+// runConn is a connection's goroutine (the net.Conn transport): the TLS
+// handshake if any, then the connection's reader until it is closed.
 func (s *Server) runConn(base context.Context, nc net.Conn) {
 	defer s.connWG.Done()
-	c := s.setupConn(base, nc)
+	var tc *netconn.Conn
+	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
+		tc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+		return tc, nil
+	})
 	if c == nil {
 		return
 	}
-	c.tc.Run()
+	tc.Run()
 	s.endConn(c)
 }
 
-// setupConn runs the TLS handshake if any, builds the connection and
-// registers it; nil means the connection ended already.
-func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
+// eventLoops returns the server's event loops when nc is to be owned by
+// one (see Config.Transport), starting them on first use; nil otherwise,
+// and when they cannot start (the connection then gets a goroutine).
+func (s *Server) eventLoops(nc net.Conn) *evloop.Loops {
+	_, tcp := nc.(*net.TCPConn)
+	if !s.cfg.Transport.EventLoop(tcp && s.cfg.TLS == nil) {
+		return nil
+	}
+	s.loopsOnce.Do(func() {
+		var err error
+		if s.loops, err = evloop.NewLoops(0); err != nil {
+			s.log.Warn("event loops unavailable; connections get a goroutine each", "err", err)
+		}
+	})
+	return s.loops
+}
+
+// serveOnLoop hands a plain TCP connection to an event loop: it has no
+// goroutine of its own. Nothing here blocks (no TLS handshake).
+func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.Conn) {
+	var tc *evloop.Conn
+	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
+		var err error
+		tc, err = loops.Adopt(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+		return tc, err
+	})
+	if c == nil {
+		s.connWG.Done()
+		return
+	}
+	tc.Start(func() {
+		// Not on the loop: endConn runs the ConnState and Observer
+		// hooks, which may block.
+		go func() {
+			defer s.connWG.Done()
+			s.endConn(c)
+		}()
+	})
+}
+
+// setupConn runs the TLS handshake if any, builds the connection over
+// its transport (newTransport) and registers it; nil means the connection
+// ended already.
+func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(c *conn, nc net.Conn) (transport, error)) *conn {
 	remote, raw := nc.RemoteAddr(), nc
 	start := time.Now()
 	if s.cfg.TLS != nil {
@@ -314,7 +369,14 @@ func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 		}
 	}
 	c := &conn{s: s, nc: nc, raw: raw, remote: remote, ctx: ctx, start: start, running: make(map[uint64]*reqCtx)}
-	c.tc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+	tc, err := newTransport(c, nc)
+	if err != nil {
+		s.log.Warn("connection not served", "remote", remote, "err", err)
+		nc.Close()
+		s.connEnded(nil, remote, err, start)
+		return nil
+	}
+	c.tc = tc
 	if s.cfg.MaxConnAge > 0 {
 		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
 		c.expiry = c.tc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()
@@ -322,7 +384,7 @@ func (s *Server) setupConn(base context.Context, nc net.Conn) *conn {
 	s.mu.Lock()
 	if s.hard {
 		s.mu.Unlock()
-		nc.Close()
+		c.tc.Close(ErrServerClosed) // its socket: the event loop's copy too
 		s.connEnded(nil, remote, ErrServerClosed, start)
 		return nil
 	}
@@ -548,13 +610,18 @@ func (s *Server) closeConns() {
 	}
 }
 
-// finish waits for the connection goroutines and the ager.
+// finish waits for the connection goroutines and the ager, and stops the
+// event loops.
 func (s *Server) finish() {
 	s.connWG.Wait()
 	s.rejectWG.Wait()
 	s.ageWG.Wait()
 	s.reserve.close()
 	s.hardStop()
+	s.loopsOnce.Do(func() {}) // none may start from now on
+	if s.loops != nil {
+		s.loops.Close()
+	}
 }
 
 // age is the ager: it enforces every connection's maximum age, checking

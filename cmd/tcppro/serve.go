@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcppro/tcppro/admin"
 	"github.com/tcppro/tcppro/discovery/etcd"
+	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/refservice"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
@@ -56,6 +57,7 @@ func runServe(args []string) int {
 	tlsCert := fs.String("tls-cert", "", "serve TLS with the PEM certificate (and chain) in `FILE`; the pair is reloaded when its files change, without a restart (needs --tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
 	tlsClientCA := fs.String("tls-client-ca", "", "require client certificates signed by the PEM CA certificates in `FILE` (mutual TLS; needs --tls-cert)")
+	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the event loop on Linux for plain TCP, a goroutine per connection with TLS), epoll (the event loop; plain TCP only), netconn (a goroutine per connection)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT, and of the old process's drain after an upgrade (SIGHUP)")
 	up := defineUpgradeFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -88,6 +90,7 @@ func runServe(args []string) int {
 		MaxConnAge:         *maxAge,
 		MaxConnAgeJitter:   *maxAgeJitter,
 		MaxConnAgeGrace:    *maxAgeGrace,
+		Transport:          netx.Transport(*transport),
 		Session: session.Config{
 			HeartbeatInterval: *hbInterval,
 			HeartbeatTimeout:  *hbTimeout,
@@ -271,6 +274,7 @@ func runServe(args []string) int {
 // their flags, so that an error names the flag to fix.
 var serveFlagOf = map[string]string{
 	"MaxConns":          "max-conns",
+	"Transport":         "transport",
 	"Workers":           "workers",
 	"MemoryBudget":      "memory-budget",
 	"HandlerTimeout":    "handler-timeout",
