@@ -18,11 +18,14 @@ import (
 // package comment). Its methods are those of *netconn.Conn, with Start in
 // place of Run.
 type Conn struct {
-	mu   sync.Mutex
-	core *core.Conn
-	lp   *loop
-	fd   int    // -1 once closed
-	id   uint64 // the loop's name for it (epoll data), once started
+	mu      sync.Mutex
+	core    *core.Conn
+	lp      *loop
+	id      uint64 // the loop's name for it (epoll data), once started
+	fd      int32  // -1 once closed
+	events  uint32 // what the loop watches the socket for; 0: not in the epoll set
+	heapIdx int32  // the loop's mutex: index in its timer heap, or -1
+	pendOff int32
 
 	started  bool
 	closing  bool // the core is done: the socket is being closed
@@ -31,20 +34,17 @@ type Conn struct {
 	writing  bool // a goroutine, or the loop while parked, holds the writer role
 	inWrite  bool // a write is in progress with mu released: the descriptor stays open
 	parked   bool // pend waits for the socket to drain (EPOLLOUT)
-	events   uint32
-	pendOff  int
-	pend     *[]byte // parked: the rest of a write
-	rtail    *[]byte // the start of a frame not fully arrived; nil when none
-	posted   []func()
-	done     chan struct{} // made by Done, closed with the descriptor
-	onDone   func()
-	timerAt  int64 // the time the loop will tick it at; 0: not armed
 
-	heapIdx int   // the loop's mutex: index in its timer heap, or -1
+	pend    *[]byte       // parked: the rest of a write
+	rtail   *[]byte       // the start of a frame not fully arrived; nil when none
+	posted  *[]func()     // posted by Sink methods, run once mu is released
+	done    chan struct{} // made by Done, closed with the descriptor
+	onDone  func()
+	timerAt int64 // the time the loop will tick it at; 0: not armed
 	heapAt  int64 // the loop's mutex: when the loop ticks it
+	created int64 // netconn.Now() when adopted
 
-	local, remote netip.AddrPort
-	created       time.Time
+	addrs // kept small: an idle connection costs what its fields cost
 }
 
 // Start registers the connection with its loop and returns at once: from
@@ -95,8 +95,10 @@ func (c *Conn) release(w *[]byte, mine int) {
 		}
 		break
 	}
-	fs := c.posted
-	c.posted = nil
+	var fs []func()
+	if c.posted != nil {
+		fs, c.posted = *c.posted, nil
+	}
 	var notify func()
 	if c.closed && c.started && !c.notified {
 		c.notified, notify = true, c.onDone
@@ -129,7 +131,7 @@ func (c *Conn) closeLocked() {
 	if c.closed || c.inWrite {
 		return
 	}
-	closeFd(c.fd)
+	closeFd(int(c.fd))
 	c.fd = -1
 	c.closed = true
 	bufpool.Put(c.pend)
@@ -206,7 +208,12 @@ func (c *Conn) Close(err error) {
 // Post is for Sink methods, which run with the connection's mutex held:
 // f runs once it is released, on the goroutine that released it — which
 // may be a loop's: f must not block.
-func (c *Conn) Post(f func()) { c.posted = append(c.posted, f) }
+func (c *Conn) Post(f func()) {
+	if c.posted == nil {
+		c.posted = new([]func())
+	}
+	*c.posted = append(*c.posted, f)
+}
 
 // Done is closed once the socket is closed.
 func (c *Conn) Done() <-chan struct{} {
@@ -250,10 +257,39 @@ func (c *Conn) Peer() wire.Hello {
 }
 
 // Created is when the connection was adopted.
-func (c *Conn) Created() time.Time { return c.created }
+func (c *Conn) Created() time.Time { return netconn.Wall(c.created) }
 
 // RemoteAddr is the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.remote) }
+func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.get(1)) }
 
 // LocalAddr is the connection's local address.
-func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.local) }
+func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.get(0)) }
+
+// addrs are a connection's local and remote addresses: IPv4 ones packed
+// into a word each, others kept aside.
+type addrs struct {
+	v4    [2]uint64 // 1<<48 | address<<16 | port; 0: see other
+	other *[2]netip.AddrPort
+}
+
+func (a *addrs) set(i int, ap netip.AddrPort) {
+	if ip := ap.Addr(); ip.Is4() {
+		b := ip.As4()
+		a.v4[i] = 1<<48 | uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(ap.Port())
+		return
+	}
+	if a.other == nil {
+		a.other = new([2]netip.AddrPort)
+	}
+	a.other[i] = ap
+}
+
+func (a *addrs) get(i int) netip.AddrPort {
+	if v := a.v4[i]; v != 0 {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16)}), uint16(v))
+	}
+	if a.other == nil {
+		return netip.AddrPort{}
+	}
+	return a.other[i]
+}

@@ -16,13 +16,13 @@ func (h timerHeap) top() *Conn {
 }
 
 func (h *timerHeap) push(c *Conn) {
-	c.heapIdx = len(*h)
+	c.heapIdx = int32(len(*h))
 	*h = append(*h, c)
-	h.up(c.heapIdx)
+	h.up(len(*h) - 1)
 }
 
 func (h *timerHeap) remove(c *Conn) {
-	i, last := c.heapIdx, len(*h)-1
+	i, last := int(c.heapIdx), len(*h)-1
 	if i != last {
 		h.swap(i, last)
 	}
@@ -40,8 +40,8 @@ func (h *timerHeap) remove(c *Conn) {
 
 func (h timerHeap) swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].heapIdx = int32(i)
+	h[j].heapIdx = int32(j)
 }
 
 func (h timerHeap) up(i int) {

@@ -58,7 +58,7 @@ func (c *Conn) readLocked() {
 			buf = (*c.rtail)[:cap(*c.rtail)]
 		}
 	}
-	n, err := readFd(c.fd, buf[have:])
+	n, err := readFd(int(c.fd), buf[have:])
 	now := netconn.Now()
 	switch {
 	case n > 0:
@@ -127,7 +127,7 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 				c.writing = false
 				return
 			}
-			err := unix.Shutdown(c.fd, unix.SHUT_WR)
+			err := unix.Shutdown(int(c.fd), unix.SHUT_WR)
 			k.FinSent(netconn.Now(), err == nil)
 			continue
 		}
@@ -138,7 +138,7 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 			}
 			*bp = buf[:0]
 		}
-		fd := c.fd
+		fd := int(c.fd)
 		c.inWrite = true
 		c.mu.Unlock()
 		n, err := writeFd(fd, buf)
@@ -153,8 +153,8 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 		case err == unix.EAGAIN && !k.Done():
 			p := bufpool.Get(len(buf) - n)
 			copy(*p, buf[n:])
-			c.pend, c.pendOff, c.parked = p, 0, true
-			return // the loop writes the rest: it holds the writer role now
+			c.pend, c.pendOff, c.parked = p, 0, true // pend is at most maxWrite or one frame: int32
+			return                                   // the loop writes the rest: it holds the writer role now
 		default:
 			k.WriteFailed(now, os.NewSyscallError("write", err))
 		}
@@ -164,10 +164,10 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 // flushParked, on the loop, writes the rest of a parked write; once it is
 // out, the writer role is free again.
 func (c *Conn) flushParked() {
-	for c.pendOff < len(*c.pend) {
-		n, err := writeFd(c.fd, (*c.pend)[c.pendOff:])
+	for int(c.pendOff) < len(*c.pend) {
+		n, err := writeFd(int(c.fd), (*c.pend)[c.pendOff:])
 		if n > 0 {
-			c.pendOff += n
+			c.pendOff += int32(n)
 			c.core.Written(netconn.Now(), n)
 		}
 		if err == unix.EAGAIN {

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,8 +46,9 @@ type loop struct {
 	epfd, evfd int
 
 	mu         sync.Mutex
-	conns      map[uint64]*Conn // started and not closed, by id (the epoll data)
-	lastID     uint64
+	conns      []*Conn  // started and not closed, by slot (the low half of their id; 0 is the eventfd's)
+	free       []uint32 // slots free in conns
+	gen        uint32   // the high half of the last id given
 	timers     timerHeap
 	sleeping   bool  // the goroutine is in (or about to enter) epoll_wait
 	sleepUntil int64 // the deadline it sleeps until; 0: none
@@ -106,7 +106,7 @@ func newLoop() (*loop, error) {
 	return &loop{
 		epfd:   epfd,
 		evfd:   evfd,
-		conns:  make(map[uint64]*Conn),
+		conns:  make([]*Conn, 1),
 		rbuf:   make([]byte, readSize),
 		wbuf:   &wbuf,
 		events: make([]unix.EpollEvent, maxEvents),
@@ -126,9 +126,11 @@ func (l *Loops) Close() error {
 		for _, lp := range l.loops {
 			lp.mu.Lock()
 			lp.closed = true
-			conns := make([]*Conn, 0, len(lp.conns))
+			var conns []*Conn
 			for _, c := range lp.conns {
-				conns = append(conns, c)
+				if c != nil {
+					conns = append(conns, c)
+				}
 			}
 			lp.mu.Unlock()
 			for _, c := range conns {
@@ -189,8 +191,9 @@ func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{lp: lp, fd: fd, heapIdx: -1, created: time.Now()}
-	c.local, c.remote = addrPort(tc.LocalAddr()), addrPort(tc.RemoteAddr())
+	c := &Conn{lp: lp, fd: int32(fd), heapIdx: -1, created: netconn.Now()}
+	c.addrs.set(0, addrPort(tc.LocalAddr()))
+	c.addrs.set(1, addrPort(tc.RemoteAddr()))
 	tc.Close() // our duplicate keeps the socket open
 	c.core = core.New(role, cfg, opts, sink, netconn.Now())
 	lp.n.Add(1)
@@ -238,16 +241,25 @@ func (lp *loop) register(c *Conn) bool {
 	if lp.closed {
 		return false
 	}
-	lp.lastID++
-	c.id = lp.lastID
-	lp.conns[c.id] = c
+	var slot uint32
+	if n := len(lp.free); n > 0 {
+		slot, lp.free = lp.free[n-1], lp.free[:n-1]
+	} else {
+		slot = uint32(len(lp.conns))
+		lp.conns = append(lp.conns, nil)
+	}
+	lp.gen++ // an event for the slot's previous connection is not taken for c's
+	c.id = uint64(lp.gen)<<32 | uint64(slot)
+	lp.conns[slot] = c
 	return true
 }
 
 // unregister removes c from the loop's connections and timers.
 func (lp *loop) unregister(c *Conn) {
 	lp.mu.Lock()
-	delete(lp.conns, c.id)
+	slot := uint32(c.id)
+	lp.conns[slot] = nil
+	lp.free = append(lp.free, slot)
 	if c.heapIdx >= 0 {
 		lp.timers.remove(c)
 	}
@@ -264,7 +276,7 @@ func (lp *loop) arm(c *Conn, at int64) int64 {
 		lp.timers.push(c)
 	case at < c.heapAt:
 		c.heapAt = at
-		lp.timers.up(c.heapIdx)
+		lp.timers.up(int(c.heapIdx))
 	default:
 		at = c.heapAt
 	}
@@ -293,7 +305,7 @@ func (lp *loop) wake() {
 // epollCtl changes the events c's descriptor is watched for.
 func (lp *loop) epollCtl(op int, c *Conn, events uint32) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
-	if err := unix.EpollCtl(lp.epfd, op, c.fd, &ev); err != nil {
+	if err := unix.EpollCtl(lp.epfd, op, int(c.fd), &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
@@ -330,14 +342,14 @@ func (lp *loop) run() {
 		}
 		for _, ev := range lp.events[:max(n, 0)] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if id == 0 {
+			if uint32(id) == 0 {
 				lp.drainWake()
 				continue
 			}
 			lp.mu.Lock()
-			c := lp.conns[id]
+			c := lp.conns[uint32(id)]
 			lp.mu.Unlock()
-			if c != nil {
+			if c != nil && c.id == id {
 				c.ready(ev.Events)
 			}
 		}
