@@ -115,7 +115,7 @@ type endpoint struct {
 }
 
 // newLoops starts n loops, closed by the test's cleanup.
-func newLoops(t *testing.T, n int) *Loops {
+func newLoops(t testing.TB, n int) *Loops {
 	t.Helper()
 	l, err := NewLoops(n)
 	if err != nil {
@@ -127,7 +127,7 @@ func newLoops(t *testing.T, n int) *Loops {
 
 // startEv adopts nc on l and starts it; the test's cleanup closes it and
 // waits for onDone and the echo goroutines.
-func startEv(t *testing.T, l *Loops, nc net.Conn, role core.Role, cfg session.Config, s *sink) *endpoint {
+func startEv(t testing.TB, l *Loops, nc net.Conn, role core.Role, cfg session.Config, s *sink) *endpoint {
 	t.Helper()
 	if s == nil {
 		s = newSink()
@@ -148,7 +148,7 @@ func startEv(t *testing.T, l *Loops, nc net.Conn, role core.Role, cfg session.Co
 }
 
 // startNet runs nc with netconn, as startEv does with evloop.
-func startNet(t *testing.T, nc net.Conn, role core.Role, cfg session.Config, s *sink) *endpoint {
+func startNet(t testing.TB, nc net.Conn, role core.Role, cfg session.Config, s *sink) *endpoint {
 	t.Helper()
 	if s == nil {
 		s = newSink()
@@ -189,7 +189,7 @@ func call(t *testing.T, c conn, body []byte, timeout time.Duration) ([]byte, err
 }
 
 // waitClosed waits up to d for ch to be closed, failing the test after.
-func waitClosed(t *testing.T, ch <-chan struct{}, d time.Duration, what string) bool {
+func waitClosed(t testing.TB, ch <-chan struct{}, d time.Duration, what string) bool {
 	t.Helper()
 	select {
 	case <-ch:
@@ -215,7 +215,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // tcpPair returns the two ends of a loopback TCP connection. Buffer sizes
 // other than 0 are set on the sockets before they connect: small ones make
 // a peer that does not read fill them quickly.
-func tcpPair(t *testing.T, bufSize int) (client, server *net.TCPConn) {
+func tcpPair(t testing.TB, bufSize int) (client, server *net.TCPConn) {
 	t.Helper()
 	lc := net.ListenConfig{Control: sockBufs(bufSize)}
 	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")

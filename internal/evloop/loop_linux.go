@@ -314,7 +314,25 @@ func (lp *loop) epollCtl(op int, c *Conn, events uint32) error {
 // run is the loop's goroutine: it waits for readiness or the earliest
 // deadline, and hands both to the connections.
 func (lp *loop) run() {
+	spins := 0
 	for {
+		if spins > 0 {
+			// Busy: poll without blocking, and let the goroutines the last
+			// events woke (handlers, callers) run meanwhile. A goroutine
+			// blocked in epoll_wait gives up its P, and waits for one when
+			// it wakes: under load that wait, not the syscall, would set
+			// the pace.
+			n, err := unix.EpollWait(lp.epfd, lp.events, 0)
+			if err == nil && n > 0 {
+				spins = maxSpins
+				lp.handle(n)
+				lp.fireTimers()
+				continue
+			}
+			spins--
+			runtime.Gosched()
+			continue
+		}
 		lp.mu.Lock()
 		if lp.stopping {
 			lp.mu.Unlock()
@@ -340,20 +358,32 @@ func (lp *loop) run() {
 		if err != nil && err != unix.EINTR {
 			panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // EBADF, EFAULT, EINVAL: a bug
 		}
-		for _, ev := range lp.events[:max(n, 0)] {
-			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if uint32(id) == 0 {
-				lp.drainWake()
-				continue
-			}
-			lp.mu.Lock()
-			c := lp.conns[uint32(id)]
-			lp.mu.Unlock()
-			if c != nil && c.id == id {
-				c.ready(ev.Events)
-			}
+		if n > 0 {
+			spins = maxSpins
+			lp.handle(n)
 		}
 		lp.fireTimers()
+	}
+}
+
+// maxSpins is how many empty non-blocking polls a loop makes, yielding
+// between them, before it blocks in epoll_wait again.
+const maxSpins = 3
+
+// handle hands the first n events of lp.events to their connections.
+func (lp *loop) handle(n int) {
+	for _, ev := range lp.events[:n] {
+		id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+		if uint32(id) == 0 {
+			lp.drainWake()
+			continue
+		}
+		lp.mu.Lock()
+		c := lp.conns[uint32(id)]
+		lp.mu.Unlock()
+		if c != nil && c.id == id {
+			c.ready(ev.Events)
+		}
 	}
 }
 
