@@ -8,7 +8,10 @@
 // Loops is a group of loops, about one per core. Each loop owns an epoll
 // set, an eventfd that wakes it, a timer heap of (deadline, connection), a
 // read buffer and a write buffer, and one goroutine that waits in
-// epoll_wait for the earliest deadline of its heap.
+// epoll_wait for the earliest deadline of its heap. While events keep
+// coming it polls without blocking, yielding between polls (a goroutine
+// blocked in a syscall gives up its P and must wait for one when it
+// wakes); after a few empty polls it blocks again.
 //
 // Adopt takes a connected *net.TCPConn out of Go's poller (it duplicates
 // the descriptor, makes it non-blocking and closes the net.Conn) and puts
