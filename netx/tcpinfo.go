@@ -36,15 +36,19 @@ func GetTCPInfo(c net.Conn) (TCPInfo, error) {
 	if err != nil {
 		return TCPInfo{}, err
 	}
-	var ti *unix.TCPInfo
+	var info TCPInfo
 	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		ti, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}); err != nil {
+	if err := raw.Control(func(fd uintptr) { info, serr = TCPInfoFD(int(fd)) }); err != nil {
 		return TCPInfo{}, err
 	}
-	if serr != nil {
-		return TCPInfo{}, serr
+	return info, serr
+}
+
+// TCPInfoFD reads TCP_INFO from the socket descriptor fd.
+func TCPInfoFD(fd int) (TCPInfo, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return TCPInfo{}, err
 	}
 	state := "UNKNOWN"
 	if int(ti.State) < len(tcpStates) && tcpStates[ti.State] != "" {

@@ -107,14 +107,16 @@ type Config struct {
 	BaseContext func(net.Listener) context.Context
 
 	// ConnContext, if set, derives a connection's context from the base
-	// context (as net/http's Server.ConnContext). Default nil.
+	// context (as net/http's Server.ConnContext). On the event loop the
+	// net.Conn stands for the connection (see Request.Conn). Default nil.
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 
 	// ConnState, if set, is called when a connection changes state (see
 	// ConnState). Calls for one connection come in order, from the
 	// connection's goroutines, with none of its locks held: it may call
 	// Stats or Conns, but not Close or Shutdown, which wait for the
-	// connection. It should be fast. Default nil.
+	// connection. It should be fast. On the event loop the net.Conn stands
+	// for the connection (see Request.Conn). Default nil.
 	ConnState func(net.Conn, ConnState)
 
 	// Socket holds the socket options of accepted connections. A zero

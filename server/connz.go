@@ -1,9 +1,11 @@
 package server
 
 import (
+	"errors"
 	"sort"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/netx"
 )
@@ -58,10 +60,23 @@ func (s *Server) Conns(offset, limit int) ([]ConnInfo, int) {
 			MemoryHeld:     st.Held + st.Queued,
 			TLS:            s.cfg.TLS != nil,
 		}
-		if ti, err := netx.GetTCPInfo(c.raw); err == nil {
+		if ti, err := c.tcpInfo(); err == nil {
 			ci.TCP = &ti
 		}
 		out = append(out, ci)
 	}
 	return out, total
+}
+
+// tcpInfo reads the connection's TCP_INFO: from the event loop's
+// descriptor, or from the TCP connection under it.
+func (c *conn) tcpInfo() (netx.TCPInfo, error) {
+	lc, ok := c.tc.(*evloop.Conn)
+	if !ok {
+		return netx.GetTCPInfo(c.raw)
+	}
+	var ti netx.TCPInfo
+	err := errors.New("server: connection closed")
+	lc.Control(func(fd int) { ti, err = netx.TCPInfoFD(fd) })
+	return ti, err
 }

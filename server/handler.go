@@ -26,7 +26,10 @@ type Request struct {
 	RemoteAddr net.Addr
 	// Conn is the connection the request came on (a *tls.Conn when the
 	// server serves TLS: its ConnectionState names the client's
-	// certificate). Handlers must not read from it or write to it.
+	// certificate). Handlers must not read from it or write to it. On the
+	// event loop (Config.Transport) it stands for the connection: its
+	// addresses are the connection's, Close closes it, and reads, writes
+	// and deadlines fail.
 	Conn net.Conn
 
 	// ResponseMetadata, if set by the handler or an interceptor before

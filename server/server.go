@@ -337,13 +337,11 @@ func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.C
 		s.connWG.Done()
 		return
 	}
+	// On a goroutine of its own (evloop's promise): endConn runs the
+	// ConnState and Observer hooks, which may block.
 	tc.Start(func() {
-		// Not on the loop: endConn runs the ConnState and Observer
-		// hooks, which may block.
-		go func() {
-			defer s.connWG.Done()
-			s.endConn(c)
-		}()
+		defer s.connWG.Done()
+		s.endConn(c)
 	})
 }
 
@@ -362,13 +360,7 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		}
 		nc = tc
 	}
-	ctx := base
-	if s.cfg.ConnContext != nil {
-		if ctx = s.cfg.ConnContext(ctx, nc); ctx == nil {
-			panic("server: ConnContext returned a nil context")
-		}
-	}
-	c := &conn{s: s, nc: nc, raw: raw, remote: remote, ctx: ctx, start: start, running: make(map[uint64]*reqCtx)}
+	c := &conn{s: s, nc: nc, raw: raw, remote: remote, start: start, running: make(map[uint64]*reqCtx)}
 	tc, err := newTransport(c, nc)
 	if err != nil {
 		s.log.Warn("connection not served", "remote", remote, "err", err)
@@ -377,6 +369,17 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		return nil
 	}
 	c.tc = tc
+	if lc, ok := tc.(*evloop.Conn); ok {
+		// The socket is the loop's now: hooks and handlers get a
+		// net.Conn whose Close closes the connection.
+		c.nc = lc.NetConn()
+	}
+	c.ctx = base
+	if s.cfg.ConnContext != nil {
+		if c.ctx = s.cfg.ConnContext(base, c.nc); c.ctx == nil {
+			panic("server: ConnContext returned a nil context")
+		}
+	}
 	if s.cfg.MaxConnAge > 0 {
 		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
 		c.expiry = c.tc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/faultnet"
+	"github.com/tcppro/tcppro/netx"
 )
 
 // Scenario is one fault and the bound tcppro must meet under it.
@@ -136,11 +137,13 @@ func SelfCommand(ctx context.Context, h *faultnet.Host, args ...string) *exec.Cm
 }
 
 // CleanEnv returns env without the TCPPRO_* variables, which tcppro's
-// subcommands read as flag values.
+// subcommands read as flag values, except TCPPRO_TRANSPORT (netx's
+// TransportEnv): the transport a run asks for reaches its servers and
+// clients too.
 func CleanEnv(env []string) []string {
 	out := make([]string, 0, len(env))
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, "TCPPRO_") {
+		if !strings.HasPrefix(kv, "TCPPRO_") || strings.HasPrefix(kv, netx.TransportEnv+"=") {
 			out = append(out, kv)
 		}
 	}

@@ -34,6 +34,13 @@ type Conn struct {
 	writing  bool // a goroutine, or the loop while parked, holds the writer role
 	inWrite  bool // a write is in progress with mu released: the descriptor stays open
 	parked   bool // pend waits for the socket to drain (EPOLLOUT)
+	// readOwed: the core wanted the next read when the last one was
+	// handed over, so that read happens even if the core has stopped
+	// wanting to read meanwhile (a server whose answers fill its write
+	// queue pauses reading): as in netconn, whose reader is then already
+	// in that read, a PING sent just after a request that pauses reading
+	// is read and answered ahead of the queued answer.
+	readOwed bool
 
 	pend    *[]byte       // parked: the rest of a write
 	rtail   *[]byte       // the start of a frame not fully arrived; nil when none
@@ -259,6 +266,20 @@ func (c *Conn) Peer() wire.Hello {
 // Created is when the connection was adopted.
 func (c *Conn) Created() time.Time { return netconn.Wall(c.created) }
 
+// Control runs f with the connection's socket descriptor, with the
+// connection's mutex held, and reports whether it could: false once the
+// descriptor is closed. f must be short and must not call into the
+// connection (reading a socket option, for example).
+func (c *Conn) Control(f func(fd int)) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.fd < 0 {
+		return false
+	}
+	f(int(c.fd))
+	return true
+}
+
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.get(1)) }
 
@@ -293,3 +314,10 @@ func (a *addrs) get(i int) netip.AddrPort {
 	}
 	return a.other[i]
 }
+
+// NetConn returns a net.Conn that stands for the connection where an API
+// hands one to its user (a handler's request, a ConnState hook): its
+// addresses are the connection's, Close closes the connection (its calls
+// end with ErrClosedByUser), and its reads, writes and deadlines fail with
+// ErrOwnedByLoop — the loop owns the connection's bytes.
+func (c *Conn) NetConn() net.Conn { return facade{c} }

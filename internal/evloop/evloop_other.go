@@ -32,6 +32,9 @@ type Conn struct{}
 // Start panics: there are no connections on this system.
 func (c *Conn) Start(onDone func()) { panic(ErrUnsupported) }
 
+// Control reports false: there is no descriptor.
+func (c *Conn) Control(f func(fd int)) bool { return false }
+
 // Call returns ErrUnsupported.
 func (c *Conn) Call(cl *core.Call) error { return ErrUnsupported }
 
@@ -86,3 +89,6 @@ func (c *Conn) RemoteAddr() net.Addr { return nil }
 
 // LocalAddr returns nil.
 func (c *Conn) LocalAddr() net.Addr { return nil }
+
+// NetConn returns nil: there is no connection.
+func (c *Conn) NetConn() net.Conn { return nil }

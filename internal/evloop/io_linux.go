@@ -25,8 +25,9 @@ func (c *Conn) ready(ev uint32) {
 	if c.parked && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		c.flushParked()
 	}
-	if c.events&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.core.WantRead() {
+	if c.events&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && (c.core.WantRead() || c.readOwed) {
 		c.readLocked()
+		c.readOwed = c.core.WantRead()
 	}
 	c.release(c.lp.wbuf, -1)
 }
@@ -57,6 +58,11 @@ func (c *Conn) readLocked() {
 			}
 			buf = (*c.rtail)[:cap(*c.rtail)]
 		}
+	}
+	if !c.core.WantRead() {
+		// The read owed since before the core paused reading: no more
+		// than a read of netconn's would take.
+		buf = buf[:min(len(buf), have+c.core.Config().ReadBufferSize)]
 	}
 	n, err := readFd(int(c.fd), buf[have:])
 	now := netconn.Now()
@@ -188,7 +194,7 @@ func (c *Conn) flushParked() {
 // report its EPOLLHUP for ever.
 func (c *Conn) watchLocked() error {
 	var want uint32
-	if c.core.WantRead() {
+	if c.core.WantRead() || (c.readOwed && !c.core.Done()) {
 		want |= unix.EPOLLIN
 	}
 	if c.parked {
