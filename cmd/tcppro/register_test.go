@@ -60,7 +60,13 @@ func TestServeRegister(t *testing.T) {
 	if !strings.HasPrefix(ks[0], "/svc/echo/"+s.addr+"/") {
 		t.Fatalf("key %s, want /svc/echo/%s/ID", ks[0], s.addr)
 	}
-	if code, body := httpDo(t, "GET", "http://"+adminAddr+"/readyz"); code != 200 || !strings.Contains(body, "\nregistered: etcd://") {
+	// The key is in etcd a moment before the registration hears so.
+	var code int
+	var body string
+	if !etcdtest.Deadline(context.Background(), 5*time.Second, func() bool {
+		code, body = httpDo(t, "GET", "http://"+adminAddr+"/readyz")
+		return code == 200 && strings.Contains(body, "\nregistered: etcd://")
+	}) {
 		t.Errorf("/readyz: %d %q", code, body)
 	}
 	if _, body := httpDo(t, "GET", "http://"+adminAddr+"/metrics"); !strings.Contains(body, "tcppro_registered 1\n") {
