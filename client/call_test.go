@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -260,6 +261,8 @@ func TestConfigValidation(t *testing.T) {
 		{"RetryBudget.Tokens", client.Config{Addrs: addrs, RetryBudget: client.RetryBudget{Tokens: 0.5}}},
 		{"RetryBudget.Ratio", client.Config{Addrs: addrs, RetryBudget: client.RetryBudget{Ratio: 2}}},
 		{"HeartbeatTimeout", client.Config{Addrs: addrs, Session: session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: time.Second}}},
+		{"Transport", client.Config{Addrs: addrs, Transport: "io_uring"}},
+		{"Transport", client.Config{Addrs: addrs, Transport: netx.TransportEpoll, TLS: &tls.Config{}}},
 	} {
 		var ce *session.ConfigError
 		if _, err := client.New(tc.cfg); !errors.As(err, &ce) || ce.Field != tc.field {
