@@ -60,10 +60,15 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	if loops := c.eventLoops(nc); loops != nil {
 		var err error
 		if ltc, err = loops.Adopt(nc, core.Client, c.cfg.Session, core.Options{}, cc); err != nil {
-			return nil, err
+			// No descriptor left for the loop's copy: a goroutine, as
+			// with TransportNetConn.
+			c.log.Debug("event loop: connection not adopted; it gets a goroutine", "addr", ep.addr, "err", err)
+			ltc = nil
+		} else {
+			cc.tc = ltc
 		}
-		cc.tc = ltc
-	} else {
+	}
+	if ltc == nil {
 		ntc = netconn.New(nc, core.Client, c.cfg.Session, core.Options{}, cc)
 		cc.tc = ntc
 	}

@@ -41,6 +41,7 @@ func TestTransportSelection(t *testing.T) {
 		{netx.TransportNetConn, servers},
 	} {
 		t.Run(string(tc.transport), func(t *testing.T) {
+			before := readers()
 			c := newClient(t, client.Config{Addrs: addrs, Transport: tc.transport})
 			for i := range 4 * servers {
 				if _, err := c.Call(context.Background(), "echo", fmt.Appendf(nil, "call %d", i)); err != nil {
@@ -53,7 +54,7 @@ func TestTransportSelection(t *testing.T) {
 					t.Fatalf("%s is %s", e.Addr, e.State)
 				}
 			}
-			if got := readers(); got != tc.readers {
+			if got := readers() - before; got != tc.readers {
 				t.Errorf("%d connections on %s: %d reader goroutines, want %d", len(eps), tc.transport, got, tc.readers)
 			}
 			c.Close()

@@ -30,9 +30,11 @@ const (
 
 // TransportEnv, when set to "epoll" or "netconn", replaces TransportAuto's
 // choice in every server and client of the process where that transport
-// can serve the connection: so that one test suite runs on both
-// transports.
-const TransportEnv = "TCPPRO_TRANSPORT"
+// can serve the connection (TLS stays on netconn): so that one test suite
+// runs on both transports. It is not the serve and call commands'
+// TCPPRO_TRANSPORT, which sets their --transport flag (and an explicit
+// epoll refuses TLS).
+const TransportEnv = "TCPPRO_TRANSPORT_AUTO"
 
 // Validate reports an unknown transport, or one this system lacks.
 func (t Transport) Validate() error {

@@ -84,9 +84,11 @@ type Config struct {
 	// listener, no TLS) are owned by a few event loops (one per core; an
 	// idle connection holds no goroutine, no read buffer and no timer of
 	// its own), and the others — TLS, connections of a listener that wraps
-	// them — get a goroutine each. TransportEpoll refuses TLS;
-	// TransportNetConn gives every connection a goroutine. The protocol is
-	// the same either way.
+	// them — get a goroutine each, as do all when the loops cannot start.
+	// TransportEpoll refuses TLS; TransportNetConn gives every connection
+	// a goroutine. The protocol is the same either way; under the event
+	// loop Observer methods and ConnState may run on a loop's goroutine,
+	// and a handler's Request.Conn stands for the connection (see there).
 	Transport netx.Transport
 
 	// TLS, if set, serves every connection over TLS with this

@@ -325,24 +325,39 @@ func (s *Server) eventLoops(nc net.Conn) *evloop.Loops {
 }
 
 // serveOnLoop hands a plain TCP connection to an event loop: it has no
-// goroutine of its own. Nothing here blocks (no TLS handshake).
+// goroutine of its own. There is no TLS handshake to wait for; the hooks
+// of a new connection (ConnContext, ConnState) run here, on the accepting
+// goroutine. A connection the loops cannot take (no descriptor left for
+// their copy of it) gets a goroutine, as with TransportNetConn.
 func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.Conn) {
 	var tc *evloop.Conn
+	var ntc *netconn.Conn
 	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
 		var err error
-		tc, err = loops.Adopt(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
-		return tc, err
+		if tc, err = loops.Adopt(nc, core.Server, s.cfg.Session, s.coreOptions(), c); err != nil {
+			s.log.Debug("event loop: connection not adopted; it gets a goroutine", "remote", nc.RemoteAddr(), "err", err)
+			ntc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+			return ntc, nil
+		}
+		return tc, nil
 	})
-	if c == nil {
+	switch {
+	case c == nil:
 		s.connWG.Done()
-		return
+	case ntc != nil:
+		go func() {
+			defer s.connWG.Done()
+			ntc.Run()
+			s.endConn(c)
+		}()
+	default:
+		// On a goroutine of its own (evloop's promise): endConn runs
+		// the ConnState and Observer hooks, which may block.
+		tc.Start(func() {
+			defer s.connWG.Done()
+			s.endConn(c)
+		})
 	}
-	// On a goroutine of its own (evloop's promise): endConn runs the
-	// ConnState and Observer hooks, which may block.
-	tc.Start(func() {
-		defer s.connWG.Done()
-		s.endConn(c)
-	})
 }
 
 // setupConn runs the TLS handshake if any, builds the connection over

@@ -42,6 +42,7 @@ func TestTransportSelection(t *testing.T) {
 			t.Setenv(netx.TransportEnv, "") // auto means auto here
 			cfg := baseConfig()
 			cfg.Transport = tc.transport
+			before := readers()
 			ts := startServer(t, cfg, echoMux())
 			var peers []*rawPeer
 			for range conns {
@@ -53,7 +54,7 @@ func TestTransportSelection(t *testing.T) {
 					t.Fatalf("peer %d: answer %q, error frame %v", i, body, ef)
 				}
 			}
-			if got := readers(); got != tc.readers {
+			if got := readers() - before; got != tc.readers {
 				t.Errorf("%d connections on %s: %d reader goroutines, want %d", conns, tc.transport, got, tc.readers)
 			}
 		})

@@ -143,8 +143,8 @@ func TestKernelBounds(t *testing.T) {
 }
 
 func TestCleanEnv(t *testing.T) {
-	got := CleanEnv([]string{"PATH=/bin", "TCPPRO_MAX_CONNS=1", "HOME=/root", "TCPPRO_FAULTNET_REQUIRE=1", "TCPPRO_TRANSPORT=netconn"})
-	if strings.Join(got, " ") != "PATH=/bin HOME=/root TCPPRO_TRANSPORT=netconn" {
+	got := CleanEnv([]string{"PATH=/bin", "TCPPRO_MAX_CONNS=1", "HOME=/root", "TCPPRO_FAULTNET_REQUIRE=1", "TCPPRO_TRANSPORT_AUTO=netconn"})
+	if strings.Join(got, " ") != "PATH=/bin HOME=/root TCPPRO_TRANSPORT_AUTO=netconn" {
 		t.Errorf("CleanEnv: %v", got)
 	}
 }

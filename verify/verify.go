@@ -137,7 +137,7 @@ func SelfCommand(ctx context.Context, h *faultnet.Host, args ...string) *exec.Cm
 }
 
 // CleanEnv returns env without the TCPPRO_* variables, which tcppro's
-// subcommands read as flag values, except TCPPRO_TRANSPORT (netx's
+// subcommands read as flag values, except TCPPRO_TRANSPORT_AUTO (netx's
 // TransportEnv): the transport a run asks for reaches its servers and
 // clients too.
 func CleanEnv(env []string) []string {

@@ -58,8 +58,9 @@ type Conn struct {
 // then on the loop reads it and fires its timers, and a client's HELLO is
 // written (on this goroutine). onDone, if not nil, runs once, on a
 // goroutine of its own, after the socket is closed. Start must be called
-// once; a connection adopted by Loops closed since is closed with
-// ErrLoopsClosed.
+// once, unless the connection was closed before (Close closes the socket
+// of a connection never started); a connection adopted by Loops closed
+// since is closed with ErrLoopsClosed.
 func (c *Conn) Start(onDone func()) {
 	c.mu.Lock()
 	if c.started {

@@ -25,9 +25,10 @@ func (c *Conn) ready(ev uint32) {
 	if c.parked && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		c.flushParked()
 	}
-	if c.events&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && (c.core.WantRead() || c.readOwed) {
-		c.readLocked()
-		c.readOwed = c.core.WantRead()
+	if c.events&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && !c.core.Done() && (c.core.WantRead() || c.readOwed) {
+		if c.readLocked() {
+			c.readOwed = c.core.WantRead()
+		}
 	}
 	c.release(c.lp.wbuf, -1)
 }
@@ -37,8 +38,9 @@ func (c *Conn) ready(ev uint32) {
 // the previous read; only a frame larger than that buffer is read into a
 // buffer of the connection's own. What the core leaves unconsumed (the
 // start of a frame) is kept in a pooled buffer, dropped once the frame is
-// complete.
-func (c *Conn) readLocked() {
+// complete. It reports whether the read came to something (bytes, the end
+// of the stream or an error) rather than nothing (EAGAIN).
+func (c *Conn) readLocked() bool {
 	lp := c.lp
 	buf := lp.rbuf
 	have := 0
@@ -76,7 +78,7 @@ func (c *Conn) readLocked() {
 			bufpool.Put(c.rtail)
 			c.rtail = nil
 		case c.rtail != nil: // buf is the tail's buffer
-			*c.rtail = (*c.rtail)[:copy(*c.rtail, rest)]
+			*c.rtail = (*c.rtail)[:copy((*c.rtail)[:cap(*c.rtail)], rest)]
 		default:
 			nb := bufpool.Get(len(rest))
 			copy(*nb, rest)
@@ -84,11 +86,13 @@ func (c *Conn) readLocked() {
 		}
 	case err == unix.EAGAIN:
 		// Woken for nothing (another thread read it; spurious).
+		return false
 	case err == nil:
 		c.core.ReceiveEOF(now)
 	default:
 		c.core.ReadFailed(now, os.NewSyscallError("read", err))
 	}
+	return true
 }
 
 // writeLocked writes what the core has to send until nothing is left, the
@@ -121,6 +125,7 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 		runtime.Gosched()
 		c.mu.Lock()
 	}
+	written := 0 // by the loop, this time
 	for {
 		k := c.core
 		if k.Done() {
@@ -156,6 +161,17 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 		}
 		switch {
 		case err == nil:
+			if w == nil {
+				break
+			}
+			if written += n; written >= loopWriteBudget && (k.HasOutput() || k.WantFin()) && !k.Done() {
+				// The other connections of the loop wait while it
+				// writes this one's: it goes on when the loop next
+				// finds the socket writable (parked with nothing half
+				// written), after their events.
+				c.parked = true
+				return
+			}
 		case err == unix.EAGAIN && !k.Done():
 			p := bufpool.Get(len(buf) - n)
 			copy(*p, buf[n:])
@@ -168,8 +184,13 @@ func (c *Conn) writeLocked(w *[]byte, mine int) {
 }
 
 // flushParked, on the loop, writes the rest of a parked write; once it is
-// out, the writer role is free again.
+// out, the writer role is free again. (A connection parked by the loop's
+// write budget has nothing half written.)
 func (c *Conn) flushParked() {
+	if c.pend == nil {
+		c.parked, c.writing = false, false
+		return
+	}
 	for int(c.pendOff) < len(*c.pend) {
 		n, err := writeFd(int(c.fd), (*c.pend)[c.pendOff:])
 		if n > 0 {

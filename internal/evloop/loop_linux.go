@@ -29,6 +29,11 @@ const readSize = 128 << 10
 // answers.
 const maxWrite = 64 << 10
 
+// loopWriteBudget is about the most the loop writes for one connection
+// before it turns to the others' events: the rest waits for the socket's
+// next EPOLLOUT, one turn of the loop later.
+const loopWriteBudget = 4 * maxWrite
+
 // maxEvents is how many readiness events one epoll_wait returns at most.
 const maxEvents = 256
 
@@ -119,8 +124,11 @@ func (lp *loop) closeFds() {
 }
 
 // Close closes every connection of the loops with ErrLoopsClosed, stops
-// the loops and waits for their goroutines to return. Connections adopted
-// and not started yet are closed when they start. Close is idempotent.
+// the loops and waits for the loops' goroutines to return (a write in
+// progress on another goroutine closes its descriptor when it returns, and
+// the connections' onDone functions run on goroutines of their own, maybe
+// after Close has returned). Connections adopted and not started yet are
+// closed when they start. Close is idempotent.
 func (l *Loops) Close() error {
 	l.closeOnce.Do(func() {
 		for _, lp := range l.loops {
@@ -152,7 +160,7 @@ func (l *Loops) Close() error {
 }
 
 // pick returns the loop with the fewest connections (round robin among
-// equals), or nil once the loops are closed.
+// equals); nil only when there is none.
 func (l *Loops) pick() *loop {
 	start := int(l.next.Add(1))
 	var best *loop

@@ -311,3 +311,55 @@ func goroutines() int {
 }
 
 func runtimeGoroutines() int { return runtime.NumGoroutine() }
+
+// TestFrameLargerThanTheLoopsBuffer: a peer may send one frame as large as
+// the MAX_FRAME_SIZE it was given, larger than a loop's read buffer; it is
+// assembled over many reads in the connection's own buffer, byte for byte.
+func TestFrameLargerThanTheLoopsBuffer(t *testing.T) {
+	const size = 300 << 10
+	l := newLoops(t, 1)
+	nc, ns := tcpPair(t, 0)
+	startEv(t, l, ns, core.Server, session.Config{MaxFrameSize: 1 << 20, MaxMessageSize: 4 << 20, ConnMemory: 8 << 20}, newSink())
+	p := newRawPeer(nc)
+	p.handshake(t)
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	// One REQUEST frame, written in pieces so that it arrives over many
+	// reads.
+	frame := wire.AppendRequest(nil, 1, false, 0, "echo", nil, body)
+	go func() {
+		for off := 0; off < len(frame); off += 10000 {
+			if _, err := nc.Write(frame[off:min(off+10000, len(frame))]); err != nil {
+				return
+			}
+		}
+	}()
+	var got []byte
+	for {
+		f, err := p.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d bytes of the answer: %v", len(got), err)
+		}
+		switch f.Type {
+		case wire.TypeResponse:
+			_, chunk, err := wire.ParseResponse(f.Flags, f.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, chunk...)
+		case wire.TypeData:
+			got = append(got, f.Payload...)
+		default:
+			continue
+		}
+		if !f.More() {
+			break
+		}
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("the answer differs from the %d-byte request (%d bytes back)", size, len(got))
+	}
+}
