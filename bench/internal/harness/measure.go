@@ -139,6 +139,7 @@ func measureThroughput(ctx context.Context, cfg *Config, sc scenario, kind strin
 	scenario, inflight := sc.name, sc.inflight
 	total := cfg.Warmup + cfg.Duration
 	srv, err := startServerChild(ctx, cfg, kind, sc.conns+100, total+2*time.Minute, func(spec *childSpec) {
+		spec.InFlight = sc.conns * max(sc.inflight, 1)
 		if sc.tls {
 			spec.TLSDir = cfg.tls.dir
 		}

@@ -25,12 +25,15 @@ import (
 // (heartbeats on; every heartbeat interval when set, 5s by default) on the
 // given transport (auto: the event loop for plain TCP on Linux, a goroutine
 // per connection for TLS; netconn: a goroutine per connection), over TLS
-// when conf is set. Its handler echoes every
+// when conf is set. MaxConns and Workers are raised to maxConns and
+// inFlight where those are higher: the load offers that many connections
+// and calls in flight, and a request beyond Workers is refused
+// (OVERLOADED) where the other sides have no such bound. Its handler echoes every
 // request body; with handler "sleep" it also serves the method "sleep",
 // which sleeps for the duration in its body (time.ParseDuration syntax) and
 // then echoes it, or returns early with the context's error when the
 // request's context ends (cancel, deadline, connection closed).
-func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.Config, heartbeat time.Duration, transport netx.Transport) (stop func(), err error) {
+func startTcpproServer(ln net.Listener, maxConns, inFlight int, handler string, conf *tls.Config, heartbeat time.Duration, transport netx.Transport) (stop func(), err error) {
 	cfg := server.DefaultConfig()
 	cfg.Transport = transport
 	if heartbeat > 0 {
@@ -40,6 +43,9 @@ func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.
 	cfg.AllowEphemeralPort = true // the harness listens on 127.0.0.1:0
 	if cfg.MaxConns < maxConns {
 		cfg.MaxConns = maxConns
+	}
+	if cfg.Workers < inFlight {
+		cfg.Workers = inFlight
 	}
 	cfg.TLS = conf
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
