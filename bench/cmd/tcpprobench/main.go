@@ -1,4 +1,5 @@
-// Command tcpprobench benchmarks tcppro side by side against a minimal
+// Command tcpprobench benchmarks tcppro (on its event loop, and with a
+// goroutine per connection as tcppro-netconn) side by side against a minimal
 // goroutine-per-connection std-net echo server, grpc-go and gnet on
 // 127.0.0.1, and prints the ratios, the server CPU seconds per million
 // requests, the server memory per connection and the heartbeat CPU at many

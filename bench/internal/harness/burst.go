@@ -110,7 +110,7 @@ func newBurstLoad(cfg *Config, kind, addr string, conns int) (loadGen, error) {
 	switch kind {
 	case kindRaw, kindGnet:
 		return newRawBurstLoad(cfg, addr, conns)
-	case kindTcppro, kindGrpc:
+	case kindTcppro, kindTcpproNetConn, kindGrpc:
 		return newCallBurstLoad(cfg, kind, addr, conns)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)

@@ -217,8 +217,8 @@ func startServer(spec childSpec) (addr net.Addr, stop func(), err error) {
 			ln = tls.NewListener(ln, conf)
 		}
 		stop = startRawServer(ln, spec.BufWrite)
-	case kindTcppro:
-		stop, err = startTcpproServer(ln, spec.MaxConns, spec.Handler, conf, spec.Heartbeat)
+	case kindTcppro, kindTcpproNetConn:
+		stop, err = startTcpproServer(ln, spec.MaxConns, spec.InFlight, spec.Handler, conf, spec.Heartbeat, tcpproTransport(spec.Kind))
 	case kindGrpc:
 		stop = startGrpcServer(ln, conf, spec.Heartbeat)
 	default:
@@ -242,7 +242,7 @@ func holderChild(spec childSpec, out *replier) error {
 	switch spec.Kind {
 	case kindRaw, kindGnet:
 		h = &rawHolder{}
-	case kindTcppro:
+	case kindTcppro, kindTcpproNetConn: // a frame-level peer: no transport of its own
 		h = newTcpproHolder()
 	case kindGrpc:
 		h = &grpcHolder{}

@@ -1,6 +1,7 @@
-// Package harness is the side-by-side benchmark of tcppro against a minimal
-// goroutine-per-connection std-net echo server (raw), a grpc-go unary echo
-// (grpc) and a gnet v2 event-loop echo (gnet): the sides. Every server runs
+// Package harness is the side-by-side benchmark of tcppro (tcppro: Transport
+// auto, the event loop; tcppro-netconn: a goroutine per connection) against
+// a minimal goroutine-per-connection std-net echo server (raw), a grpc-go
+// unary echo (grpc) and a gnet v2 event-loop echo (gnet): the sides. Every server runs
 // as a separate child process (this executable re-exec'd, see ChildEnv), so
 // its CPU time (/proc/PID/stat utime+stime) and memory (/proc/PID/status
 // VmRSS, runtime heap+stack reported by the child itself) are its own; the
@@ -250,7 +251,7 @@ func (c *Config) scenarios() []scenario {
 	if c.wants("hb") {
 		out = append(out, scenario{
 			name: fmt.Sprintf("hb-%d", c.HBConns), family: "hb",
-			title: fmt.Sprintf("heartbeat CPU, %d idle conns, PING every %v (tcppro, grpc)", c.HBConns, c.HBInterval),
+			title: fmt.Sprintf("heartbeat CPU, %d idle conns, PING every %v (tcppro, tcppro-netconn, grpc)", c.HBConns, c.HBInterval),
 			conns: c.HBConns,
 		})
 	}
@@ -279,7 +280,8 @@ func (c *Config) scenarios() []scenario {
 	}
 	// Sides: all the selected ones, except pong (tcppro only: the other
 	// protocols have no PING of the client's to time behind slow handlers)
-	// and tls (gnet has no TLS).
+	// and tls (gnet has no TLS; tcppro over TLS runs on netconn under auto,
+	// so tcppro-netconn would only repeat it).
 	kept := out[:0]
 	for _, sc := range out {
 		switch {
@@ -418,7 +420,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 
 // runOne measures one side of one scenario once.
 func (r *Report) runOne(ctx context.Context, cfg *Config, sc scenario, kind string, rep int) {
-	label := fmt.Sprintf("rep %d/%d %-14s %-6s", rep+1, cfg.Reps, sc.name, kind)
+	label := fmt.Sprintf("rep %d/%d %-14s %-14s", rep+1, cfg.Reps, sc.name, kind)
 	if sc.family == "hb" {
 		s, err := measureHeartbeat(ctx, cfg, kind)
 		if err != nil {
@@ -459,7 +461,7 @@ func (r *Report) runOne(ctx context.Context, cfg *Config, sc scenario, kind stri
 // connections, then connections with slow calls running) against one
 // server, in alternating order across reps.
 func (r *Report) runPong(ctx context.Context, cfg *Config, sc scenario, rep int) {
-	label := fmt.Sprintf("rep %d/%d %-14s tcppro", rep+1, cfg.Reps, sc.name)
+	label := fmt.Sprintf("rep %d/%d %-14s %-14s", rep+1, cfg.Reps, sc.name, kindTcppro)
 	s, err := measurePong(ctx, cfg, sc, rep)
 	if err != nil {
 		r.errorf("%s: %v", label, err)

@@ -18,6 +18,8 @@ func TestMain(m *testing.M) {
 	if IsChild() {
 		os.Exit(ChildMain())
 	}
+	// Tiny runs: the goroutine counts settle at once.
+	settlePoll = 25 * time.Millisecond
 	os.Exit(m.Run())
 }
 
@@ -68,8 +70,9 @@ func TestQuickRun(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Fatalf("errors: %q", rep.Errors)
 	}
-	// rr-4, pipe, mem, hb, pong-1 and pong-3, burst, tls-rr.
-	if want := 5 + 5 + 8 + 4 + 2*10 + 6 + 5; len(rep.Rows) != want {
+	// rr-4, pipe (with its latency rows), mem, hb, pong-1 and pong-3,
+	// burst, tls-rr.
+	if want := 5 + 8 + 8 + 4 + 2*10 + 6 + 5; len(rep.Rows) != want {
 		t.Errorf("%d rows, want %d", len(rep.Rows), want)
 	}
 	scenarios := map[string]bool{}
@@ -80,7 +83,7 @@ func TestQuickRun(t *testing.T) {
 		case strings.HasPrefix(row.Scenario, "pong-"):
 			want = []string{kindTcppro} // no equivalent on the other sides
 		case strings.HasPrefix(row.Scenario, "tls-"):
-			want = []string{kindRaw, kindTcppro, kindGrpc} // gnet has no TLS
+			want = []string{kindRaw, kindTcppro, kindGrpc} // gnet has no TLS; tcppro-netconn = tcppro over TLS
 		}
 		if strings.HasPrefix(row.Metric, hostPressureMetric) && hostCPUPressure() < 0 {
 			continue // no PSI on this host: the row is empty
@@ -97,6 +100,29 @@ func TestQuickRun(t *testing.T) {
 		if row.Target != "" && row.Result != "PASS" && row.Result != "FAIL" {
 			t.Errorf("%s %s: result %q", row.Scenario, row.Metric, row.Result)
 		}
+		// tcppro against the other transport wherever both ran; in hb-N
+		// no ratio against the sides without heartbeats.
+		_, netconn := row.Ratios[ratioKey(kindTcpproNetConn)]
+		if slices.Contains(want, kindTcpproNetConn) && !netconn && row.Values[kindTcpproNetConn] != 0 {
+			t.Errorf("%s %s: no tcppro/tcppro-netconn ratio: %v", row.Scenario, row.Metric, row.Ratios)
+		}
+		if strings.HasPrefix(row.Scenario, "hb-") {
+			for _, k := range []string{kindRaw, kindGnet} {
+				if _, ok := row.Ratios[ratioKey(k)]; ok {
+					t.Errorf("%s %s: ratio against %s, which has no heartbeats", row.Scenario, row.Metric, k)
+				}
+			}
+		}
+		if row.Scenario == "pipe-2x8" && row.Metric == "call latency p99 ms" {
+			for _, k := range allSides {
+				if v := row.Values[k]; v <= 0 {
+					t.Errorf("pipe-2x8: %s p99 %v", k, v)
+				}
+			}
+		}
+	}
+	if !strings.Contains(table.String(), "tcppro/tcppro-netconn") {
+		t.Error("table has no tcppro/tcppro-netconn column")
 	}
 	for _, name := range []string{"rr-4", "pipe-2x8", "mem-40", "hb-40", "pong-1", "pong-3", "burst-4", "tls-rr-4"} {
 		if !scenarios[name] {
@@ -194,6 +220,31 @@ func TestMedian(t *testing.T) {
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
 		if got := median(c.in); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestLatHist(t *testing.T) {
+	var h latHist
+	for i := int64(1); i <= 10000; i++ {
+		h.add(i * 1000) // 1µs .. 10ms
+	}
+	n, p50, p99, pmax := mergeLatHists([]*latHist{&h, nil})
+	if n != 10000 || pmax != 10*time.Millisecond {
+		t.Fatalf("n %d max %v", n, pmax)
+	}
+	for _, c := range []struct{ got, want time.Duration }{{p50, 5 * time.Millisecond}, {p99, 9900 * time.Microsecond}} {
+		if d := float64(c.got-c.want) / float64(c.want); d < -0.04 || d > 0.04 {
+			t.Errorf("quantile %v, want %v within 4%%", c.got, c.want)
+		}
+	}
+	for _, ns := range []int64{0, 1, 31, 32, 33, 63, 64, 1000, 123456789, 1 << 39, 1 << 45} {
+		b := latBucket(ns)
+		if b < 0 || b >= latBuckets {
+			t.Fatalf("latBucket(%d) = %d", ns, b)
+		}
+		if v := latValue(b); ns < 1<<39 && (float64(v) < float64(ns)*0.97 || float64(v) > float64(ns)*1.03+1) {
+			t.Errorf("latValue(latBucket(%d)) = %d", ns, v)
 		}
 	}
 }

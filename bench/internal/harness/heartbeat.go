@@ -165,7 +165,7 @@ type hbSample struct {
 // cfg.HBWindow, cfg.HBSettle after every connection is up.
 func measureHeartbeat(ctx context.Context, cfg *Config, kind string) (hbSample, error) {
 	n := cfg.HBConns
-	s := hbSample{Conns: n, Heartbeat: kind == kindTcppro || kind == kindGrpc}
+	s := hbSample{Conns: n, Heartbeat: hasHeartbeat(kind)}
 	if s.Heartbeat {
 		s.Interval = cfg.HBInterval.Seconds()
 	}

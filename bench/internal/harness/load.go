@@ -29,7 +29,7 @@ func newLoad(kind, addr string, conns, inflight int, conf *tls.Config) (loadGen,
 	switch kind {
 	case kindRaw, kindGnet: // gnet serves the raw line protocol
 		return newRawLoad(addr, conns, inflight, conf)
-	case kindTcppro, kindGrpc:
+	case kindTcppro, kindTcpproNetConn, kindGrpc:
 		return newCallLoad(kind, addr, conns, inflight, conf)
 	}
 	return nil, fmt.Errorf("unknown kind %q", kind)

@@ -32,10 +32,13 @@ const clockTicks = 100
 
 type childSpec struct {
 	Role     string `json:"role"` // "server" or "holder"
-	Kind     string `json:"kind"` // a side: raw, tcppro, grpc, gnet
+	Kind     string `json:"kind"` // a side: raw, tcppro, tcppro-netconn, grpc, gnet
 	Addr     string `json:"addr,omitempty"`
 	Conns    int    `json:"conns,omitempty"`
 	MaxConns int    `json:"max_conns,omitempty"`
+	// InFlight is the most calls the load keeps in flight at once: a
+	// tcppro server gets at least that many workers (server.Config.Workers).
+	InFlight int    `json:"in_flight,omitempty"`
 	BufWrite bool   `json:"buf_write,omitempty"`
 	Handler  string `json:"handler,omitempty"` // tcppro server: "" (echo) or "sleep" (sleep and echo)
 	TLSDir   string `json:"tls_dir,omitempty"` // server: serve TLS with the certificate there

@@ -148,11 +148,15 @@ type rawLoad struct {
 	conns    []net.Conn
 	inflight int
 	base
+	latRecorder // with several in flight: one histogram per connection
 }
 
 func newRawLoad(addr string, conns, inflight int, conf *tls.Config) (*rawLoad, error) {
 	l := &rawLoad{inflight: inflight}
 	l.init(conns)
+	if inflight > 1 {
+		l.initLat(conns)
+	}
 	l.conns = make([]net.Conn, conns)
 	for i := range l.conns {
 		c, err := dialRaw(addr, conf)
@@ -179,13 +183,16 @@ func (l *rawLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 		}
 		l.wg.Add(2)
 		slots := make(chan struct{}, l.inflight)
+		// sent[seq%inflight] is when message seq was written; the slot
+		// it holds is not reused before the reader has read it.
+		sent := make([]atomic.Int64, l.inflight)
 		go func() {
 			defer l.wg.Done()
-			l.fail(rawPipeWriter(c, i, slots, l.done, maxPerConn))
+			l.fail(rawPipeWriter(c, i, slots, sent, l.win, l.done, maxPerConn))
 		}()
 		go func() {
 			defer l.wg.Done()
-			l.fail(rawPipeReader(c, i, slots, l.inflight, ctr, maxPerConn))
+			l.fail(rawPipeReader(c, i, slots, sent, l.win, l.hists[i], l.inflight, ctr, maxPerConn))
 		}()
 	}
 }
@@ -235,8 +242,9 @@ func rawOneAtATime(c net.Conn, id int, ctr *counter, max uint64, stopped *atomic
 // rawPipeWriter keeps up to cap(slots) messages in flight. It takes every
 // free slot at once and writes the messages in one Write, the way a
 // pipelining client coalesces (so the raw side is not handicapped by one
-// syscall per message on the shared CPU).
-func rawPipeWriter(c net.Conn, id int, slots chan struct{}, done <-chan struct{}, max uint64) error {
+// syscall per message on the shared CPU). Just before each Write it stamps
+// every message of it in sent.
+func rawPipeWriter(c net.Conn, id int, slots chan struct{}, sent []atomic.Int64, win *latWindow, done <-chan struct{}, max uint64) error {
 	buf := make([]byte, 0, cap(slots)*msgSize)
 	var seq uint64
 	for seq < max {
@@ -256,9 +264,14 @@ func rawPipeWriter(c net.Conn, id int, slots chan struct{}, done <-chan struct{}
 			}
 		}
 		buf = buf[:k*msgSize]
+		first := seq
 		for j := range k {
 			fillMsg(buf[j*msgSize:], id, seq)
 			seq++
+		}
+		now := win.now()
+		for s := first; s < seq; s++ {
+			sent[s%uint64(len(sent))].Store(now)
 		}
 		if _, err := c.Write(buf); err != nil {
 			return err
@@ -267,7 +280,9 @@ func rawPipeWriter(c net.Conn, id int, slots chan struct{}, done <-chan struct{}
 	return nil
 }
 
-func rawPipeReader(c net.Conn, id int, slots chan struct{}, inflight int, ctr *counter, max uint64) error {
+// rawPipeReader reads and checks the echoes in order, and records the
+// latency of those whose message was written in the window.
+func rawPipeReader(c net.Conn, id int, slots chan struct{}, sent []atomic.Int64, win *latWindow, hist *latHist, inflight int, ctr *counter, max uint64) error {
 	br := bufio.NewReaderSize(c, inflight*msgSize)
 	var got, want [msgSize]byte
 	for seq := uint64(0); seq < max; seq++ {
@@ -277,6 +292,9 @@ func rawPipeReader(c net.Conn, id int, slots chan struct{}, inflight int, ctr *c
 		fillMsg(want[:], id, seq)
 		if got != want {
 			return fmt.Errorf("conn %d seq %d: echo mismatch: %q", id, seq, got[:])
+		}
+		if start := sent[seq%uint64(len(sent))].Load(); win.in(start) {
+			hist.add(win.now() - start)
 		}
 		ctr.n.Add(1)
 		<-slots

@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tcppro/tcppro/netx"
 )
 
 // Row is one line of the result table: one metric of one scenario, for
@@ -18,9 +21,11 @@ type Row struct {
 	// Values is each side's median over reps; Reps its per-rep values.
 	Values map[string]float64   `json:"values"`
 	Reps   map[string][]float64 `json:"reps"`
-	// Ratios are tcppro against each other side ("tcppro/raw",
-	// "tcppro/grpc", "tcppro/gnet"): the median over reps of the paired
-	// per-rep ratios.
+	// Ratios are tcppro (Transport auto: the event loop) against each
+	// other side ("tcppro/raw", "tcppro/grpc", "tcppro/gnet",
+	// "tcppro/tcppro-netconn"): the median over reps of the paired per-rep
+	// ratios. In hb-N there is none against the sides without heartbeats
+	// (raw, gnet): their idle floor near zero makes it meaningless.
 	Ratios map[string]float64 `json:"ratios"`
 	// Ratio is Ratios["tcppro/raw"], the ratio the targets are set on.
 	Ratio    float64 `json:"ratio"`
@@ -101,10 +106,22 @@ func (r *Report) tputRows(sc scenario) {
 		return
 	}
 	rps.Headline, cpu.Headline = true, true
+	if sc.family == "pipe" {
+		// Latency with many calls in flight: from histograms (measure.go).
+		p50 := r.row(sc, "call latency p50 ms", "%.3f", get(func(s *tputSample) float64 { return s.P50 }))
+		p99 := r.row(sc, "call latency p99 ms", "%.3f", get(func(s *tputSample) float64 { return s.P99 }))
+		pmax := r.row(sc, "call latency max ms", "%.3f", get(func(s *tputSample) float64 { return s.Max }))
+		p99.Headline = true
+		r.Rows = append(r.Rows, *rps, *cpu, *p50, *p99, *pmax)
+		rps, cpu = nil, nil
+	}
 	load := r.row(sc, "load-gen CPU s/Mreq", "%.2f", get(func(s *tputSample) float64 { return s.LoadPerM }))
 	sys := r.row(sc, "server read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.SysReads + s.SysWrites }))
 	lsys := r.row(sc, "load-gen read+write syscalls/req", "%.2f", get(func(s *tputSample) float64 { return s.LoadSys }))
-	r.Rows = append(r.Rows, *rps, *cpu, *sys, *load, *lsys)
+	if rps != nil {
+		r.Rows = append(r.Rows, *rps, *cpu)
+	}
+	r.Rows = append(r.Rows, *sys, *load, *lsys)
 }
 
 // hostPressureMetric names the information row that tells how much the
@@ -189,6 +206,16 @@ func (r *Report) hbRows(sc scenario) {
 	perConn := r.row(sc, "server CPU µs per conn per s", "%.2f", get(func(s *hbSample) float64 { return s.Cores * 1e6 / float64(s.Conns) }))
 	sys := r.row(sc, "server read+write syscalls/conn/s", "%.2f", get(func(s *hbSample) float64 { return s.SysPerConnS }))
 	holder := r.row(sc, "holder CPU cores (the peers' side)", "%.4f", get(func(s *hbSample) float64 { return s.HolderCores }))
+	// Against a server without heartbeats the ratio is tcppro's cost over
+	// an idle floor near zero: no ratio.
+	for _, row := range []*Row{cores, perConn, sys, holder} {
+		for _, k := range sc.sides {
+			if !hasHeartbeat(k) {
+				delete(row.Ratios, ratioKey(k))
+			}
+		}
+		row.Ratio = row.Ratios[ratioKey(kindRaw)]
+	}
 	r.Rows = append(r.Rows, *cores, *perConn, *sys, *holder)
 }
 
@@ -271,13 +298,24 @@ func (r *Report) reportSides() []string {
 	return out
 }
 
-// ratioSides are the sides tcppro is compared with in the report.
+// ratioSides are the sides tcppro is compared with in the report, in the
+// order of its ratio columns: raw, grpc, gnet, then tcppro-netconn (the
+// same protocol on the other transport).
 func (r *Report) ratioSides() []string {
 	sides := r.reportSides()
 	if !slices.Contains(sides, kindTcppro) {
 		return nil
 	}
-	return slices.DeleteFunc(slices.Clone(sides), func(k string) bool { return k == kindTcppro })
+	return ratioOrder(slices.DeleteFunc(slices.Clone(sides), func(k string) bool { return k == kindTcppro }))
+}
+
+// ratioOrder puts tcppro-netconn, if there, after the other sides.
+func ratioOrder(sides []string) []string {
+	out := slices.DeleteFunc(slices.Clone(sides), func(k string) bool { return k == kindTcpproNetConn })
+	if len(out) < len(sides) {
+		out = append(out, kindTcpproNetConn)
+	}
+	return out
 }
 
 // WriteTable prints the report as an aligned table.
@@ -335,14 +373,14 @@ func (r *Report) WriteTable(w io.Writer) {
 	for _, sc := range r.scenarios {
 		switch sc.family {
 		case "hb":
-			fmt.Fprintf(w, "%s: server CPU over a %v window, %v after %d idle conns are up (holders: %d conns per process at most); PING every %v from the server (tcppro heartbeat, answered by the frame-level holder; grpc server keepalive Time, acked by the ClientConn's transport); raw and gnet have no heartbeat: their figure is the idle floor.\n",
+			fmt.Fprintf(w, "%s: server CPU over a %v window, %v after %d idle conns are up (holders: %d conns per process at most); PING every %v from the server (tcppro heartbeat, on either transport answered by the frame-level holder; grpc server keepalive Time, acked by the ClientConn's transport); raw and gnet have no heartbeat: their figure is the idle floor, and no ratio is given against them.\n",
 				sc.name, c.HBWindow, c.HBSettle, sc.conns, c.HolderConns, c.HBInterval)
 		case "pong":
 			fmt.Fprintf(w, "%s: tcppro only (the other protocols have no PING of the client's to time here); RTT of a PING sent every %v on each conn, from just before its write to its PONG, with %d sleep calls running per conn, and on idle conns as the baseline.\n", sc.name, c.PongEvery, c.PongSlow)
 		case "burst":
 			fmt.Fprintf(w, "%s: latency of every call started in the window, from just before its write (raw, gnet) or call (tcppro, grpc) to its verified answer; host CPU pressure = share of the window in which some task of the host waited for a CPU.\n", sc.name)
 		case "tls":
-			fmt.Fprintf(w, "%s: rr-%d over TLS 1.3 on each side (ECDSA P-256 certificate; gnet has no TLS); information, no target.\n", sc.name, sc.conns)
+			fmt.Fprintf(w, "%s: rr-%d over TLS 1.3 on each side (ECDSA P-256 certificate; gnet has no TLS; tcppro over TLS runs on netconn under auto, so tcppro-netconn would repeat it and is skipped); information, no target.\n", sc.name, sc.conns)
 		}
 	}
 	fmt.Fprintln(w)
@@ -379,8 +417,15 @@ func sideDesc(kind string, c Config) string {
 			return "raw: goroutine per conn, bufio.Reader + bufio.Writer flushed when input drained"
 		}
 		return "raw: goroutine per conn, bufio.Reader.ReadSlice('\\n') + conn.Write per message"
-	case kindTcppro:
-		return "tcppro: server.DefaultConfig() (heartbeat 5s; hb: 1s), echo handler; load: one client.Client per conn"
+	case kindTcppro, kindTcpproNetConn:
+		t := "Transport auto (plain TCP: the epoll event loop, internal/evloop; TLS: a goroutine per conn)"
+		if kind == kindTcpproNetConn {
+			t = "Transport netconn (a goroutine per conn, internal/netconn)"
+		}
+		if v := os.Getenv(netx.TransportEnv); v != "" && kind == kindTcppro {
+			t += fmt.Sprintf(" [%s=%s set: it replaces auto's choice]", netx.TransportEnv, v)
+		}
+		return kind + ": server.DefaultConfig() (heartbeat 5s; hb: 1s), echo handler, " + t + " on server and client; load: one client.Client per conn"
 	case kindGrpc:
 		return fmt.Sprintf("grpc: grpc-go unary echo, raw-bytes codec; keepalive server Time %v (hb: %v) Timeout %v, enforcement MinTime %v PermitWithoutStream, client Time %v Timeout %v PermitWithoutStream; load: one ClientConn per conn",
 			grpcServerKeepaliveTime, c.HBInterval, grpcServerKeepaliveTimeout, grpcEnforcementMinTime, grpcClientKeepaliveTime, grpcClientKeepaliveTimeout)

@@ -18,7 +18,7 @@ import (
 // resource.
 
 var sideColors = map[string]string{
-	kindRaw: "#7f7f7f", kindTcppro: "#1f77b4", kindGrpc: "#2ca02c", kindGnet: "#ff7f0e",
+	kindRaw: "#7f7f7f", kindTcppro: "#1f77b4", kindTcpproNetConn: "#9ecae1", kindGrpc: "#2ca02c", kindGnet: "#ff7f0e",
 }
 
 type svgDoc struct {
@@ -150,7 +150,7 @@ func (r *Report) chart(sc scenario, rows []Row) svgDoc {
 			add(svgText{X: cx, Y: base - h - 4, Anchor: "middle", Size: 10, Text: label})
 		}
 		var ratios []string
-		for _, k := range sc.sides {
+		for _, k := range ratioOrder(sc.sides) {
 			if v, ok := row.Ratios[ratioKey(k)]; ok && v != 0 && !math.IsInf(v, 0) {
 				ratios = append(ratios, fmt.Sprintf("%s %.2fx", ratioKey(k), v))
 			}

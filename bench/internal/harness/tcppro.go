@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/wire"
 )
@@ -21,14 +22,20 @@ import (
 // ---- tcppro server ----
 
 // startTcpproServer serves ln with a tcppro server at its defaults
-// (heartbeats on; every heartbeat interval when set, 5s by default), over
-// TLS when conf is set. Its handler echoes every
+// (heartbeats on; every heartbeat interval when set, 5s by default) on the
+// given transport (auto: the event loop for plain TCP on Linux, a goroutine
+// per connection for TLS; netconn: a goroutine per connection), over TLS
+// when conf is set. MaxConns and Workers are raised to maxConns and
+// inFlight where those are higher: the load offers that many connections
+// and calls in flight, and a request beyond Workers is refused
+// (OVERLOADED) where the other sides have no such bound. Its handler echoes every
 // request body; with handler "sleep" it also serves the method "sleep",
 // which sleeps for the duration in its body (time.ParseDuration syntax) and
 // then echoes it, or returns early with the context's error when the
 // request's context ends (cancel, deadline, connection closed).
-func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.Config, heartbeat time.Duration) (stop func(), err error) {
+func startTcpproServer(ln net.Listener, maxConns, inFlight int, handler string, conf *tls.Config, heartbeat time.Duration, transport netx.Transport) (stop func(), err error) {
 	cfg := server.DefaultConfig()
+	cfg.Transport = transport
 	if heartbeat > 0 {
 		cfg.Session.HeartbeatInterval = heartbeat
 	}
@@ -36,6 +43,9 @@ func startTcpproServer(ln net.Listener, maxConns int, handler string, conf *tls.
 	cfg.AllowEphemeralPort = true // the harness listens on 127.0.0.1:0
 	if cfg.MaxConns < maxConns {
 		cfg.MaxConns = maxConns
+	}
+	if cfg.Workers < inFlight {
+		cfg.Workers = inFlight
 	}
 	cfg.TLS = conf
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -114,9 +124,10 @@ func newRPCConns(kind, addr string, n int, conf *tls.Config) ([]rpcConn, error) 
 		var c rpcConn
 		var err error
 		switch kind {
-		case kindTcppro:
+		case kindTcppro, kindTcpproNetConn:
 			var cl *client.Client
 			ccfg := client.DefaultConfig()
+			ccfg.Transport = tcpproTransport(kind)
 			ccfg.Addrs = []string{addr}
 			ccfg.TLS = conf
 			if cl, err = client.New(ccfg); err == nil {
@@ -149,11 +160,15 @@ type callLoad struct {
 	inflight int
 	cancel   context.CancelFunc
 	base
+	latRecorder // with several in flight: one histogram per calling goroutine
 }
 
 func newCallLoad(kind, addr string, conns, inflight int, conf *tls.Config) (*callLoad, error) {
 	l := &callLoad{inflight: inflight, cancel: func() {}}
 	l.init(conns * inflight)
+	if inflight > 1 {
+		l.initLat(conns * inflight)
+	}
 	var err error
 	if l.conns, err = newRPCConns(kind, addr, conns, conf); err != nil {
 		return nil, err
@@ -172,13 +187,19 @@ func (l *callLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 			l.wg.Add(1)
 			go func() {
 				defer l.wg.Done()
-				l.fail(rpcCaller(ctx, cl, id, ctr, perCaller, &l.stopped))
+				var hist *latHist
+				if l.hists != nil {
+					hist = l.hists[id]
+				}
+				l.fail(rpcCaller(ctx, cl, id, ctr, perCaller, &l.stopped, l.win, hist))
 			}()
 		}
 	}
 }
 
-func rpcCaller(ctx context.Context, cl rpcConn, id int, ctr *counter, max uint64, stopped *atomic.Bool) error {
+// rpcCaller calls until max calls or stopped; with hist, it records the
+// latency of the calls started in win's window.
+func rpcCaller(ctx context.Context, cl rpcConn, id int, ctr *counter, max uint64, stopped *atomic.Bool, win *latWindow, hist *latHist) error {
 	var payload [msgSize]byte
 	// The answer goes into a buffer reused from call to call, as the raw
 	// load generator reads into its own.
@@ -188,6 +209,10 @@ func rpcCaller(ctx context.Context, cl rpcConn, id int, ctr *counter, max uint64
 			return nil
 		}
 		fillMsg(payload[:], id, seq)
+		var start int64
+		if hist != nil {
+			start = win.now()
+		}
 		var err error
 		resp, err = cl.call(ctx, payload[:], resp[:0])
 		if err != nil {
@@ -195,6 +220,9 @@ func rpcCaller(ctx context.Context, cl rpcConn, id int, ctr *counter, max uint64
 		}
 		if !bytes.Equal(resp, payload[:]) {
 			return fmt.Errorf("caller %d seq %d: echo mismatch: %q", id, seq, resp)
+		}
+		if hist != nil && win.in(start) {
+			hist.add(win.now() - start)
 		}
 		ctr.n.Add(1)
 	}
