@@ -62,12 +62,13 @@ type Config struct {
 	// ready server is ejected they are called anyway), and no subsetting.
 	Balancer balancer.Config
 
-	// Transport moves the connections' bytes (see netx.Transport). Default
-	// auto: on Linux, plain TCP connections (a *net.TCPConn from the
-	// dialer, or from Dial, without TLS) are owned by a few event loops
-	// of the client's (one per core), and the others — TLS, a Dial that
-	// returns another net.Conn — get a goroutine each. TransportEpoll
-	// refuses TLS; TransportNetConn gives every connection a goroutine.
+	// Transport moves the connections' bytes (see netx.Transport).
+	// TransportEpoll puts plain TCP connections (a *net.TCPConn from the
+	// dialer, or from Dial, without TLS) on a few event loops of the
+	// client's (one per core), and the others — a Dial that returns
+	// another net.Conn — on a goroutine each; it refuses TLS.
+	// TransportNetConn gives every connection a goroutine. Default auto:
+	// for now a goroutine per connection (see netx.TransportAuto).
 	Transport netx.Transport
 
 	// DialTimeout bounds each connect (the kernel alone would wait ~127 s

@@ -79,16 +79,17 @@ type Config struct {
 	// Session holds the per-connection limits and heartbeat timers.
 	Session session.Config
 
-	// Transport moves the connections' bytes (see netx.Transport). Default
-	// auto: on Linux, plain TCP connections (a *net.TCPConn from the
-	// listener, no TLS) are owned by a few event loops (one per core; an
-	// idle connection holds no goroutine, no read buffer and no timer of
-	// its own), and the others — TLS, connections of a listener that wraps
-	// them — get a goroutine each, as do all when the loops cannot start.
-	// TransportEpoll refuses TLS; TransportNetConn gives every connection
-	// a goroutine. The protocol is the same either way; under the event
-	// loop Observer methods and ConnState may run on a loop's goroutine,
-	// and a handler's Request.Conn stands for the connection (see there).
+	// Transport moves the connections' bytes (see netx.Transport).
+	// TransportEpoll puts plain TCP connections (a *net.TCPConn from the
+	// listener, no TLS) on a few event loops (one per core; an idle
+	// connection holds no goroutine, no read buffer and no timer of its
+	// own), and the others — connections of a listener that wraps them —
+	// on a goroutine each, as all when the loops cannot start; it refuses
+	// TLS. TransportNetConn gives every connection a goroutine. Default
+	// auto: for now a goroutine per connection (see netx.TransportAuto).
+	// The protocol is the same either way; under the event loop Observer
+	// methods and ConnState may run on a loop's goroutine, and a handler's
+	// Request.Conn stands for the connection (see there).
 	Transport netx.Transport
 
 	// TLS, if set, serves every connection over TLS with this

@@ -218,7 +218,7 @@ func startServer(spec childSpec) (addr net.Addr, stop func(), err error) {
 		}
 		stop = startRawServer(ln, spec.BufWrite)
 	case kindTcppro, kindTcpproNetConn:
-		stop, err = startTcpproServer(ln, spec.MaxConns, spec.InFlight, spec.Handler, conf, spec.Heartbeat, tcpproTransport(spec.Kind))
+		stop, err = startTcpproServer(ln, spec.MaxConns, spec.InFlight, spec.Handler, conf, spec.Heartbeat, tcpproTransport(spec.Kind, conf != nil))
 	case kindGrpc:
 		stop = startGrpcServer(ln, conf, spec.Heartbeat)
 	default:

@@ -1,5 +1,5 @@
 // Package harness is the side-by-side benchmark of tcppro (tcppro: Transport
-// auto, the event loop; tcppro-netconn: a goroutine per connection) against
+// epoll, the event loop; tcppro-netconn: a goroutine per connection) against
 // a minimal goroutine-per-connection std-net echo server (raw), a grpc-go
 // unary echo (grpc) and a gnet v2 event-loop echo (gnet): the sides. Every server runs
 // as a separate child process (this executable re-exec'd, see ChildEnv), so

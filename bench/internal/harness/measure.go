@@ -17,7 +17,7 @@ import (
 // The sides: the servers compared, each with its load generator and holder.
 const (
 	kindRaw    = "raw"    // goroutine-per-connection std-net line echo
-	kindTcppro = "tcppro" // tcppro server and client, Transport auto (the event loop)
+	kindTcppro = "tcppro" // tcppro server and client, Transport epoll (the event loop; TLS: auto)
 	// kindTcpproNetConn is tcppro with Transport netconn on server and
 	// client: a goroutine per connection.
 	kindTcpproNetConn = "tcppro-netconn"
@@ -35,12 +35,18 @@ func isTcppro(kind string) bool { return kind == kindTcppro || kind == kindTcppr
 // hasHeartbeat tells the sides whose server PINGs idle connections.
 func hasHeartbeat(kind string) bool { return isTcppro(kind) || kind == kindGrpc }
 
-// tcpproTransport is the transport of a tcppro side's server and client.
-func tcpproTransport(kind string) netx.Transport {
-	if kind == kindTcpproNetConn {
+// tcpproTransport is the transport of a tcppro side's server and client:
+// the event loop for tcppro (over TLS, which the loop does not carry,
+// auto: a goroutine per connection), a goroutine per connection for
+// tcppro-netconn.
+func tcpproTransport(kind string, tlsOn bool) netx.Transport {
+	switch {
+	case kind == kindTcpproNetConn:
 		return netx.TransportNetConn
+	case tlsOn:
+		return netx.TransportAuto
 	}
-	return netx.TransportAuto
+	return netx.TransportEpoll
 }
 
 // serverProc is a running server child.

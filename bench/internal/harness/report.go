@@ -21,7 +21,7 @@ type Row struct {
 	// Values is each side's median over reps; Reps its per-rep values.
 	Values map[string]float64   `json:"values"`
 	Reps   map[string][]float64 `json:"reps"`
-	// Ratios are tcppro (Transport auto: the event loop) against each
+	// Ratios are tcppro (Transport epoll: the event loop) against each
 	// other side ("tcppro/raw", "tcppro/grpc", "tcppro/gnet",
 	// "tcppro/tcppro-netconn"): the median over reps of the paired per-rep
 	// ratios. In hb-N there is none against the sides without heartbeats
@@ -418,7 +418,7 @@ func sideDesc(kind string, c Config) string {
 		}
 		return "raw: goroutine per conn, bufio.Reader.ReadSlice('\\n') + conn.Write per message"
 	case kindTcppro, kindTcpproNetConn:
-		t := "Transport auto (plain TCP: the epoll event loop, internal/evloop; TLS: a goroutine per conn)"
+		t := "Transport epoll (the event loop, internal/evloop; over TLS, auto: a goroutine per conn)"
 		if kind == kindTcpproNetConn {
 			t = "Transport netconn (a goroutine per conn, internal/netconn)"
 		}

@@ -23,8 +23,8 @@ import (
 
 // startTcpproServer serves ln with a tcppro server at its defaults
 // (heartbeats on; every heartbeat interval when set, 5s by default) on the
-// given transport (auto: the event loop for plain TCP on Linux, a goroutine
-// per connection for TLS; netconn: a goroutine per connection), over TLS
+// given transport (epoll: the event loop; auto, for TLS: a goroutine per
+// connection; netconn: a goroutine per connection), over TLS
 // when conf is set. MaxConns and Workers are raised to maxConns and
 // inFlight where those are higher: the load offers that many connections
 // and calls in flight, and a request beyond Workers is refused
@@ -127,7 +127,7 @@ func newRPCConns(kind, addr string, n int, conf *tls.Config) ([]rpcConn, error) 
 		case kindTcppro, kindTcpproNetConn:
 			var cl *client.Client
 			ccfg := client.DefaultConfig()
-			ccfg.Transport = tcpproTransport(kind)
+			ccfg.Transport = tcpproTransport(kind, conf != nil)
 			ccfg.Addrs = []string{addr}
 			ccfg.TLS = conf
 			if cl, err = client.New(ccfg); err == nil {
