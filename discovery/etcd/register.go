@@ -398,7 +398,12 @@ func (r *Registration) create(ctx context.Context, lease *clientv3.LeaseID) (int
 func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wch := r.cli.Watch(wctx, r.key, clientv3.WithRev(rev+1))
+	// Watch blocks until its stream is open, which an etcd gone since the
+	// put never lets happen: it is started aside, so that the keepalives
+	// go on (and find etcd gone) meanwhile.
+	started := make(chan clientv3.WatchChan, 1)
+	go func() { started <- r.cli.Watch(wctx, r.key, clientv3.WithRev(rev+1)) }()
+	var wch clientv3.WatchChan
 	interval := r.opts.TTL / 3
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
@@ -407,6 +412,7 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 		select {
 		case <-ctx.Done():
 			return nil
+		case wch = <-started:
 		case resp, ok := <-wch:
 			if !ok || resp.Err() != nil || resp.Canceled {
 				wch = nil // the keepalives check the key instead

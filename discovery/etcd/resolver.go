@@ -161,7 +161,12 @@ func (r *Resolver) read(ctx context.Context, cli *clientv3.Client) (map[string]s
 func (r *Resolver) follow(ctx context.Context, cli *clientv3.Client, keys map[string]string, rev int64, report func([]string)) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := cli.Watch(wctx, r.t.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	// Watch blocks until its stream is open, which an etcd gone since the
+	// read never lets happen: it is started aside, and the prefix is read
+	// again at Refresh whether or not it has started.
+	started := make(chan clientv3.WatchChan, 1)
+	go func() { started <- cli.Watch(wctx, r.t.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) }()
+	var wch clientv3.WatchChan
 	readAt := time.Now()
 	next := readAt.Add(r.opts.Refresh)
 	timer := time.NewTimer(r.opts.Refresh)
@@ -177,6 +182,7 @@ func (r *Resolver) follow(ctx context.Context, cli *clientv3.Client, keys map[st
 				next = soonest
 				timer.Reset(time.Until(next))
 			}
+		case wch = <-started:
 		case resp, ok := <-wch:
 			if !ok {
 				return errWatchClosed

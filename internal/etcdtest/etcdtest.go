@@ -10,6 +10,7 @@ package etcdtest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -165,14 +166,25 @@ func (s *Server) Target(prefix string) string {
 // Logs returns etcd's output so far.
 func (s *Server) Logs() string { return s.logs.String() }
 
+// freePort returns a port free on 127.0.0.1, drawn at random below the
+// kernel's ephemeral range (20000–32767). A member's ports are free while
+// it is stopped (an outage the test makes): a port of the ephemeral range
+// would then be handed to the next listener on port 0 of any test running
+// alongside — another member, a server — and the stopped member's clients
+// would talk to that instead of finding it gone.
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12768)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("etcdtest: no free port in 20000-32767")
+	return 0
 }
 
 // Deadline polls cond every 10ms until it holds or d passes; it reports
