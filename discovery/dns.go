@@ -164,14 +164,19 @@ func (r *dnsResolver) Run(ctx context.Context, update func(Set)) {
 		var set Set
 		var wait time.Duration
 		var fe *familyError
+		// pace is the wait after an answer: Refresh, or the TTL when
+		// shorter (never below MinRefresh).
+		pace := func() time.Duration {
+			if ttl < r.opts.Refresh {
+				return max(ttl, r.opts.MinRefresh)
+			}
+			return r.opts.Refresh
+		}
 		switch {
 		case err == nil:
 			good, failures = addrs, 0
 			set = Set{Addrs: addrs}
-			wait = r.opts.Refresh
-			if ttl < wait {
-				wait = max(ttl, r.opts.MinRefresh)
-			}
+			wait = pace()
 		case errors.As(err, &fe):
 			// One family answered: take it, keep the other's last good
 			// addresses, and go on at the answered family's pace (its
@@ -185,10 +190,7 @@ func (r *dnsResolver) Run(ctx context.Context, update func(Set)) {
 			}
 			failures = 0
 			set = Set{Addrs: good, Err: fe.err}
-			wait = r.opts.Refresh
-			if ttl < wait {
-				wait = max(ttl, r.opts.MinRefresh)
-			}
+			wait = pace()
 		default:
 			set = Set{Addrs: good, Err: err}
 			wait = backoff(r.opts, failures)

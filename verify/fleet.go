@@ -479,6 +479,16 @@ func waitEndpoints(ctx context.Context, ag *agent, name string, limit time.Durat
 	}
 }
 
+// allReady reports whether every server of the set is ready.
+func allReady(eps []endpointState) bool {
+	for _, e := range eps {
+		if e.State != "ready" {
+			return false
+		}
+	}
+	return len(eps) > 0
+}
+
 // endpointOf returns the client's view of server a.
 func endpointOf(eps []endpointState, a string) (endpointState, bool) {
 	for _, e := range eps {

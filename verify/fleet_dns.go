@@ -67,20 +67,9 @@ func dnsChange(ctx context.Context, env *Env) (Result, error) {
 	if _, err := ag.newClientSpec(ctx, "c", clientSpec{Target: target, Refresh: dnsRefresh}); err != nil {
 		return r, err
 	}
-	allReady := func(want []string) func([]endpointState) bool {
-		return func(eps []endpointState) bool {
-			if !sameAddrs(eps, want) {
-				return false
-			}
-			for _, e := range eps {
-				if e.State != "ready" {
-					return false
-				}
-			}
-			return true
-		}
-	}
-	if _, _, err := waitEndpoints(ctx, ag, "c", 10*time.Second, allReady(f.addrs(oldSet...))); err != nil {
+	if _, _, err := waitEndpoints(ctx, ag, "c", 10*time.Second, func(eps []endpointState) bool {
+		return sameAddrs(eps, f.addrs(oldSet...)) && allReady(eps)
+	}); err != nil {
 		return r, err
 	}
 	if _, err := ag.do(ctx, agentReq{Op: "load_start", Client: "c", Method: "echo", Body: "fleet", Workers: 4, Pace: 10 * time.Millisecond, Timeout: 2 * time.Second}); err != nil {
@@ -229,15 +218,7 @@ func subsetting(ctx context.Context, env *Env) (Result, error) {
 		name := fmt.Sprintf("c%d", id)
 		left := subsetBound - since(start, mono())
 		if _, _, err := waitEndpoints(ctx, ag, name, max(left, 0), func(eps []endpointState) bool {
-			if len(eps) != subsetSize {
-				return false
-			}
-			for _, e := range eps {
-				if e.State != "ready" {
-					return false
-				}
-			}
-			return true
+			return len(eps) == subsetSize && allReady(eps)
 		}); err != nil {
 			return r, err
 		}

@@ -170,16 +170,6 @@ func (l *etcdLab) loadJudged(s *loadSummary, after client.Stats) (string, bool) 
 	return line, s.Calls > 0 && s.failed() == 0 && s.Hung == 0 && refused == 0
 }
 
-// allReady reports whether every server of the set is ready.
-func allReady(eps []endpointState) bool {
-	for _, e := range eps {
-		if e.State != "ready" {
-			return false
-		}
-	}
-	return len(eps) > 0
-}
-
 // ---------------------------------------------------------------------------
 // scale-out
 
