@@ -242,11 +242,9 @@ type Client struct {
 	stats stats
 
 	// The event loops of the connections they own (Config.Transport),
-	// started with the first such connection; loopsDone once tried (or
-	// the client closed).
-	loopsMu   sync.Mutex
-	loops     *evloop.Loops
-	loopsDone bool
+	// started with the first such connection.
+	loops     evloop.Lazy
+	loopsWarn sync.Once
 }
 
 // New starts a client: it resolves its servers and begins connecting to
@@ -367,13 +365,7 @@ func (c *Client) Close() error {
 		cc.tc.Close(ErrClosed)
 	}
 	c.wg.Wait()
-	c.loopsMu.Lock()
-	c.loopsDone = true
-	loops := c.loops
-	c.loopsMu.Unlock()
-	if loops != nil {
-		loops.Close()
-	}
+	c.loops.Close()
 	return nil
 }
 

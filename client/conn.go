@@ -63,7 +63,6 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 			// No descriptor left for the loop's copy: a goroutine, as
 			// with TransportNetConn.
 			c.log.Debug("event loop: connection not adopted; it gets a goroutine", "addr", ep.addr, "err", err)
-			ltc = nil
 		} else {
 			cc.tc = ltc
 		}
@@ -106,16 +105,11 @@ func (c *Client) eventLoops(nc net.Conn) *evloop.Loops {
 	if !c.cfg.Transport.EventLoop(tcp && c.cfg.TLS == nil) {
 		return nil
 	}
-	c.loopsMu.Lock()
-	defer c.loopsMu.Unlock()
-	if c.loops == nil && !c.loopsDone {
-		var err error
-		if c.loops, err = evloop.NewLoops(0); err != nil {
-			c.log.Warn("event loops unavailable; connections get a goroutine each", "err", err)
-		}
-		c.loopsDone = true
+	loops, err := c.loops.Get()
+	if err != nil && !errors.Is(err, evloop.ErrLoopsClosed) {
+		c.loopsWarn.Do(func() { c.log.Warn("event loops unavailable; connections get a goroutine each", "err", err) })
 	}
-	return c.loops
+	return loops
 }
 
 func (cc *clientConn) usable() bool { return !cc.unusable.Load() }

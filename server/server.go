@@ -78,8 +78,8 @@ type Server struct {
 
 	// The event loops of the connections they own (Config.Transport),
 	// started with the first such connection.
-	loopsOnce sync.Once
-	loops     *evloop.Loops
+	loops     evloop.Lazy
+	loopsWarn sync.Once
 
 	namesMu sync.RWMutex
 	names   map[string]*string // interned method names
@@ -315,13 +315,11 @@ func (s *Server) eventLoops(nc net.Conn) *evloop.Loops {
 	if !s.cfg.Transport.EventLoop(tcp && s.cfg.TLS == nil) {
 		return nil
 	}
-	s.loopsOnce.Do(func() {
-		var err error
-		if s.loops, err = evloop.NewLoops(0); err != nil {
-			s.log.Warn("event loops unavailable; connections get a goroutine each", "err", err)
-		}
-	})
-	return s.loops
+	loops, err := s.loops.Get()
+	if err != nil && !errors.Is(err, evloop.ErrLoopsClosed) {
+		s.loopsWarn.Do(func() { s.log.Warn("event loops unavailable; connections get a goroutine each", "err", err) })
+	}
+	return loops
 }
 
 // serveOnLoop hands a plain TCP connection to an event loop: it has no
@@ -636,10 +634,7 @@ func (s *Server) finish() {
 	s.ageWG.Wait()
 	s.reserve.close()
 	s.hardStop()
-	s.loopsOnce.Do(func() {}) // none may start from now on
-	if s.loops != nil {
-		s.loops.Close()
-	}
+	s.loops.Close() // none may start from now on
 }
 
 // age is the ager: it enforces every connection's maximum age, checking
