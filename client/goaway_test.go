@@ -297,7 +297,13 @@ func TestDrainingEveryConnectionTypedError(t *testing.T) {
 		if _, err := fr.ServerHandshake(rawHello); err != nil {
 			return
 		}
-		fr.WriteGoAway(0, wire.ReasonShutdown, "going") // then close
+		fr.WriteGoAway(0, wire.ReasonShutdown, "going")
+		// Then close, gracefully: a close with the client's request
+		// unread would reset the connection, and the reset can reach the
+		// client before the GOAWAY it follows.
+		nc.(*net.TCPConn).CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, _ = io.Copy(io.Discard, nc)
 	})
 	c := newClient(t, client.Config{Addrs: []string{raw.addr}, Backoff: client.Backoff{Base: 20 * time.Millisecond}})
 	for i := 0; i < 5; i++ {
