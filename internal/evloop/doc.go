@@ -7,11 +7,14 @@
 //
 // Loops is a group of loops, about one per core. Each loop owns an epoll
 // set, an eventfd that wakes it, a timer heap of (deadline, connection), a
-// read buffer and a write buffer, and one goroutine that waits in
-// epoll_wait for the earliest deadline of its heap. While events keep
-// coming it polls without blocking, yielding between polls (a goroutine
-// blocked in a syscall gives up its P and must wait for one when it
-// wakes); after a few empty polls it blocks again.
+// read buffer and a write buffer, and one goroutine. The goroutine takes
+// the epoll set's events with non-blocking epoll_waits and, when there are
+// none, parks in Go's own poller, which watches the epoll descriptor (an
+// epoll set is readable while it has events), with the earliest deadline
+// of the heap (rounded up to the millisecond, so that the timers due in one
+// millisecond fire in one wake-up) as the descriptor's read deadline. No
+// thread blocks in epoll_wait: the scheduler resumes a loop as it resumes
+// any goroutine waiting for a socket.
 //
 // Adopt takes a connected *net.TCPConn out of Go's poller (it duplicates
 // the descriptor, makes it non-blocking and closes the net.Conn) and puts

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -49,14 +51,19 @@ type Loops struct {
 // its connections.
 type loop struct {
 	epfd, evfd int
+	// epf is the epoll descriptor as a file that Go's poller watches: the
+	// loop's goroutine parks in it (no thread blocked in epoll_wait) until
+	// the epoll set has events or its deadline passes.
+	epf  *os.File
+	eprc syscall.RawConn
 
 	mu         sync.Mutex
 	conns      []*Conn  // started and not closed, by slot (the low half of their id; 0 is the eventfd's)
 	free       []uint32 // slots free in conns
 	gen        uint32   // the high half of the last id given
 	timers     timerHeap
-	sleeping   bool  // the goroutine is in (or about to enter) epoll_wait
-	sleepUntil int64 // the deadline it sleeps until; 0: none
+	sleeping   bool  // the goroutine is parked (or about to park)
+	sleepUntil int64 // the deadline it parks until (a multiple of timerGrain); 0: none
 	woken      bool  // the eventfd was written and not read yet
 	closed     bool  // no more connections start on it
 	stopping   bool  // the goroutine must return
@@ -107,10 +114,18 @@ func newLoop() (*loop, error) {
 		unix.Close(evfd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
+	epf, eprc, err := pollable(epfd)
+	if err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
 	wbuf := make([]byte, 0, maxWrite)
 	return &loop{
 		epfd:   epfd,
 		evfd:   evfd,
+		epf:    epf,
+		eprc:   eprc,
 		conns:  make([]*Conn, 1),
 		rbuf:   make([]byte, readSize),
 		wbuf:   &wbuf,
@@ -118,8 +133,28 @@ func newLoop() (*loop, error) {
 	}, nil
 }
 
+// pollable hands the epoll descriptor to Go's poller (an epoll set is
+// readable while it has events), so that the loop can wait for it as any
+// goroutine waits for a socket, with a deadline.
+func pollable(epfd int) (*os.File, syscall.RawConn, error) {
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err == nil {
+		// Deadlines work only on a descriptor the poller took.
+		err = f.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("evloop: the runtime poller does not take an epoll descriptor: %w", err)
+	}
+	return f, rc, nil
+}
+
 func (lp *loop) closeFds() {
-	unix.Close(lp.epfd)
+	lp.epf.Close() // closes epfd
 	unix.Close(lp.evfd)
 }
 
@@ -288,7 +323,7 @@ func (lp *loop) arm(c *Conn, at int64) int64 {
 	default:
 		at = c.heapAt
 	}
-	wake := lp.sleeping && !lp.woken && (lp.sleepUntil == 0 || at < lp.sleepUntil)
+	wake := lp.sleeping && !lp.woken && (lp.sleepUntil == 0 || grain(at) < lp.sleepUntil)
 	if wake {
 		lp.woken = true
 	}
@@ -319,64 +354,82 @@ func (lp *loop) epollCtl(op int, c *Conn, events uint32) error {
 	return nil
 }
 
-// run is the loop's goroutine: it waits for readiness or the earliest
-// deadline, and hands both to the connections.
+// run is the loop's goroutine: it fires the timers due, takes the events
+// ready without blocking, and when there are none parks in Go's poller
+// until the epoll set has events (a connection's, or the eventfd's
+// wake-up) or the earliest timer is due. A goroutine, not a thread, waits:
+// the scheduler resumes it as it resumes a goroutine blocked on a socket,
+// with no thread blocked in epoll_wait and no processor to hand back when
+// it wakes (which, under load, set the pace of a loop that blocked in the
+// system call).
 func (lp *loop) run() {
-	spins := 0
+	deadline := int64(0) // the read deadline set on epf; 0: none
 	for {
-		if spins > 0 {
-			// Busy: poll without blocking, and let the goroutines the last
-			// events woke (handlers, callers) run meanwhile. A goroutine
-			// blocked in epoll_wait gives up its P, and waits for one when
-			// it wakes: under load that wait, not the syscall, would set
-			// the pace.
-			n, err := unix.EpollWait(lp.epfd, lp.events, 0)
-			if err == nil && n > 0 {
-				spins = maxSpins
-				lp.handle(n)
-				lp.fireTimers()
-				continue
-			}
-			spins--
-			runtime.Gosched()
-			continue
-		}
+		lp.fireTimers()
 		lp.mu.Lock()
 		if lp.stopping {
 			lp.mu.Unlock()
 			return
 		}
-		timeout := -1
 		lp.sleepUntil = 0
 		if top := lp.timers.top(); top != nil {
-			lp.sleepUntil = top.heapAt
-			timeout = 0
-			if d := top.heapAt - netconn.Now(); d > 0 {
-				timeout = int(min((d+999_999)/1_000_000, 1<<30)) // rounded up: never wake early
-			}
+			lp.sleepUntil = grain(top.heapAt)
 		}
-		lp.sleeping = timeout != 0
+		lp.sleeping = true
+		until := lp.sleepUntil
 		lp.mu.Unlock()
 
-		n, err := unix.EpollWait(lp.epfd, lp.events, timeout)
+		if until != deadline {
+			deadline = until
+			d := time.Time{}
+			if until != 0 {
+				d = netconn.Wall(until)
+			}
+			lp.epf.SetReadDeadline(d) // cannot fail: pollable checked it
+		}
+		n := 0
+		if until == 0 || until > netconn.Now() {
+			n = lp.park()
+		}
 
 		lp.mu.Lock()
 		lp.sleeping = false
 		lp.mu.Unlock()
-		if err != nil && err != unix.EINTR {
-			panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // EBADF, EFAULT, EINVAL: a bug
-		}
 		if n > 0 {
-			spins = maxSpins
 			lp.handle(n)
 		}
-		lp.fireTimers()
 	}
 }
 
-// maxSpins is how many empty non-blocking polls a loop makes, yielding
-// between them, before it blocks in epoll_wait again.
-const maxSpins = 3
+// timerGrain is the resolution of the loop's timers, in nanoseconds: the
+// loop wakes for a deadline at the next multiple of it (never early), so
+// that the timers due within one grain fire in one wake-up (the heartbeats
+// of many connections).
+const timerGrain = int64(time.Millisecond)
+
+func grain(at int64) int64 { return (at + timerGrain - 1) / timerGrain * timerGrain }
+
+// park waits in Go's poller until the epoll set has events or epf's
+// deadline passes, and returns how many events it took into lp.events.
+func (lp *loop) park() int {
+	n := 0
+	// Read calls the function before it waits: an event that arrived
+	// since run's last look is taken at once; one that arrives after the
+	// function found none makes the set readable, which the poller
+	// reports.
+	err := lp.eprc.Read(func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), lp.events, 0)
+		if err != nil && err != unix.EINTR {
+			panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // a bug
+		}
+		return n > 0
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		panic(fmt.Sprintf("evloop: waiting for the epoll set: %v", err)) // closed under the loop: a bug
+	}
+	return max(n, 0)
+}
 
 // handle hands the first n events of lp.events to their connections.
 func (lp *loop) handle(n int) {
