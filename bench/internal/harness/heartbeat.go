@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,6 +193,13 @@ func measureHeartbeat(ctx context.Context, cfg *Config, kind string) (hbSample, 
 	}
 	if err := srv.settle(ctx, cfg.HBSettle); err != nil {
 		return s, err
+	}
+	if cfg.CPUProfileDir != "" {
+		prof := filepath.Join(cfg.CPUProfileDir, fmt.Sprintf("hb-%d-%s.pprof", n, kind))
+		if _, err := srv.call(ctx, "prof-start "+prof, "ok", 10*time.Second); err != nil {
+			return s, err
+		}
+		defer srv.call(ctx, "prof-stop", "ok", 10*time.Second)
 	}
 	cpu0, err := procCPU(srv.pid())
 	if err != nil {
