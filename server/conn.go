@@ -128,7 +128,8 @@ func (c *conn) setStateLocked(st ConnState) {
 func (c *conn) Ready(wire.Hello) {}
 
 // Request implements core.Sink: it takes a worker, or refuses the request
-// (OVERLOADED), and starts the handler on a goroutine of its own.
+// (OVERLOADED), and hands the handler to the server's pool of goroutines
+// (an idle one, or a new one if every one is busy).
 func (c *conn) Request(in core.Incoming) bool {
 	s := c.s
 	if !s.acquireWorker() {
@@ -158,9 +159,18 @@ func (c *conn) Request(in core.Incoming) bool {
 	}
 	c.running[in.ID] = ctx
 	c.mu.Unlock()
-	go c.serve(r, ctx)
+	s.pool.Go(job{c, r, ctx})
 	return true
 }
+
+// job is one request for the server's pool of handler goroutines.
+type job struct {
+	c   *conn
+	r   *request
+	ctx *reqCtx
+}
+
+func (j job) run() { j.c.serve(j.r, j.ctx) }
 
 // Cancelled implements core.Sink: the client cancelled a request.
 func (c *conn) Cancelled(id uint64) {

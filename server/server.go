@@ -31,6 +31,7 @@ import (
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/internal/netconn"
+	"github.com/tcppro/tcppro/internal/workpool"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -81,6 +82,9 @@ type Server struct {
 	loops     evloop.Lazy
 	loopsWarn sync.Once
 
+	// pool runs the handlers, on goroutines kept for reuse.
+	pool *workpool.Pool[job]
+
 	namesMu sync.RWMutex
 	names   map[string]*string // interned method names
 
@@ -90,7 +94,7 @@ type Server struct {
 	// own, so that these writes do not evict the fields around them,
 	// which every request reads, from the other CPUs' caches.
 	_        cpu.CacheLinePad
-	busy     atomic.Int64  // workers in use
+	busy     atomic.Int64  // workers in use (the handlers running on pool)
 	requests atomic.Uint64 // requests answered (Stats.Requests)
 	_        cpu.CacheLinePad
 }
@@ -116,6 +120,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		closing:   make(chan struct{}),
 		gone:      make(chan struct{}, 1),
 	}
+	s.pool = workpool.New(job.run, 0)
 	s.hardCtx, s.hardStop = context.WithCancel(context.Background())
 	s.budget = &budget{limit: math.MaxInt64} // counted even when not bounded: Stats.MemoryHeld
 	if cfg.MemoryBudget > 0 {
@@ -635,6 +640,7 @@ func (s *Server) finish() {
 	s.reserve.close()
 	s.hardStop()
 	s.loops.Close() // none may start from now on
+	s.pool.Close()
 }
 
 // age is the ager: it enforces every connection's maximum age, checking
