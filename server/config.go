@@ -38,7 +38,9 @@ type Config struct {
 
 	// Workers bounds the handlers running at once, across all connections.
 	// A request that finds every worker busy is answered at once with
-	// CodeOverloaded (never processed, safe to retry elsewhere). Default 1024.
+	// CodeOverloaded (never processed, safe to retry elsewhere). Handlers
+	// run on goroutines kept for reuse; one idle for one to two seconds
+	// ends, so a burst's goroutines do not outlive it. Default 1024.
 	Workers int
 
 	// MemoryBudget bounds the bytes held for all connections together:

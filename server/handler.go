@@ -39,8 +39,10 @@ type Request struct {
 	ResponseMetadata wire.Metadata
 }
 
-// Handler answers requests. ServeTCP runs on a goroutine of its own, one of
-// the server's bounded workers; ctx is cancelled when the client cancels
+// Handler answers requests. ServeTCP runs on one of the server's worker
+// goroutines (at most Config.Workers at once, kept for reuse: a goroutine
+// that runs no request for one to two seconds ends), never on a
+// connection's reader or an event loop; ctx is cancelled when the client cancels
 // the request (CANCEL), when the connection ends, when the request's
 // deadline (the client's, capped by Config.HandlerTimeout) passes, and
 // once ServeTCP has returned. The returned slice is copied before

@@ -9,9 +9,11 @@
 //	...
 //	srv.Shutdown(ctx) // GOAWAY, finish in-flight work, close
 //
-// Each connection is driven by the protocol core (internal/core) over its
-// net.Conn (internal/netconn): one reading goroutine per connection, and a
-// goroutine per request being handled.
+// Each connection is driven by the protocol core (internal/core), either
+// over its net.Conn with one reading goroutine per connection
+// (internal/netconn) or by an event loop (internal/evloop), as
+// Config.Transport chooses. Handlers run on a pool of goroutines kept for
+// reuse (internal/workpool), at most Config.Workers at once.
 package server
 
 import (
