@@ -64,9 +64,10 @@ type Config struct {
 
 	// Transport moves the connections' bytes (see netx.Transport).
 	// TransportEpoll puts plain TCP connections (a *net.TCPConn from the
-	// dialer, or from Dial, without TLS) on a few event loops of the
-	// client's (one per core), and the others — a Dial that returns
-	// another net.Conn — on a goroutine each; it refuses TLS.
+	// dialer, or from Dial, without TLS) on a few event loops (one per
+	// core) that every Client of the process shares, and the others — a
+	// Dial that returns another net.Conn — on a goroutine each; it refuses
+	// TLS.
 	// TransportNetConn gives every connection a goroutine. Default auto:
 	// for now a goroutine per connection (see netx.TransportAuto).
 	Transport netx.Transport
@@ -241,9 +242,10 @@ type Client struct {
 	wg    sync.WaitGroup
 	stats stats
 
-	// The event loops of the connections they own (Config.Transport),
-	// started with the first such connection.
-	loops     evloop.Lazy
+	// The event loops of the connections they own (Config.Transport): the
+	// process's, shared by every Client, held from the first such
+	// connection to Close.
+	loops     evloop.SharedRef
 	loopsWarn sync.Once
 }
 
