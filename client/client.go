@@ -69,7 +69,8 @@ type Config struct {
 	// Dial that returns another net.Conn — on a goroutine each; it refuses
 	// TLS.
 	// TransportNetConn gives every connection a goroutine. Default auto:
-	// for now a goroutine per connection (see netx.TransportAuto).
+	// the event loop for plain TCP on Linux, a goroutine per connection
+	// over TLS and elsewhere (see netx.TransportAuto).
 	Transport netx.Transport
 
 	// DialTimeout bounds each connect (the kernel alone would wait ~127 s

@@ -38,9 +38,11 @@ func TestTransportSelection(t *testing.T) {
 		readers   int
 	}{
 		{netx.TransportEpoll, 0},
+		{netx.TransportAuto, 0}, // plain TCP on Linux: the event loop
 		{netx.TransportNetConn, servers},
 	} {
 		t.Run(string(tc.transport), func(t *testing.T) {
+			t.Setenv(netx.TransportEnv, "") // auto is the default here
 			before := readers()
 			c := newClient(t, client.Config{Addrs: addrs, Transport: tc.transport})
 			for i := range 4 * servers {

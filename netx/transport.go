@@ -13,13 +13,14 @@ type Transport string
 
 // Transports.
 const (
-	// TransportAuto is the default: TransportNetConn for now. It is to
-	// pick TransportEpoll on Linux for plain TCP connections (a
-	// *net.TCPConn, no TLS) once the event loop is level with the
-	// goroutine per connection on request/response throughput; today it
-	// holds an idle connection in a third of the memory but serves
-	// 0.84–1.05× the calls per second (bench/, README "Performance").
-	// TransportEnv makes it pick the event loop already.
+	// TransportAuto is the default: TransportEpoll on Linux for plain TCP
+	// connections (a *net.TCPConn without TLS, whether the server's or
+	// the client's own or from a caller's listener or Dial), and
+	// TransportNetConn for the others (TLS, a listener or Dial that wraps
+	// its connections, other systems). The event loop holds an idle
+	// connection in a fraction of the memory and serves at least as many
+	// calls per second (bench/, README "Performance"); TransportEnv
+	// changes the choice for a whole process.
 	TransportAuto Transport = "auto"
 	// TransportEpoll is the event loop: a few loops (one per core) own the
 	// sockets through epoll; an idle connection holds no goroutine, no
@@ -71,5 +72,5 @@ func (t Transport) EventLoop(plain bool) bool {
 	case string(TransportEpoll):
 		return true
 	}
-	return false // auto: the goroutine per connection, for now
+	return true // auto: the event loop for plain TCP on Linux
 }

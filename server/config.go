@@ -88,7 +88,8 @@ type Config struct {
 	// own), and the others — connections of a listener that wraps them —
 	// on a goroutine each, as all when the loops cannot start; it refuses
 	// TLS. TransportNetConn gives every connection a goroutine. Default
-	// auto: for now a goroutine per connection (see netx.TransportAuto).
+	// auto: the event loop for plain TCP on Linux, a goroutine per
+	// connection over TLS and elsewhere (see netx.TransportAuto).
 	// The protocol is the same either way; under the event loop Observer
 	// methods and ConnState may run on a loop's goroutine, and a handler's
 	// Request.Conn stands for the connection (see there).

@@ -77,8 +77,9 @@ flood:
 		t.Fatalf("all %d PINGs were read though none of their PONGs was", pings)
 	}
 
-	// Whatever reached the peer: PONGs, possibly the final ERROR, then the
-	// end of the stream.
+	// Whatever reached the peer: PONGs, the server's own heartbeat PINGs
+	// (its interval, 200 ms, may pass while the flood is read), possibly the
+	// final ERROR, then the end of the stream.
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var pongs int
 	var final *wire.Code
@@ -90,6 +91,7 @@ flood:
 		switch f.Type {
 		case wire.TypePong:
 			pongs++
+		case wire.TypePing:
 		case wire.TypeError:
 			code, _, _, _ := wire.ParseError(f.ID, f.Flags, f.Payload)
 			final = &code

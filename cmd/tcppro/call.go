@@ -41,7 +41,7 @@ func runCall(args []string) int {
 	concurrency := fs.Int("concurrency", 1, "calls in flight at once")
 	timeout := fs.Duration("timeout", 5*time.Second, "deadline of each call")
 	dialTimeout := fs.Duration("dial-timeout", d.DialTimeout, "connect timeout")
-	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the default: for now a goroutine per connection), epoll (the event loop, Linux, plain TCP only), netconn (a goroutine per connection)")
+	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the default: the event loop for plain TCP on Linux, a goroutine per connection over TLS), epoll (the event loop, Linux, plain TCP only), netconn (a goroutine per connection)")
 	policy := fs.String("balancer", string(balancer.P2C), "how calls are spread over the servers: p2c (power of two choices on latency × calls in flight) or round-robin")
 	subset := fs.Int("subset", 0, "connect to a deterministic subset of this many servers (0: every one)")
 	subsetID := fs.Int("subset-id", 0, "this client's id among the fleet's clients, from 1, for --subset (0: random)")

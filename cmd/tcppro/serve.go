@@ -57,7 +57,7 @@ func runServe(args []string) int {
 	tlsCert := fs.String("tls-cert", "", "serve TLS with the PEM certificate (and chain) in `FILE`; the pair is reloaded when its files change, without a restart (needs --tls-key)")
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
 	tlsClientCA := fs.String("tls-client-ca", "", "require client certificates signed by the PEM CA certificates in `FILE` (mutual TLS; needs --tls-cert)")
-	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the default: for now a goroutine per connection), epoll (the event loop, Linux, plain TCP only: no goroutine per idle connection), netconn (a goroutine per connection)")
+	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the default: the event loop for plain TCP on Linux, a goroutine per connection over TLS), epoll (the event loop, Linux, plain TCP only: no goroutine per idle connection), netconn (a goroutine per connection)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT, and of the old process's drain after an upgrade (SIGHUP)")
 	up := defineUpgradeFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
