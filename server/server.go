@@ -49,6 +49,7 @@ type Server struct {
 	log     *slog.Logger
 	obs     Observer
 	budget  *budget
+	params  *core.Params // every connection's (with budget)
 	reserve reserveFD
 
 	hardCtx  context.Context // cancelled by Shutdown and Close: TLS handshakes in progress end
@@ -121,6 +122,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.MemoryBudget > 0 {
 		s.budget.limit = cfg.MemoryBudget
 	}
+	s.params = core.NewParams(core.Server, cfg.Session, core.Options{Budget: s.budget})
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -297,7 +299,7 @@ func (s *Server) runConn(base context.Context, nc net.Conn) {
 	defer s.connWG.Done()
 	var tc *netconn.Conn
 	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
-		tc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+		tc = netconn.New(nc, s.params, c)
 		return tc, nil
 	})
 	if c == nil {
@@ -332,9 +334,9 @@ func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.C
 	var ntc *netconn.Conn
 	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
 		var err error
-		if tc, err = loops.Adopt(nc, core.Server, s.cfg.Session, s.coreOptions(), c); err != nil {
+		if tc, err = loops.Adopt(nc, s.params, c); err != nil {
 			s.log.Debug("event loop: connection not adopted; it gets a goroutine", "remote", nc.RemoteAddr(), "err", err)
-			ntc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+			ntc = netconn.New(nc, s.params, c)
 			return ntc, nil
 		}
 		return tc, nil
@@ -421,8 +423,6 @@ func (s *Server) endConn(c *conn) {
 	c.setState(StateClosed)
 	s.connEnded(c, c.remote, err, c.start)
 }
-
-func (s *Server) coreOptions() core.Options { return core.Options{Budget: s.budget} }
 
 // handshake runs the TLS handshake, bounded by HandshakeTimeout and cut
 // short by Close.

@@ -39,23 +39,19 @@ func (c *Conn) ReceiveEOF(now int64) {
 	if c.failed || c.eof || c.done {
 		return
 	}
-	c.eof, c.eofAt = true, now
+	c.eof, c.rare().endAt = true, now
 	switch {
-	case c.finSent, c.role == Client && c.finWanted:
+	case c.finSent, c.p.role == Client && c.finWanted:
 		// This side had nothing left to do either (a client with no
 		// call left wants to FIN only once its last bytes are out): the
 		// connection ends gracefully.
 		c.finish()
 	case c.refused:
 		c.settle(now) // the FIN follows the ERROR, then the connection is done
-	case c.role == Client || !c.helloRecv:
+	case c.p.role == Client || !c.helloRecv:
 		c.fail(now, connClosed("the peer closed the connection", nil), nil)
 	default:
-		for _, id := range c.reqIDs() {
-			if r := c.reqs[id]; r.st == reqReceiving {
-				c.dropRequest(r)
-			}
-		}
+		c.dropReceiving()
 		c.settle(now)
 	}
 }
@@ -63,7 +59,7 @@ func (c *Conn) ReceiveEOF(now int64) {
 // FinSent reports that the transport half-closed the socket after WantFin
 // (halfClosed), or, when it cannot half-close, that it closed it.
 func (c *Conn) FinSent(now int64, halfClosed bool) {
-	c.finSent, c.finAt = true, now
+	c.finSent, c.rare().endAt = true, now
 	if !halfClosed || c.eof {
 		c.finish()
 	}
@@ -75,15 +71,17 @@ func (c *Conn) fail(now int64, err error, final func([]byte) []byte) {
 	if c.failed || c.done {
 		return
 	}
-	c.failed, c.err, c.failAt = true, err, now
+	x := c.rare()
+	c.failed, x.err, x.endAt = true, err, now
 	o := &c.out
 	for o.ring != nil {
 		c.unring(o.ring)
 	}
-	c.addQueued(-(len(o.fifo) - o.fifoOff))
-	o.fifo, o.fifoOff = nil, 0
-	o.ctrl, o.ctrlOff, o.ctrlN, o.peerN = nil, 0, 0, 0
-	if c.role == Client {
+	c.addQueued(-o.fifo.len())
+	o.fifo.reset()
+	o.ctrl.reset()
+	o.peerN = 0
+	if c.p.role == Client {
 		c.endAllCalls(err)
 	} else {
 		c.dropReceiving()
@@ -105,7 +103,7 @@ func (c *Conn) finish() {
 		return
 	}
 	c.done = true
-	if c.role == Server {
+	if c.p.role == Server {
 		c.dropReceiving()
 	}
 	if !c.failed {
@@ -134,8 +132,8 @@ func (c *Conn) drained() bool {
 	if c.refused {
 		return true
 	}
-	if c.role == Client {
-		return (c.goingAway || c.draining) && len(c.calls) == 0 && c.waiting.head == nil
+	if c.p.role == Client {
+		return (c.goingAway || c.cl.draining) && len(c.cl.calls) == 0 && c.cl.waiting.head == nil
 	}
 	return (c.goingAway || c.eof) && c.inflight == 0
 }

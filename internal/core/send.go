@@ -3,6 +3,7 @@ package core
 import (
 	"math"
 
+	"github.com/tcppro/tcppro/internal/bufpool"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -18,28 +19,71 @@ import (
 // message's remaining head and body); inTransit the bytes handed to the
 // transport and not yet reported written.
 type outQueue struct {
-	ctrl    []byte
-	ctrlOff int
-	ctrlN   int // frames in ctrl[ctrlOff:]
-	peerN   int // of those, frames owed to the peer (see peerControl)
+	ctrl  frames
+	peerN int // of the frames in ctrl, those owed to the peer (see peerControl)
 
-	fifo    []byte
-	fifoOff int
+	fifo frames
 
-	ring     *msg // the message whose turn is next; nil when none
-	fifoTurn bool // the fifo's turn comes before the ring's next chunk
+	ring *msg // the message whose turn is next; nil when none
 
 	queued    int
 	inTransit int
 	waitStart int64 // since when output is pending without progress
-	paused    bool  // server: reading paused (see WantRead)
 
 	framesOut, bytesOut uint64
+
+	fifoTurn bool // the fifo's turn comes before the ring's next chunk
+	paused   bool // server: reading paused (see WantRead)
 }
 
-// keepCap is the largest buffer an idle queue keeps; larger ones are
-// dropped when they empty, so an idle connection holds little.
-const keepCap = 512
+// frames is a queue of whole encoded frames. Its buffer is borrowed from
+// bufpool while it holds frames and given back once they have all been
+// handed out, so that a connection with nothing to send holds none.
+type frames struct {
+	buf *[]byte // nil when empty
+	off int     // bytes of *buf handed out
+}
+
+// add appends the frame that frame encodes and returns its length.
+func (q *frames) add(frame func([]byte) []byte) int {
+	if q.buf == nil {
+		q.buf = bufpool.Get(0)
+	}
+	n := len(*q.buf)
+	*q.buf = frame(*q.buf)
+	return len(*q.buf) - n
+}
+
+// len is the number of bytes not handed out yet.
+func (q *frames) len() int {
+	if q.buf == nil {
+		return 0
+	}
+	return len(*q.buf) - q.off
+}
+
+// rest returns the bytes not handed out yet.
+func (q *frames) rest() []byte {
+	if q.buf == nil {
+		return nil
+	}
+	return (*q.buf)[q.off:]
+}
+
+// took reports n more bytes handed out (copied by the caller): once all
+// are, the buffer is given back.
+func (q *frames) took(n int) {
+	q.off += n
+	if q.off == len(*q.buf) {
+		q.reset()
+	}
+}
+
+// reset drops what is left and gives the buffer back.
+func (q *frames) reset() {
+	bufpool.Put(q.buf)
+	q.buf, q.off = nil, 0
+}
 
 // minChunk is the smallest body chunk Transmit cuts to fill the room left
 // in a buffer that already holds frames.
@@ -53,7 +97,7 @@ const maxChunk = wire.DefaultMaxFrameSize
 // pending is the number of bytes waiting to leave: queued, control and in
 // transit.
 func (o *outQueue) pending() int {
-	return o.queued + len(o.ctrl) - o.ctrlOff + o.inTransit
+	return o.queued + o.ctrl.len() + o.inTransit
 }
 
 // willQueue is called before anything is added to the queue: output that
@@ -72,8 +116,7 @@ func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
 	}
 	o := &c.out
 	o.willQueue(now)
-	o.ctrl = frame(o.ctrl)
-	o.ctrlN++
+	o.ctrl.add(frame)
 	c.updatePause(now)
 }
 
@@ -83,9 +126,7 @@ func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
 func (c *Conn) queueAnswer(now int64, frame func([]byte) []byte) {
 	o := &c.out
 	o.willQueue(now)
-	n := len(o.fifo)
-	o.fifo = frame(o.fifo)
-	c.addQueued(len(o.fifo) - n)
+	c.addQueued(o.fifo.add(frame))
 	c.updatePause(now)
 }
 
@@ -112,10 +153,10 @@ func (c *Conn) peerControl(now int64, frame func([]byte) []byte) {
 // reads the refusal, so it cannot cause more), so that a burst of refusals
 // is never taken for a flood (protocol.md §11.3).
 func (c *Conn) floodBound() int {
-	if c.role == Server {
-		return c.cfg.MaxQueuedControl + c.cfg.MaxInFlight
+	if c.p.role == Server {
+		return c.p.cfg.MaxQueuedControl + c.p.cfg.MaxInFlight
 	}
-	return c.cfg.MaxQueuedControl
+	return c.p.cfg.MaxQueuedControl
 }
 
 // peerFrame reports whether the control frame b was queued by peerControl:
@@ -193,14 +234,14 @@ func (c *Conn) unring(m *msg) {
 // bytes are answers, held against the memory bounds until transmitted.
 func (c *Conn) addQueued(n int) {
 	c.out.queued += n
-	if c.role != Server || n == 0 {
+	if c.p.role != Server || n == 0 {
 		return
 	}
-	if c.opts.Budget != nil {
+	if c.p.opts.Budget != nil {
 		if n > 0 {
-			c.opts.Budget.Reserve(n, true)
+			c.p.opts.Budget.Reserve(n, true)
 		} else {
-			c.opts.Budget.Release(-n)
+			c.p.opts.Budget.Release(-n)
 		}
 	}
 }
@@ -218,26 +259,23 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 		return dst
 	}
 	start := len(dst)
-	for o.ctrlOff < len(o.ctrl) {
-		n := wire.FrameLen(o.ctrl[o.ctrlOff:])
+	for o.ctrl.len() > 0 {
+		b := o.ctrl.rest()
+		n := wire.FrameLen(b)
 		if len(dst) > start && len(dst)-start+n > max {
 			break
 		}
-		if peerFrame(o.ctrl[o.ctrlOff:]) {
+		if peerFrame(b) {
 			o.peerN--
 		}
-		dst = append(dst, o.ctrl[o.ctrlOff:o.ctrlOff+n]...)
-		o.ctrlOff += n
-		o.ctrlN--
+		dst = append(dst, b[:n]...)
+		o.ctrl.took(n)
 		o.framesOut++
-	}
-	if o.ctrlOff == len(o.ctrl) {
-		o.ctrl, o.ctrlOff = trim(o.ctrl), 0
 	}
 	// Data only once every control frame is out. The ring and the fifo
 	// take turns, across calls too: when a chunk filled the last call,
 	// the fifo goes first in this one.
-	if !c.failed && o.ctrlOff == len(o.ctrl) {
+	if !c.failed && o.ctrl.len() == 0 {
 		// At most one partial chunk of a large message per call: a control
 		// frame queued while these bytes are written waits behind one
 		// chunk at most (protocol.md §1), whatever the peer's
@@ -246,25 +284,23 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 		chunked := false
 		for len(dst)-start < max {
 			progressed := false
-			if m := o.ring; m != nil && !chunked && !(o.fifoTurn && o.fifoOff < len(o.fifo)) {
+			if m := o.ring; m != nil && !chunked && !(o.fifoTurn && o.fifo.len() > 0) {
 				dst, progressed = c.nextChunk(now, dst, max-(len(dst)-start), len(dst) == start)
 				o.fifoTurn = progressed
 				chunked = progressed && m.inRing // a part of m left, m has more to send
 			}
-			for o.fifoOff < len(o.fifo) {
-				n := wire.FrameLen(o.fifo[o.fifoOff:])
+			for o.fifo.len() > 0 {
+				b := o.fifo.rest()
+				n := wire.FrameLen(b)
 				if len(dst) > start && len(dst)-start+n > max {
 					break
 				}
-				dst = append(dst, o.fifo[o.fifoOff:o.fifoOff+n]...)
-				o.fifoOff += n
+				dst = append(dst, b[:n]...)
+				o.fifo.took(n)
 				o.framesOut++
 				c.addQueued(-n)
 				progressed = true
 				o.fifoTurn = false
-			}
-			if o.fifoOff == len(o.fifo) {
-				o.fifo, o.fifoOff = trim(o.fifo), 0
 			}
 			if !progressed {
 				break
@@ -275,14 +311,6 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 	c.updatePause(now)
 	c.admit(now) // what left the write queue makes room for waiting calls
 	return dst
-}
-
-// trim empties a drained buffer, dropping it if it grew large.
-func trim(b []byte) []byte {
-	if cap(b) > keepCap {
-		return nil
-	}
-	return b[:0]
 }
 
 // nextChunk appends the next frame of the message whose turn it is: its
@@ -376,7 +404,7 @@ func (c *Conn) ReadFailed(now int64, err error) {
 // be handed out.
 func (c *Conn) DataQueued() bool {
 	o := &c.out
-	return !c.failed && !c.done && (o.ring != nil || o.fifoOff < len(o.fifo))
+	return !c.failed && !c.done && (o.ring != nil || o.fifo.len() > 0)
 }
 
 // HasOutput reports whether Transmit has frames to hand out.
@@ -385,10 +413,10 @@ func (c *Conn) HasOutput() bool {
 	if c.done {
 		return false
 	}
-	if o.ctrlOff < len(o.ctrl) {
+	if o.ctrl.len() > 0 {
 		return true
 	}
-	return !c.failed && (o.ring != nil || o.fifoOff < len(o.fifo))
+	return !c.failed && (o.ring != nil || o.fifo.len() > 0)
 }
 
 // WantFin reports whether the transport should half-close the socket (send
@@ -403,10 +431,10 @@ func (c *Conn) WantFin() bool {
 // The heartbeat's silence is counted from the resumption: nothing could be
 // received while reading was paused.
 func (c *Conn) updatePause(now int64) {
-	if c.role != Server {
+	if c.p.role != Server {
 		return
 	}
-	p := c.out.pending() >= c.cfg.WriteQueueSize
+	p := c.out.pending() >= c.p.cfg.WriteQueueSize
 	if c.out.paused && !p {
 		c.lastRecv = max(c.lastRecv, now)
 	}

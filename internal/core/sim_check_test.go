@@ -319,8 +319,8 @@ func (w *world) check() {
 	if cli.InFlight() > limit {
 		w.fail("client has %d calls in flight, the limit is %d", cli.InFlight(), limit)
 	}
-	if cli.Usable() && cli.waiting.head != nil && len(cli.calls) < limit && cli.out.queued < cfg.WriteQueueSize {
-		w.fail("a call waits though %d of %d calls are in flight and %d of %d bytes queued", len(cli.calls), limit, cli.out.queued, cfg.WriteQueueSize)
+	if cli.Usable() && cli.cl.waiting.head != nil && len(cli.cl.calls) < limit && cli.out.queued < cfg.WriteQueueSize {
+		w.fail("a call waits though %d of %d calls are in flight and %d of %d bytes queued", len(cli.cl.calls), limit, cli.out.queued, cfg.WriteQueueSize)
 	}
 	if cli.out.queued >= cfg.WriteQueueSize+max(sc.maxReq, 1) {
 		w.fail("client queues %d bytes, WriteQueueSize %d + largest request %d", cli.out.queued, cfg.WriteQueueSize, sc.maxReq)
@@ -342,8 +342,8 @@ func (sc *scenario) end() {
 		}
 	}
 	srv := w.srv.conn
-	if srv.held != 0 || srv.out.queued != 0 || w.budget.n != 0 || len(srv.reqs) != 0 {
-		w.fail("server holds %d bytes, queues %d, %d requests; Budget %d", srv.held, srv.out.queued, len(srv.reqs), w.budget.n)
+	if srv.held != 0 || srv.out.queued != 0 || w.budget.n != 0 || srv.reqs.len() != 0 {
+		w.fail("server holds %d bytes, queues %d, %d requests; Budget %d", srv.held, srv.out.queued, srv.reqs.len(), w.budget.n)
 	}
 	if w.p.flood {
 		if !errors.Is(w.srv.closedErr, session.ErrControlFlood) {
@@ -352,8 +352,8 @@ func (sc *scenario) end() {
 		return
 	}
 	cli := w.cli.conn
-	if len(cli.calls) != 0 || cli.waiting.head != nil || len(cli.deadlines) != 0 {
-		w.fail("client still holds %d calls, %d deadlines", len(cli.calls), len(cli.deadlines))
+	if len(cli.cl.calls) != 0 || cli.cl.waiting.head != nil || len(cli.cl.deadlines) != 0 {
+		w.fail("client still holds %d calls, %d deadlines", len(cli.cl.calls), len(cli.cl.deadlines))
 	}
 	graceful := w.cli.closedErr == nil && w.srv.closedErr == nil
 	for _, rec := range sc.calls {

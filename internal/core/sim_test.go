@@ -415,7 +415,7 @@ func (sc *scenario) answer(rec *simCall) {
 	if rec.cancelled {
 		rec.dropped = true
 	}
-	before, failed, fifo := c.out.queued, c.failed, len(c.out.fifo)-c.out.fifoOff
+	before, failed, fifo := c.out.queued, c.failed, c.out.fifo.len()
 	switch rec.ans.kind {
 	case ansOK:
 		c.Answer(w.now, rec.id, rec.ans.md, rec.ans.body)
@@ -431,7 +431,7 @@ func (sc *scenario) answer(rec *simCall) {
 	}
 	if !c.failed {
 		sc.srvQueued += d
-		if len(c.out.fifo)-c.out.fifoOff > fifo {
+		if c.out.fifo.len() > fifo {
 			sc.fifoWait++
 		}
 	}

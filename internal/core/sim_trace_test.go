@@ -104,7 +104,7 @@ func (s *side) tapOut(b []byte, max int) {
 // peer sent (PONGs and refusals), which MaxQueuedControl bounds.
 func (o *outQueue) peerControlQueued() int {
 	n := 0
-	for b := o.ctrl[o.ctrlOff:]; len(b) >= wire.HeaderLen; b = b[wire.FrameLen(b):] {
+	for b := o.ctrl.rest(); len(b) >= wire.HeaderLen; b = b[wire.FrameLen(b):] {
 		h, _ := wire.ParseHeader(b)
 		if h.Type == wire.TypePong || (h.Type == wire.TypeError && h.ID != 0) {
 			n++

@@ -16,7 +16,6 @@ import (
 
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/netconn"
-	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -178,9 +177,10 @@ func (l *Loops) pick() *loop {
 // type is an error, and nc is left to the caller). It duplicates the
 // socket's descriptor, makes it non-blocking and closes nc, so that Go's
 // poller no longer watches it (socket options set on nc stay), and returns
-// a Conn driving a new core on it, on the least-loaded loop. Nothing is
-// read or written before Start. On error nc is left open.
-func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core.Options, sink core.Sink) (*Conn, error) {
+// a Conn driving a new core on it (with p, the Params its endpoint
+// shares), on the least-loaded loop. Nothing is read or written before
+// Start. On error nc is left open.
+func (l *Loops) Adopt(nc net.Conn, p *core.Params, sink core.Sink) (*Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return nil, fmt.Errorf("evloop: Adopt takes a *net.TCPConn, not a %T", nc)
@@ -203,7 +203,7 @@ func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core
 	c.addrs.set(0, addrPort(tc.LocalAddr()))
 	c.addrs.set(1, addrPort(tc.RemoteAddr()))
 	tc.Close() // our duplicate keeps the socket open
-	c.core = core.New(role, cfg, opts, sink, netconn.Now())
+	c.core = p.New(sink, netconn.Now())
 	lp.n.Add(1)
 	return c, nil
 }
