@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -200,22 +199,11 @@ func (l *Loops) Adopt(nc net.Conn, p *core.Params, sink core.Sink) (*Conn, error
 		return nil, err
 	}
 	c := &Conn{lp: lp, fd: int32(fd), heapIdx: -1, created: netconn.Now()}
-	c.addrs.set(0, addrPort(tc.LocalAddr()))
-	c.addrs.set(1, addrPort(tc.RemoteAddr()))
+	c.addrs.set(tc.LocalAddr(), tc.RemoteAddr())
 	tc.Close() // our duplicate keeps the socket open
 	c.core = p.New(sink, netconn.Now())
 	lp.n.Add(1)
 	return c, nil
-}
-
-// addrPort is a's address and port (kept so: a net.Addr costs more).
-func addrPort(a net.Addr) netip.AddrPort {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	ap := ta.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // dupFd duplicates tc's descriptor (close-on-exec, non-blocking).
