@@ -150,7 +150,7 @@ func TestIdleConnFootprint(t *testing.T) {
 		maxStack  float64
 		goroutine float64 // per connection
 	}{
-		{netx.TransportEpoll, 2000, 800, 512, 0},
+		{netx.TransportEpoll, 2000, 700, 512, 0},
 		{netx.TransportNetConn, 1000, 4 << 10, 8 << 10, 1},
 	} {
 		t.Run(string(tc.transport), func(t *testing.T) {

@@ -53,6 +53,7 @@ const maxKeptResp = 64 << 10
 // session.RetrySafe accepts), the deadline has passed, or the call is too
 // large for the peer.
 func (c *Conn) Call(now int64, cl *Call) error {
+	defer c.rest()
 	if c.p.role != Client {
 		panic("core: Call on a server connection")
 	}
@@ -112,7 +113,7 @@ func (c *Conn) admit(now int64) {
 	}
 	limit := min(c.p.cfg.MaxInFlight, int(c.peer.MaxInFlight))
 	for cl := c.cl.waiting.head; cl != nil; cl = c.cl.waiting.head {
-		if len(c.cl.calls) >= limit || c.out.queued >= c.p.cfg.WriteQueueSize {
+		if len(c.cl.calls) >= limit || c.queued() >= c.p.cfg.WriteQueueSize {
 			return
 		}
 		if err := c.checkCall(cl); err != nil {
@@ -139,6 +140,7 @@ func (c *Conn) admit(now int64) {
 // cancelled with CANCEL (protocol.md §9). A call that has ended already is
 // left alone.
 func (c *Conn) Abandon(now int64, cl *Call, err error) {
+	defer c.rest()
 	if cl.st == callIdle {
 		return
 	}
@@ -284,6 +286,7 @@ func (c *Conn) clientGoAway(now int64, f wire.Frame) error {
 // finish; and once none is left the connection closes (FIN), as after the
 // server's GOAWAY.
 func (c *Conn) Drain(now int64) {
+	defer c.rest()
 	if c.p.role != Client || c.failed || c.done || c.cl.draining {
 		return
 	}

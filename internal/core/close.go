@@ -24,6 +24,7 @@ import (
 // server or the client is closing). Every call ends with err; the
 // transport must close the socket (Done).
 func (c *Conn) Close(now int64, err error) {
+	defer c.rest()
 	if err == nil {
 		err = session.ErrConnClosed
 	}
@@ -36,6 +37,7 @@ func (c *Conn) Close(now int64, err error) {
 // reading, drops requests whose frames were still arriving, and finishes
 // those in flight before its own FIN (protocol.md §12).
 func (c *Conn) ReceiveEOF(now int64) {
+	defer c.rest()
 	if c.failed || c.eof || c.done {
 		return
 	}
@@ -59,6 +61,7 @@ func (c *Conn) ReceiveEOF(now int64) {
 // FinSent reports that the transport half-closed the socket after WantFin
 // (halfClosed), or, when it cannot half-close, that it closed it.
 func (c *Conn) FinSent(now int64, halfClosed bool) {
+	defer c.rest()
 	c.finSent, c.rare().endAt = true, now
 	if !halfClosed || c.eof {
 		c.finish()
@@ -73,14 +76,16 @@ func (c *Conn) fail(now int64, err error, final func([]byte) []byte) {
 	}
 	x := c.rare()
 	c.failed, x.err, x.endAt = true, err, now
-	o := &c.out
-	for o.ring != nil {
-		c.unring(o.ring)
+	if b := c.b; b != nil {
+		o := &b.out
+		for o.ring != nil {
+			c.unring(o.ring)
+		}
+		c.addQueued(-o.fifo.len())
+		o.fifo.reset()
+		o.ctrl.reset()
+		o.peerN = 0
 	}
-	c.addQueued(-o.fifo.len())
-	o.fifo.reset()
-	o.ctrl.reset()
-	o.peerN = 0
 	if c.p.role == Client {
 		c.endAllCalls(err)
 	} else {
@@ -118,7 +123,7 @@ func (c *Conn) settle(now int64) {
 	switch {
 	case c.done:
 	case c.failed:
-		if c.out.pending() == 0 {
+		if c.pending() == 0 {
 			c.finish()
 		}
 	case !c.finWanted && c.drained():
@@ -135,7 +140,7 @@ func (c *Conn) drained() bool {
 	if c.p.role == Client {
 		return (c.goingAway || c.cl.draining) && len(c.cl.calls) == 0 && c.cl.waiting.head == nil
 	}
-	return (c.goingAway || c.eof) && c.inflight == 0
+	return (c.goingAway || c.eof) && c.inflight() == 0
 }
 
 // connClosed is ErrConnClosed with what happened.

@@ -19,11 +19,16 @@
 // protocol: it moves bytes and time, and closes the socket when Done says
 // so.
 //
+// An idle connection holds only its Conn: connections share their Params,
+// and take what they need while they have work (output, requests in
+// flight) from a pool, giving it back once done (see busy).
+//
 // Times are monotonic nanoseconds on any scale the transport chooses (0 is
 // never a valid deadline: deadlines of 0 mean none).
 package core
 
 import (
+	"sync"
 	"time"
 
 	"github.com/tcppro/tcppro/session"
@@ -164,10 +169,11 @@ func (p *Params) Config() session.Config { return p.cfg }
 
 // Conn is one connection's protocol state. See the package comment.
 //
-// An idle connection holds this struct and nothing else: its output
-// buffers are borrowed while bytes wait to leave, a server's first request
-// in flight is held inline (a table is made for more), a client's state is
-// apart, so that a server's connections do not carry it.
+// An idle connection holds this struct and nothing else: what it needs
+// while it has work (output, requests in flight) is made when work comes
+// and given back when it is done (see busy), a client's state is apart,
+// so that a server's connections do not carry it, and so is what few
+// connections need (see rare).
 type Conn struct {
 	p    *Params
 	sink Sink
@@ -181,19 +187,14 @@ type Conn struct {
 	pingSeq    uint64 // the last PING's payload (the outstanding one's, if pingOut)
 	rtt        time.Duration
 
-	// Output: control frames first, then data in turns.
-	out outQueue
-
-	// Server.
-	reqs      reqTable
-	highestID uint64
-	inflight  int // requests receiving or handled, not cancelled
-	held      int // bytes reserved for the peer (Budget and ConnMemory)
-
+	b  *busy        // while the connection has work: see busy
 	cl *clientState // client only
 	x  *rare        // made on first need: see rare
 
-	framesIn, bytesIn uint64
+	highestID uint64 // server: the highest request id received
+
+	framesIn, bytesIn   uint64
+	framesOut, bytesOut uint64
 
 	helloRecv bool
 	pingOut   bool // a PING awaits its PONG
@@ -205,6 +206,96 @@ type Conn struct {
 	finSent   bool
 	failed    bool // the connection failed or was closed; err says why
 	done      bool // the transport must close the socket now
+	fifoTurn  bool // the fifo's turn comes before the ring's next chunk (see Transmit)
+	paused    bool // server: reading paused (see WantRead)
+}
+
+// busy is what a connection holds while it has work: output queued or in
+// transit, requests in flight. It is taken from a pool when work comes
+// and given back, once the connection has none left, at the end of the
+// method that finished it (rest), so that an idle connection holds none
+// and a busy one does not allocate it for each request.
+type busy struct {
+	// Output: control frames first, then data in turns.
+	out outQueue
+
+	// Server.
+	reqs     reqTable
+	inflight int // requests receiving or handled, not cancelled
+	held     int // bytes reserved for the peer (Budget and ConnMemory)
+}
+
+var busyPool = sync.Pool{New: func() any { return new(busy) }}
+
+// work returns the connection's busy state, taking one if it has none.
+func (c *Conn) work() *busy {
+	if c.b == nil {
+		c.b = busyPool.Get().(*busy)
+	}
+	return c.b
+}
+
+// idle reports whether b holds nothing: no output, nothing in transit, no
+// request. (Its waitStart is then of no use: the next output sets it.)
+func (b *busy) idle() bool {
+	o := &b.out
+	return o.ctrl.len() == 0 && o.fifo.len() == 0 && o.ring == nil && o.peerN == 0 &&
+		o.queued == 0 && o.inTransit == 0 &&
+		b.reqs.len() == 0 && b.inflight == 0 && b.held == 0
+}
+
+// rest gives the connection's busy state back, with its emptied buffers,
+// once it holds nothing. The exported methods that change the connection
+// defer it, so that no pointer into the state outlives their call.
+func (c *Conn) rest() {
+	if b := c.b; b != nil && b.idle() {
+		c.b = nil
+		ctrl, fifo := b.out.ctrl.buf, b.out.fifo.buf
+		*b = busy{}
+		b.out.ctrl.buf, b.out.fifo.buf = ctrl[:0], fifo[:0]
+		busyPool.Put(b)
+	}
+}
+
+// pending is the number of bytes waiting to leave (see outQueue.pending).
+func (c *Conn) pending() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.out.pending()
+}
+
+// queued is the number of data bytes queued and not yet transmitted.
+func (c *Conn) queued() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.out.queued
+}
+
+// inflight is the number of a server's requests receiving or handled, not
+// cancelled.
+func (c *Conn) inflight() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.inflight
+}
+
+// held is the number of bytes a server reserved for the peer's requests.
+func (c *Conn) held() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.held
+}
+
+// req returns a server's request with id, or nil.
+func (c *Conn) req(id uint64) *request {
+	if c.b == nil {
+		return nil
+	}
+	return c.b.reqs.get(id)
 }
 
 // rare is what few connections need, held apart so that the others do not
@@ -338,7 +429,7 @@ func (c *Conn) Usable() bool {
 // holds at least WriteQueueSize bytes for a peer that does not read them
 // (protocol.md §11.4).
 func (c *Conn) WantRead() bool {
-	return !c.eof && !c.failed && !c.done && !c.out.paused
+	return !c.eof && !c.failed && !c.done && !c.paused
 }
 
 // InFlight is the number of requests in flight (server) or of calls
@@ -347,7 +438,7 @@ func (c *Conn) InFlight() int {
 	if c.p.role == Client {
 		return len(c.cl.calls)
 	}
-	return c.inflight
+	return c.inflight()
 }
 
 // Stats returns the Conn's counters.
@@ -358,15 +449,15 @@ func (c *Conn) Stats() Stats {
 	}
 	return Stats{
 		FramesIn:     c.framesIn,
-		FramesOut:    c.out.framesOut,
+		FramesOut:    c.framesOut,
 		BytesIn:      c.bytesIn,
-		BytesOut:     c.out.bytesOut,
+		BytesOut:     c.bytesOut,
 		InFlight:     c.InFlight(),
 		LastReceived: c.lastRecv,
 		RTT:          c.rtt,
 		GoingAway:    c.goingAway,
-		Held:         c.held,
-		Queued:       c.out.queued,
+		Held:         c.held(),
+		Queued:       c.queued(),
 
 		RefusedInFlight: refusedInFlight,
 		RefusedMemory:   refusedMemory,

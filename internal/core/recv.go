@@ -16,6 +16,7 @@ import (
 // after it. Once the connection has failed or the peer's FIN was seen,
 // bytes are discarded (all of b is reported consumed).
 func (c *Conn) Receive(now int64, b []byte) int {
+	defer c.rest()
 	if c.failed || c.eof || c.done {
 		return len(b)
 	}
@@ -211,7 +212,7 @@ func (c *Conn) failProtocol(now int64, err error) {
 // than MaxQueuedControl control frames without reading them.
 func (c *Conn) failFlood(now int64) {
 	msg := fmt.Sprintf("more than %d control frames queued: the peer does not read them", c.p.cfg.MaxQueuedControl)
-	c.fail(now, fmt.Errorf("%w (%d queued)", session.ErrControlFlood, c.out.peerN),
+	c.fail(now, fmt.Errorf("%w (%d queued)", session.ErrControlFlood, c.peerN()),
 		func(b []byte) []byte { return wire.AppendError(b, 0, wire.CodeControlFlood, nil, msg) })
 }
 

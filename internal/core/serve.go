@@ -22,9 +22,9 @@ func (c *Conn) serverRequest(now int64, f wire.Frame) error {
 	if len(body) > int(c.p.cfg.MaxMessageSize) {
 		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.p.cfg.MaxMessageSize)
 	}
-	if c.inflight >= c.p.cfg.MaxInFlight {
+	if c.inflight() >= c.p.cfg.MaxInFlight {
 		c.rare().refusedInFlight++
-		c.refuse(now, f.ID, wire.CodeOverloaded, fmt.Sprintf("%d requests in flight on this connection, its limit (MAX_IN_FLIGHT)", c.inflight))
+		c.refuse(now, f.ID, wire.CodeOverloaded, fmt.Sprintf("%d requests in flight on this connection, its limit (MAX_IN_FLIGHT)", c.inflight()))
 		return nil
 	}
 	// Held: the body (method and metadata are small and bounded by the
@@ -58,7 +58,7 @@ func (c *Conn) serverData(now int64, f wire.Frame) error {
 	if f.ID > c.highestID {
 		return protoErr("DATA for request %d, above every request received", f.ID)
 	}
-	r := c.reqs.get(f.ID)
+	r := c.req(f.ID)
 	if r == nil || r.st != reqReceiving {
 		return nil // refused, cancelled or above our GOAWAY: discarded
 	}
@@ -102,7 +102,7 @@ func (c *Conn) deliver(now int64, r *request, arrived int64, timeout uint32, met
 
 // serverCancel handles CANCEL.
 func (c *Conn) serverCancel(now int64, f wire.Frame) error {
-	r := c.reqs.get(f.ID)
+	r := c.req(f.ID)
 	if r == nil {
 		return nil
 	}
@@ -111,7 +111,7 @@ func (c *Conn) serverCancel(now int64, f wire.Frame) error {
 		c.dropRequest(r)
 	case reqHandling:
 		r.st = reqCancelled
-		c.inflight--
+		c.b.inflight--
 		c.sink.Cancelled(r.id)
 	}
 	return nil
@@ -125,37 +125,39 @@ func (c *Conn) refuse(now int64, id uint64, code wire.Code, msg string) {
 // reserve takes n bytes from the connection's and the server's memory
 // bounds for a request, or says which is reached.
 func (c *Conn) reserve(n int) (refused string) {
-	if c.held+c.out.queued+n > c.p.cfg.ConnMemory {
+	if c.held()+c.queued()+n > c.p.cfg.ConnMemory {
 		return "the connection's memory bound is reached"
 	}
 	if c.p.opts.Budget != nil && !c.p.opts.Budget.Reserve(n, false) {
 		return "the server's memory budget is reached"
 	}
-	c.held += n
+	c.work().held += n
 	return ""
 }
 
 // newRequest records a request in flight, in state st.
 func (c *Conn) newRequest(id uint64, held int, st reqState) *request {
-	r := c.reqs.add(id, st)
+	b := c.work()
+	r := b.reqs.add(id, st)
 	r.held = uint32(held) // a body within MaxMessageSize (checked by the caller)
-	c.inflight++
+	b.inflight++
 	return r
 }
 
 // dropRequest forgets a request, releasing what it held.
 func (c *Conn) dropRequest(r *request) {
+	b := c.b // holds r
 	if r.st != reqCancelled {
-		c.inflight--
+		b.inflight--
 	}
 	if r.st == reqReceiving {
 		c.x.receiving--
 	}
-	c.held -= int(r.held)
+	b.held -= int(r.held)
 	if c.p.opts.Budget != nil && r.held > 0 {
 		c.p.opts.Budget.Release(int(r.held))
 	}
-	c.reqs.remove(r)
+	b.reqs.remove(r)
 }
 
 // dropReceiving forgets the requests whose frames were still arriving (the
@@ -166,8 +168,8 @@ func (c *Conn) dropReceiving() {
 	if c.receiving() == 0 {
 		return
 	}
-	for _, id := range c.reqs.ids() {
-		if r := c.reqs.get(id); r.st == reqReceiving {
+	for _, id := range c.b.reqs.ids() { // receiving requests keep it busy
+		if r := c.req(id); r.st == reqReceiving {
 			c.dropRequest(r)
 		}
 	}
@@ -179,6 +181,7 @@ func (c *Conn) dropReceiving() {
 // of a cancelled request, or of any request once the connection has ended,
 // is dropped.
 func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
+	defer c.rest()
 	if !c.answering(id) {
 		c.settle(now)
 		return
@@ -210,6 +213,7 @@ func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
 // AnswerError answers request id with an ERROR (code, msg and md). Like
 // Answer, it is dropped for a cancelled request or an ended connection.
 func (c *Conn) AnswerError(now int64, id uint64, code wire.Code, msg string, md wire.Metadata) {
+	defer c.rest()
 	if !c.answering(id) {
 		c.settle(now)
 		return
@@ -229,7 +233,7 @@ func (c *Conn) answerError(now int64, id uint64, code wire.Code, msg string, md 
 // answer must be sent: not when the request was cancelled or is unknown
 // (the connection ended, which forgets every request).
 func (c *Conn) answering(id uint64) bool {
-	r := c.reqs.get(id)
+	r := c.req(id)
 	if r == nil || r.st == reqReceiving {
 		return false
 	}
@@ -246,6 +250,7 @@ func (c *Conn) answering(id uint64) bool {
 // LingerTimeout, so that the ERROR is not destroyed by a reset the
 // client's unread HELLO would cause. Nothing is processed.
 func (c *Conn) Refuse(now int64, code wire.Code, msg string) {
+	defer c.rest()
 	if c.p.role != Server || c.helloRecv || c.failed || c.refused {
 		return
 	}
@@ -260,6 +265,7 @@ func (c *Conn) Refuse(now int64, code wire.Code, msg string) {
 // Before the client's HELLO has arrived it refuses the connection instead,
 // with ERROR SHUTTING_DOWN, and returns 0.
 func (c *Conn) GoAway(now int64, reason wire.Reason, msg string) (lastID uint64, first bool) {
+	defer c.rest()
 	if c.p.role != Server {
 		panic("core: GoAway on a client connection")
 	}

@@ -12,7 +12,7 @@ func dur(d time.Duration) int64 { return int64(d) }
 
 // reading reports whether the liveness rules apply: the peer's bytes are
 // being read (not after its FIN, nor while reading is paused).
-func (c *Conn) reading() bool { return !c.eof && !c.out.paused }
+func (c *Conn) reading() bool { return !c.eof && !c.paused }
 
 // Next returns the time at which Tick must be called next, or 0 if no
 // timer is running. Any other call into the Conn may make it earlier.
@@ -46,15 +46,15 @@ func (c *Conn) Next() int64 {
 			at(c.x.lastBodyAt + dur(cfg.FrameReadTimeout))
 		}
 	}
-	if c.out.pending() > 0 {
-		at(c.out.waitStart + dur(cfg.WriteTimeout))
+	if c.pending() > 0 {
+		at(c.b.out.waitStart + dur(cfg.WriteTimeout))
 	}
 	if c.cl != nil {
 		if top := c.cl.deadlines.top(); top != nil {
 			at(top.Deadline)
 		}
 	}
-	if c.eof && c.p.role == Server && c.inflight > 0 {
+	if c.eof && c.p.role == Server && c.inflight() > 0 {
 		at(c.x.endAt + dur(cfg.WriteTimeout))
 	}
 	if c.finSent {
@@ -68,6 +68,7 @@ func (c *Conn) Next() int64 {
 // HeartbeatTimeout), the frame progress timeout, the write progress
 // timeout, call deadlines, and the lingering of a closing connection.
 func (c *Conn) Tick(now int64) {
+	defer c.rest()
 	if c.done {
 		return
 	}
@@ -82,11 +83,11 @@ func (c *Conn) Tick(now int64) {
 		c.fail(now, session.ErrHandshakeTimeout, nil)
 		return
 	}
-	if c.out.pending() > 0 && now >= c.out.waitStart+dur(cfg.WriteTimeout) {
+	if c.pending() > 0 && now >= c.b.out.waitStart+dur(cfg.WriteTimeout) {
 		c.fail(now, session.ErrWriteTimeout, nil)
 		return
 	}
-	if c.eof && c.p.role == Server && c.inflight > 0 && now >= c.x.endAt+dur(cfg.WriteTimeout) {
+	if c.eof && c.p.role == Server && c.inflight() > 0 && now >= c.x.endAt+dur(cfg.WriteTimeout) {
 		c.fail(now, connClosed("the peer closed its side and requests in flight outlived WriteTimeout", nil), nil)
 		return
 	}
