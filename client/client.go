@@ -25,6 +25,7 @@ import (
 
 	"github.com/tcppro/tcppro/balancer"
 	"github.com/tcppro/tcppro/discovery"
+	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/defaults"
 	"github.com/tcppro/tcppro/internal/evloop"
 	"github.com/tcppro/tcppro/netx"
@@ -222,6 +223,7 @@ func (c Config) Validate() error {
 // Client calls tcppro servers. It is safe for concurrent use.
 type Client struct {
 	cfg     Config
+	params  *core.Params // every connection's
 	log     *slog.Logger
 	res     discovery.Resolver
 	invoker Invoker // with the interceptors
@@ -267,6 +269,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		cfg:     cfg,
+		params:  core.NewParams(core.Client, cfg.Session, core.Options{}),
 		log:     cfg.Logger,
 		res:     res,
 		changed: make(chan struct{}),

@@ -59,7 +59,7 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 	var ntc *netconn.Conn
 	if loops := c.eventLoops(nc); loops != nil {
 		var err error
-		if ltc, err = loops.Adopt(nc, core.Client, c.cfg.Session, core.Options{}, cc); err != nil {
+		if ltc, err = loops.Adopt(nc, c.params, cc); err != nil {
 			// No descriptor left for the loop's copy: a goroutine, as
 			// with TransportNetConn.
 			c.log.Debug("event loop: connection not adopted; it gets a goroutine", "addr", ep.addr, "err", err)
@@ -68,7 +68,7 @@ func (c *Client) newConn(nc net.Conn, ep *endpoint) (*clientConn, error) {
 		}
 	}
 	if ltc == nil {
-		ntc = netconn.New(nc, core.Client, c.cfg.Session, core.Options{}, cc)
+		ntc = netconn.New(nc, c.params, cc)
 		cc.tc = ntc
 	}
 	c.mu.Lock()

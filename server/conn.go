@@ -60,68 +60,133 @@ type transport interface {
 	Post(f func())
 	Stats() core.Stats
 	Created() time.Time
+	// NetConn is the connection served (a *tls.Conn over TLS), or, on the
+	// event loop, the net.Conn that stands for it. Its RemoteAddr is the
+	// same at every call (the connection keeps no copy).
+	NetConn() net.Conn
+	// Err is why the connection failed, or nil (open, or ended
+	// gracefully): once it has ended, what Sink.Closed reported.
+	Err() error
 }
 
 // conn is one server connection: the core.Sink that turns requests into
-// work for the pool, and the handlers running for it.
+// work for the pool, and the handlers running for it. It holds what every
+// connection needs and no more: an idle connection costs what its fields
+// cost (state only some connections need is made on use).
 type conn struct {
-	s      *Server
-	tc     transport
-	nc     net.Conn // the connection served (a *tls.Conn over TLS)
-	raw    net.Conn // the TCP connection under it
-	remote net.Addr
-	start  time.Time
-	ctx    context.Context // the connection's context (BaseContext, ConnContext)
+	s     *Server
+	tc    transport
+	ctx   context.Context // the connection's context (BaseContext, ConnContext)
+	start int64           // netconn.Now() when accepted (before the TLS handshake)
 
 	lastMethod atomic.Pointer[string] // the last method name seen
 
-	mu       sync.Mutex         // taken inside the transport's mutex (Sink methods): no hook under it
-	running  map[uint64]*reqCtx // requests being handled, for cancellation
-	ended    bool               // the connection ended: every context was cancelled
-	closeErr error
-
-	// ConnState reporting, under stateMu, which is never taken with the
-	// transport's mutex or mu held, so that a hook may call the Server.
-	stateMu sync.Mutex
-	handled int       // handlers running
-	state   ConnState // last reported
+	mu      sync.Mutex // taken inside the transport's mutex (Sink methods): no hook under it
+	running running    // requests being handled, for cancellation
+	ended   bool       // the connection ended: every context was cancelled
 
 	// Owned by the ager (Server.age).
-	expiry int64 // Unix nanoseconds; 0: no maximum age
 	aged   bool
+	expiry int64 // Unix nanoseconds; 0: no maximum age
+
+	idx int // in Server.conns, under Server.mu
+
+	report *stateReport // with Config.ConnState only
+}
+
+// stateReport is a connection's ConnState reporting, under mu, which is
+// never taken with the transport's mutex or conn.mu held, so that a hook
+// may call the Server.
+type stateReport struct {
+	mu      sync.Mutex
+	handled int       // handlers running
+	state   ConnState // last reported
+}
+
+// running is the requests being handled on a connection, by id: the
+// first inline, the others, while several run at once, in a map made for
+// them and dropped once it empties, so that an idle connection holds no
+// table.
+type running struct {
+	one  *reqCtx
+	more map[uint64]*reqCtx
+}
+
+func (r *running) add(ctx *reqCtx) {
+	if r.one == nil {
+		r.one = ctx
+		return
+	}
+	if r.more == nil {
+		r.more = make(map[uint64]*reqCtx)
+	}
+	r.more[ctx.id] = ctx
+}
+
+func (r *running) get(id uint64) *reqCtx {
+	if r.one != nil && r.one.id == id {
+		return r.one
+	}
+	return r.more[id]
+}
+
+func (r *running) remove(id uint64) {
+	if r.one != nil && r.one.id == id {
+		r.one = nil
+		return
+	}
+	delete(r.more, id)
+	if len(r.more) == 0 {
+		r.more = nil
+	}
+}
+
+// all returns every request being handled.
+func (r *running) all() []*reqCtx {
+	ctxs := make([]*reqCtx, 0, len(r.more)+1)
+	if r.one != nil {
+		ctxs = append(ctxs, r.one)
+	}
+	for _, ctx := range r.more {
+		ctxs = append(ctxs, ctx)
+	}
+	return ctxs
 }
 
 // handling reports a handler starting (+1) or ending (-1) to
 // Config.ConnState as Active and Idle, in order, from the handler's own
 // goroutine (outside every lock of the connection).
 func (c *conn) handling(delta int) {
-	if c.s.cfg.ConnState == nil {
+	r := c.report
+	if r == nil {
 		return
 	}
-	c.stateMu.Lock()
-	defer c.stateMu.Unlock()
-	c.handled += delta
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.handled += delta
 	switch {
-	case c.state == StateClosed:
-	case c.handled > 0 && c.state != StateActive:
+	case r.state == StateClosed:
+	case r.handled > 0 && r.state != StateActive:
 		c.setStateLocked(StateActive)
-	case c.handled == 0 && c.state == StateActive:
+	case r.handled == 0 && r.state == StateActive:
 		c.setStateLocked(StateIdle)
 	}
 }
 
 // setState reports a state change to Config.ConnState.
 func (c *conn) setState(st ConnState) {
-	c.stateMu.Lock()
-	defer c.stateMu.Unlock()
+	r := c.report
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	c.setStateLocked(st)
 }
 
 func (c *conn) setStateLocked(st ConnState) {
-	c.state = st
-	if f := c.s.cfg.ConnState; f != nil {
-		f(c.nc, st)
-	}
+	c.report.state = st
+	c.s.cfg.ConnState(c.tc.NetConn(), st)
 }
 
 // Ready implements core.Sink: the client's HELLO arrived.
@@ -138,9 +203,10 @@ func (c *conn) Request(in core.Incoming) bool {
 	}
 	r := requestPool.Get().(*request)
 	r.buf = append(r.buf[:0], in.Body...)
+	nc := c.tc.NetConn()
 	r.Request = Request{
 		ID: in.ID, Method: c.method(in.Method), Body: r.buf, Metadata: in.Metadata,
-		RemoteAddr: c.remote, Conn: c.nc,
+		RemoteAddr: nc.RemoteAddr(), Conn: nc,
 	}
 	// The request's timeout counts from its REQUEST frame's arrival
 	// (protocol.md §5.1), not from the end of a chunked body.
@@ -152,12 +218,12 @@ func (c *conn) Request(in core.Incoming) bool {
 	if timeout > 0 {
 		deadline = netconn.Wall(in.Arrived).Add(timeout)
 	}
-	ctx := newReqCtx(c.ctx, deadline)
+	ctx := newReqCtx(in.ID, c.ctx, deadline)
 	c.mu.Lock()
 	if c.ended {
 		ctx.cancel(context.Canceled)
 	}
-	c.running[in.ID] = ctx
+	c.running.add(ctx)
 	c.mu.Unlock()
 	s.pool.Go(job{c, r, ctx})
 	return true
@@ -175,7 +241,7 @@ func (j job) run() { j.c.serve(j.r, j.ctx) }
 // Cancelled implements core.Sink: the client cancelled a request.
 func (c *conn) Cancelled(id uint64) {
 	c.mu.Lock()
-	ctx := c.running[id]
+	ctx := c.running.get(id)
 	c.mu.Unlock()
 	if ctx != nil {
 		ctx.cancel(context.Canceled)
@@ -184,14 +250,10 @@ func (c *conn) Cancelled(id uint64) {
 
 // Closed implements core.Sink: the connection ended; every handler still
 // running is cancelled (its answer will be dropped).
-func (c *conn) Closed(err error) {
+func (c *conn) Closed(error) {
 	c.mu.Lock()
 	c.ended = true
-	c.closeErr = err
-	ctxs := make([]*reqCtx, 0, len(c.running))
-	for _, ctx := range c.running {
-		ctxs = append(ctxs, ctx)
-	}
+	ctxs := c.running.all()
 	c.mu.Unlock()
 	for _, ctx := range ctxs {
 		ctx.cancel(context.Canceled)
@@ -201,6 +263,9 @@ func (c *conn) Closed(err error) {
 // HeartbeatRTT implements core.Sink. The Observer hears of it once the
 // transport's mutex is released: it may call the Server.
 func (c *conn) HeartbeatRTT(d time.Duration) {
+	if _, none := c.s.obs.(nopObserver); none {
+		return
+	}
 	c.tc.Post(func() { c.s.obs.HeartbeatRTT(d) })
 }
 
@@ -274,7 +339,7 @@ func (c *conn) serve(r *request, ctx *reqCtx) {
 		c.tc.Answer(id, md, resp)
 	}
 	c.mu.Lock()
-	delete(c.running, id)
+	c.running.remove(id)
 	c.mu.Unlock()
 	c.handling(-1)
 	r.Request = Request{}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"sort"
 	"time"
@@ -46,8 +47,8 @@ func (s *Server) Conns(offset, limit int) ([]ConnInfo, int) {
 	for _, c := range all {
 		st := c.tc.Stats()
 		ci := ConnInfo{
-			Remote:         c.remote.String(),
-			Local:          c.raw.LocalAddr().String(),
+			Remote:         c.tc.NetConn().RemoteAddr().String(),
+			Local:          c.tc.NetConn().LocalAddr().String(),
 			Age:            now.Sub(c.tc.Created()),
 			SinceLastFrame: time.Duration(mono - st.LastReceived),
 			InFlight:       st.InFlight,
@@ -73,7 +74,11 @@ func (s *Server) Conns(offset, limit int) ([]ConnInfo, int) {
 func (c *conn) tcpInfo() (netx.TCPInfo, error) {
 	lc, ok := c.tc.(*evloop.Conn)
 	if !ok {
-		return netx.GetTCPInfo(c.raw)
+		nc := c.tc.NetConn()
+		if t, ok := nc.(*tls.Conn); ok {
+			nc = t.NetConn()
+		}
+		return netx.GetTCPInfo(nc)
 	}
 	var ti netx.TCPInfo
 	err := errors.New("server: connection closed")

@@ -14,6 +14,7 @@ import (
 // handler that never waits costs neither, and finishing such a request
 // takes no lock.
 type reqCtx struct {
+	id       uint64 // the request's
 	parent   context.Context
 	deadline time.Time // zero: none
 
@@ -42,11 +43,11 @@ const (
 	ctxFinished
 )
 
-func newReqCtx(parent context.Context, deadline time.Time) *reqCtx {
+func newReqCtx(id uint64, parent context.Context, deadline time.Time) *reqCtx {
 	if d, ok := parent.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
 	}
-	return &reqCtx{parent: parent, deadline: deadline}
+	return &reqCtx{id: id, parent: parent, deadline: deadline}
 }
 
 func (c *reqCtx) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }

@@ -15,5 +15,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(emfileChildEnv) != "" {
 		os.Exit(emfileChild())
 	}
+	if os.Getenv(holderEnv) != "" {
+		os.Exit(holderChild())
+	}
 	goleak.VerifyTestMain(m)
 }

@@ -71,7 +71,7 @@ func (r *rejected) close() {
 func (s *Server) refuse(r *rejected, conn net.Conn, code wire.Code, msg string, linger time.Duration) {
 	cfg := s.cfg.Session
 	cfg.LingerTimeout, cfg.HandshakeTimeout = linger, linger
-	tc := netconn.New(conn, core.Server, cfg, core.Options{}, refusal{})
+	tc := netconn.New(conn, core.NewParams(core.Server, cfg, core.Options{}), refusal{})
 	r.mu.Lock()
 	r.tc = tc
 	r.mu.Unlock()

@@ -25,6 +25,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,6 +53,7 @@ type Server struct {
 	log     *slog.Logger
 	obs     Observer
 	budget  *budget
+	params  *core.Params // every connection's (with budget)
 	reserve reserveFD
 
 	hardCtx  context.Context // cancelled by Shutdown and Close: TLS handshakes in progress end
@@ -60,7 +62,7 @@ type Server struct {
 	mu        sync.Mutex
 	hard      bool // connections are being closed outright (Close)
 	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
+	conns     []*conn // the open connections, each at its index (conn.idx)
 	rejecting map[*rejected]struct{}
 	closing   chan struct{} // closed by Shutdown and Close
 	gone      chan struct{} // a connection ended (cap 1)
@@ -116,7 +118,6 @@ func New(cfg Config, h Handler) (*Server, error) {
 		log:       cfg.Logger,
 		obs:       cfg.Observer,
 		listeners: make(map[*net.Listener]struct{}),
-		conns:     make(map[*conn]struct{}),
 		rejecting: make(map[*rejected]struct{}),
 		names:     make(map[string]*string),
 		closing:   make(chan struct{}),
@@ -128,6 +129,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.MemoryBudget > 0 {
 		s.budget.limit = cfg.MemoryBudget
 	}
+	s.params = core.NewParams(core.Server, cfg.Session, core.Options{Budget: s.budget})
 	if s.obs == nil {
 		s.obs = nopObserver{}
 	}
@@ -304,7 +306,7 @@ func (s *Server) runConn(base context.Context, nc net.Conn) {
 	defer s.connWG.Done()
 	var tc *netconn.Conn
 	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
-		tc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+		tc = netconn.New(nc, s.params, c)
 		return tc, nil
 	})
 	if c == nil {
@@ -339,9 +341,9 @@ func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.C
 	var ntc *netconn.Conn
 	c := s.setupConn(base, nc, func(c *conn, nc net.Conn) (transport, error) {
 		var err error
-		if tc, err = loops.Adopt(nc, core.Server, s.cfg.Session, s.coreOptions(), c); err != nil {
+		if tc, err = loops.Adopt(nc, s.params, c); err != nil {
 			s.log.Debug("event loop: connection not adopted; it gets a goroutine", "remote", nc.RemoteAddr(), "err", err)
-			ntc = netconn.New(nc, core.Server, s.cfg.Session, s.coreOptions(), c)
+			ntc = netconn.New(nc, s.params, c)
 			return ntc, nil
 		}
 		return tc, nil
@@ -358,19 +360,23 @@ func (s *Server) serveOnLoop(base context.Context, loops *evloop.Loops, nc net.C
 	default:
 		// On a goroutine of its own (evloop's promise): endConn runs
 		// the ConnState and Observer hooks, which may block.
-		tc.Start(func() {
-			defer s.connWG.Done()
-			s.endConn(c)
-		})
+		tc.Start(c.loopEnded)
 	}
+}
+
+// loopEnded accounts for a connection an event loop owned, once its socket
+// is closed.
+func (c *conn) loopEnded() {
+	defer c.s.connWG.Done()
+	c.s.endConn(c)
 }
 
 // setupConn runs the TLS handshake if any, builds the connection over
 // its transport (newTransport) and registers it; nil means the connection
 // ended already.
 func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(c *conn, nc net.Conn) (transport, error)) *conn {
-	remote, raw := nc.RemoteAddr(), nc
-	start := time.Now()
+	remote := nc.RemoteAddr()
+	start := netconn.Now()
 	if s.cfg.TLS != nil {
 		tc, err := s.handshake(nc)
 		if err != nil {
@@ -380,7 +386,7 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		}
 		nc = tc
 	}
-	c := &conn{s: s, nc: nc, raw: raw, remote: remote, start: start, running: make(map[uint64]*reqCtx)}
+	c := &conn{s: s, start: start}
 	tc, err := newTransport(c, nc)
 	if err != nil {
 		s.log.Warn("connection not served", "remote", remote, "err", err)
@@ -389,14 +395,14 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		return nil
 	}
 	c.tc = tc
-	if lc, ok := tc.(*evloop.Conn); ok {
-		// The socket is the loop's now: hooks and handlers get a
-		// net.Conn whose Close closes the connection.
-		c.nc = lc.NetConn()
+	if s.cfg.ConnState != nil {
+		c.report = &stateReport{}
 	}
 	c.ctx = base
 	if s.cfg.ConnContext != nil {
-		if c.ctx = s.cfg.ConnContext(base, c.nc); c.ctx == nil {
+		// On the event loop, hooks and handlers get a net.Conn whose
+		// Close closes the connection (see Request.Conn).
+		if c.ctx = s.cfg.ConnContext(base, tc.NetConn()); c.ctx == nil {
 			panic("server: ConnContext returned a nil context")
 		}
 	}
@@ -411,7 +417,8 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		s.connEnded(nil, remote, ErrServerClosed, start)
 		return nil
 	}
-	s.conns[c] = struct{}{}
+	c.idx = len(s.conns)
+	s.conns = append(s.conns, c)
 	s.mu.Unlock()
 	c.setState(StateNew)
 	if s.shutdown.Load() {
@@ -422,14 +429,10 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 
 // endConn accounts for a connection whose reader has returned.
 func (s *Server) endConn(c *conn) {
-	c.mu.Lock()
-	err := c.closeErr
-	c.mu.Unlock()
+	err := c.tc.Err() // what Sink.Closed reported
 	c.setState(StateClosed)
-	s.connEnded(c, c.remote, err, c.start)
+	s.connEnded(c, c.tc.NetConn().RemoteAddr(), err, c.start)
 }
-
-func (s *Server) coreOptions() core.Options { return core.Options{Budget: s.budget} }
 
 // handshake runs the TLS handshake, bounded by HandshakeTimeout and cut
 // short by Close.
@@ -441,11 +444,12 @@ func (s *Server) handshake(nc net.Conn) (*tls.Conn, error) {
 	return tc, nil
 }
 
-// connEnded accounts for a connection that has ended.
-func (s *Server) connEnded(c *conn, remote net.Addr, err error, start time.Time) {
+// connEnded accounts for a connection that has ended, accepted at start
+// (netconn.Now()).
+func (s *Server) connEnded(c *conn, remote net.Addr, err error, start int64) {
 	s.mu.Lock()
 	if c != nil {
-		delete(s.conns, c)
+		s.forget(c)
 		st := c.tc.Stats()
 		s.stats.framesIn.Add(st.FramesIn)
 		s.stats.bytesIn.Add(st.BytesIn)
@@ -468,7 +472,21 @@ func (s *Server) connEnded(c *conn, remote net.Addr, err error, start time.Time)
 	case errors.Is(err, session.ErrControlFlood):
 		s.stats.controlFloods.Add(1)
 	}
-	s.obs.ConnClosed(remote, err, time.Since(start))
+	s.obs.ConnClosed(remote, err, time.Duration(netconn.Now()-start))
+}
+
+// forget removes c from the open connections (s.mu held): the last one
+// takes its place. A table emptied after a burst of connections gives its
+// memory back.
+func (s *Server) forget(c *conn) {
+	i, last := c.idx, len(s.conns)-1
+	s.conns[i] = s.conns[last]
+	s.conns[i].idx = i
+	s.conns[last] = nil
+	s.conns = s.conns[:last]
+	if cap(s.conns) > 64 && len(s.conns) < cap(s.conns)/4 {
+		s.conns = slices.Clone(s.conns)
+	}
 }
 
 // Shutdown stops the server gracefully: it tells Config.OnServiceChange
@@ -576,11 +594,7 @@ func (s *Server) Drain(reason wire.Reason) {
 func (s *Server) snapshot() []*conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	return conns
+	return slices.Clone(s.conns)
 }
 
 // Ready reports whether the server should receive traffic: it is accepting

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -100,10 +101,7 @@ func (s *Server) Stats() Stats {
 	st.BytesOut = s.stats.bytesOut.Load()
 	st.RefusedInFlight = s.stats.refusedInFlight.Load()
 	st.RefusedMemory = s.stats.refusedMemory.Load()
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Clone(s.conns)
 	s.mu.Unlock()
 	for _, c := range conns {
 		cs := c.tc.Stats()

@@ -53,7 +53,8 @@ const maxKeptResp = 64 << 10
 // session.RetrySafe accepts), the deadline has passed, or the call is too
 // large for the peer.
 func (c *Conn) Call(now int64, cl *Call) error {
-	if c.role != Client {
+	defer c.rest()
+	if c.p.role != Client {
 		panic("core: Call on a server connection")
 	}
 	if cl.st != callIdle {
@@ -61,8 +62,8 @@ func (c *Conn) Call(now int64, cl *Call) error {
 	}
 	switch {
 	case c.failed:
-		return session.NotProcessed(c.err)
-	case c.goingAway || c.draining || c.finWanted:
+		return session.NotProcessed(c.Err())
+	case c.goingAway || c.cl.draining || c.finWanted:
 		return session.NotProcessed(session.ErrGoAway)
 	case cl.Deadline != 0 && now >= cl.Deadline:
 		return &session.DeadlineError{}
@@ -72,9 +73,9 @@ func (c *Conn) Call(now int64, cl *Call) error {
 	}
 	cl.st = callWaiting
 	cl.heapIdx = -1
-	c.waiting.pushBack(cl)
+	c.cl.waiting.pushBack(cl)
 	if cl.Deadline != 0 {
-		c.deadlines.push(cl)
+		c.cl.deadlines.push(cl)
 	}
 	c.admit(now)
 	return nil
@@ -107,28 +108,28 @@ func (c *Conn) checkCall(cl *Call) error {
 // queue while the peer's in-flight limit, this side's MaxInFlight and
 // WriteQueueSize allow.
 func (c *Conn) admit(now int64) {
-	if c.role != Client || !c.helloRecv || c.failed || c.goingAway || c.draining || c.finWanted {
+	if c.p.role != Client || !c.helloRecv || c.failed || c.goingAway || c.cl.draining || c.finWanted {
 		return
 	}
-	limit := min(c.cfg.MaxInFlight, int(c.peer.MaxInFlight))
-	for cl := c.waiting.head; cl != nil; cl = c.waiting.head {
-		if len(c.calls) >= limit || c.out.queued >= c.cfg.WriteQueueSize {
+	limit := min(c.p.cfg.MaxInFlight, int(c.peer.MaxInFlight))
+	for cl := c.cl.waiting.head; cl != nil; cl = c.cl.waiting.head {
+		if len(c.cl.calls) >= limit || c.queued() >= c.p.cfg.WriteQueueSize {
 			return
 		}
 		if err := c.checkCall(cl); err != nil {
 			c.endCall(cl, nil, nil, err)
 			continue
 		}
-		c.waiting.remove(cl)
-		id := c.nextID
-		c.nextID++
+		c.cl.waiting.remove(cl)
+		id := c.cl.nextID
+		c.cl.nextID++
 		cl.m = msg{
 			id: id, typ: wire.TypeRequest, call: cl,
 			ovh:  wire.RequestOverhead(cl.Method, cl.Metadata),
 			body: cl.Body, md: cl.Metadata, method: cl.Method, deadline: cl.Deadline,
 		}
 		cl.st = callQueued
-		c.calls[id] = cl
+		c.cl.calls[id] = cl
 		c.push(now, &cl.m)
 	}
 }
@@ -139,6 +140,7 @@ func (c *Conn) admit(now int64) {
 // cancelled with CANCEL (protocol.md §9). A call that has ended already is
 // left alone.
 func (c *Conn) Abandon(now int64, cl *Call, err error) {
+	defer c.rest()
 	if cl.st == callIdle {
 		return
 	}
@@ -157,13 +159,13 @@ func (c *Conn) endCall(cl *Call, body []byte, md wire.Metadata, err error) {
 	case callIdle:
 		return
 	case callWaiting:
-		c.waiting.remove(cl)
+		c.cl.waiting.remove(cl)
 	default:
 		c.unring(&cl.m)
-		delete(c.calls, cl.m.id)
+		delete(c.cl.calls, cl.m.id)
 	}
 	if cl.heapIdx >= 0 {
-		c.deadlines.remove(cl)
+		c.cl.deadlines.remove(cl)
 	}
 	cl.st = callIdle
 	cl.m = msg{}
@@ -187,8 +189,8 @@ func (c *Conn) finishCall(now int64, cl *Call, body []byte, md wire.Metadata, er
 // it sent but no longer waits for (abandoned: the frame is dropped), and an
 // error for an id it never sent.
 func (c *Conn) answered(t wire.Type, id uint64) (*Call, error) {
-	cl := c.calls[id]
-	if id >= c.nextID || (cl != nil && !cl.m.headSent && cl.st == callQueued) {
+	cl := c.cl.calls[id]
+	if id >= c.cl.nextID || (cl != nil && !cl.m.headSent && cl.st == callQueued) {
 		return nil, protoErr("%v for request %d, which was never sent", t, id)
 	}
 	return cl, nil
@@ -208,8 +210,8 @@ func (c *Conn) clientResponse(now int64, f wire.Frame) error {
 	if cl.respMore {
 		return protoErr("second RESPONSE for request %d", f.ID)
 	}
-	if len(body) > int(c.cfg.MaxMessageSize) {
-		return protoErr("answer to request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	if len(body) > int(c.p.cfg.MaxMessageSize) {
+		return protoErr("answer to request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.p.cfg.MaxMessageSize)
 	}
 	if f.More() {
 		cl.respMore = true
@@ -227,8 +229,8 @@ func (c *Conn) clientData(now int64, f wire.Frame) error {
 	if cl == nil || !cl.respMore {
 		return err // an abandoned call's answer, or nothing in progress: discarded
 	}
-	if len(cl.resp)+len(f.Payload) > int(c.cfg.MaxMessageSize) {
-		return protoErr("answer to request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	if len(cl.resp)+len(f.Payload) > int(c.p.cfg.MaxMessageSize) {
+		return protoErr("answer to request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.p.cfg.MaxMessageSize)
 	}
 	cl.resp = append(cl.resp, f.Payload...)
 	if !f.More() {
@@ -261,20 +263,20 @@ func (c *Conn) clientGoAway(now int64, f wire.Frame) error {
 	if err != nil {
 		return err
 	}
-	if !c.goingAway || lastID < c.peerLastID {
-		c.peerLastID = lastID
+	if !c.goingAway || lastID < c.cl.peerLastID {
+		c.cl.peerLastID = lastID
 	}
 	c.goingAway = true
 	gerr := session.NotProcessed(fmt.Errorf("%w (%s: %s)", session.ErrGoAway, reason, msg))
 	for _, id := range c.callIDs() {
-		if id > c.peerLastID {
-			c.endCall(c.calls[id], nil, nil, gerr)
+		if id > c.cl.peerLastID {
+			c.endCall(c.cl.calls[id], nil, nil, gerr)
 		}
 	}
-	for c.waiting.head != nil {
-		c.endCall(c.waiting.head, nil, nil, gerr)
+	for c.cl.waiting.head != nil {
+		c.endCall(c.cl.waiting.head, nil, nil, gerr)
 	}
-	c.sink.GoAway(c.peerLastID, reason, msg)
+	c.sink.GoAway(c.cl.peerLastID, reason, msg)
 	return nil
 }
 
@@ -284,40 +286,41 @@ func (c *Conn) clientGoAway(now int64, f wire.Frame) error {
 // finish; and once none is left the connection closes (FIN), as after the
 // server's GOAWAY.
 func (c *Conn) Drain(now int64) {
-	if c.role != Client || c.failed || c.done || c.draining {
+	defer c.rest()
+	if c.p.role != Client || c.failed || c.done || c.cl.draining {
 		return
 	}
-	c.draining = true
+	c.cl.draining = true
 	err := session.NotProcessed(fmt.Errorf("%w: the server left the client's set", session.ErrGoAway))
 	for _, id := range c.callIDs() {
-		if cl := c.calls[id]; !cl.m.headSent {
+		if cl := c.cl.calls[id]; !cl.m.headSent {
 			c.endCall(cl, nil, nil, err)
 		}
 	}
-	for c.waiting.head != nil {
-		c.endCall(c.waiting.head, nil, nil, err)
+	for c.cl.waiting.head != nil {
+		c.endCall(c.cl.waiting.head, nil, nil, err)
 	}
 	c.settle(now)
 }
 
 // callIDs returns the ids of the admitted calls in increasing order, so
 // that calls end in a reproducible order.
-func (c *Conn) callIDs() []uint64 { return slices.Sorted(maps.Keys(c.calls)) }
+func (c *Conn) callIDs() []uint64 { return slices.Sorted(maps.Keys(c.cl.calls)) }
 
 // endAllCalls ends every call with err (calls whose REQUEST was never sent
 // with err marked not processed).
 func (c *Conn) endAllCalls(err error) {
 	np := session.NotProcessed(err)
 	for _, id := range c.callIDs() {
-		cl := c.calls[id]
+		cl := c.cl.calls[id]
 		if cl.m.headSent {
 			c.endCall(cl, nil, nil, err)
 		} else {
 			c.endCall(cl, nil, nil, np)
 		}
 	}
-	for c.waiting.head != nil {
-		c.endCall(c.waiting.head, nil, nil, np)
+	for c.cl.waiting.head != nil {
+		c.endCall(c.cl.waiting.head, nil, nil, np)
 	}
 }
 

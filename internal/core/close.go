@@ -24,6 +24,7 @@ import (
 // server or the client is closing). Every call ends with err; the
 // transport must close the socket (Done).
 func (c *Conn) Close(now int64, err error) {
+	defer c.rest()
 	if err == nil {
 		err = session.ErrConnClosed
 	}
@@ -36,26 +37,23 @@ func (c *Conn) Close(now int64, err error) {
 // reading, drops requests whose frames were still arriving, and finishes
 // those in flight before its own FIN (protocol.md §12).
 func (c *Conn) ReceiveEOF(now int64) {
+	defer c.rest()
 	if c.failed || c.eof || c.done {
 		return
 	}
-	c.eof, c.eofAt = true, now
+	c.eof, c.rare().endAt = true, now
 	switch {
-	case c.finSent, c.role == Client && c.finWanted:
+	case c.finSent, c.p.role == Client && c.finWanted:
 		// This side had nothing left to do either (a client with no
 		// call left wants to FIN only once its last bytes are out): the
 		// connection ends gracefully.
 		c.finish()
 	case c.refused:
 		c.settle(now) // the FIN follows the ERROR, then the connection is done
-	case c.role == Client || !c.helloRecv:
+	case c.p.role == Client || !c.helloRecv:
 		c.fail(now, connClosed("the peer closed the connection", nil), nil)
 	default:
-		for _, id := range c.reqIDs() {
-			if r := c.reqs[id]; r.st == reqReceiving {
-				c.dropRequest(r)
-			}
-		}
+		c.dropReceiving()
 		c.settle(now)
 	}
 }
@@ -63,7 +61,8 @@ func (c *Conn) ReceiveEOF(now int64) {
 // FinSent reports that the transport half-closed the socket after WantFin
 // (halfClosed), or, when it cannot half-close, that it closed it.
 func (c *Conn) FinSent(now int64, halfClosed bool) {
-	c.finSent, c.finAt = true, now
+	defer c.rest()
+	c.finSent, c.rare().endAt = true, now
 	if !halfClosed || c.eof {
 		c.finish()
 	}
@@ -75,15 +74,19 @@ func (c *Conn) fail(now int64, err error, final func([]byte) []byte) {
 	if c.failed || c.done {
 		return
 	}
-	c.failed, c.err, c.failAt = true, err, now
-	o := &c.out
-	for o.ring != nil {
-		c.unring(o.ring)
+	x := c.rare()
+	c.failed, x.err, x.endAt = true, err, now
+	if b := c.b; b != nil {
+		o := &b.out
+		for o.ring != nil {
+			c.unring(o.ring)
+		}
+		c.addQueued(-o.fifo.len())
+		o.fifo.reset()
+		o.ctrl.reset()
+		o.peerN = 0
 	}
-	c.addQueued(-(len(o.fifo) - o.fifoOff))
-	o.fifo, o.fifoOff = nil, 0
-	o.ctrl, o.ctrlOff, o.ctrlN, o.peerN = nil, 0, 0, 0
-	if c.role == Client {
+	if c.p.role == Client {
 		c.endAllCalls(err)
 	} else {
 		c.dropReceiving()
@@ -105,7 +108,7 @@ func (c *Conn) finish() {
 		return
 	}
 	c.done = true
-	if c.role == Server {
+	if c.p.role == Server {
 		c.dropReceiving()
 	}
 	if !c.failed {
@@ -120,7 +123,7 @@ func (c *Conn) settle(now int64) {
 	switch {
 	case c.done:
 	case c.failed:
-		if c.out.pending() == 0 {
+		if c.pending() == 0 {
 			c.finish()
 		}
 	case !c.finWanted && c.drained():
@@ -134,10 +137,10 @@ func (c *Conn) drained() bool {
 	if c.refused {
 		return true
 	}
-	if c.role == Client {
-		return (c.goingAway || c.draining) && len(c.calls) == 0 && c.waiting.head == nil
+	if c.p.role == Client {
+		return (c.goingAway || c.cl.draining) && len(c.cl.calls) == 0 && c.cl.waiting.head == nil
 	}
-	return (c.goingAway || c.eof) && c.inflight == 0
+	return (c.goingAway || c.eof) && c.inflight() == 0
 }
 
 // connClosed is ErrConnClosed with what happened.

@@ -16,6 +16,7 @@ import (
 // after it. Once the connection has failed or the peer's FIN was seen,
 // bytes are discarded (all of b is reported consumed).
 func (c *Conn) Receive(now int64, b []byte) int {
+	defer c.rest()
 	if c.failed || c.eof || c.done {
 		return len(b)
 	}
@@ -23,7 +24,7 @@ func (c *Conn) Receive(now int64, b []byte) int {
 	if c.refused {
 		return len(b) // read only so that the client's FIN is seen
 	}
-	if c.role == Server && !c.helloRecv && len(b) > 4 && wire.Type(b[4]) != wire.TypeHello {
+	if c.p.role == Server && !c.helloRecv && len(b) > 4 && wire.Type(b[4]) != wire.TypeHello {
 		// Decided on the type alone: an old client's first frame may be
 		// larger than MAX_FRAME_SIZE (protocol.md §4.1).
 		c.failVersion(now, fmt.Sprintf("the client's first frame is %v, not HELLO: it speaks protocol version 1?", wire.Type(b[4])),
@@ -31,8 +32,9 @@ func (c *Conn) Receive(now int64, b []byte) int {
 		return len(b)
 	}
 	off := 0
+	dec := wire.Decoder{MaxFrameSize: c.p.cfg.MaxFrameSize}
 	for !c.failed {
-		f, n, err := c.dec.Next(b[off:])
+		f, n, err := dec.Next(b[off:])
 		if err != nil {
 			c.failProtocol(now, err)
 			break
@@ -60,7 +62,7 @@ func (c *Conn) frame(now int64, f wire.Frame) error {
 	if !c.helloRecv {
 		return c.firstFrame(now, f)
 	}
-	srv := c.role == Server
+	srv := c.p.role == Server
 	switch f.Type {
 	case wire.TypeHello:
 		return protoErr("second HELLO")
@@ -97,7 +99,7 @@ func (c *Conn) frame(now int64, f wire.Frame) error {
 		if err != nil {
 			return err
 		}
-		if c.pingOut && data == c.pingData {
+		if c.pingOut && data == c.pingSeq {
 			c.pingOut = false
 			c.rtt = time.Duration(now - c.lastPingAt)
 			c.sink.HeartbeatRTT(c.rtt)
@@ -114,12 +116,12 @@ func (c *Conn) frame(now int64, f wire.Frame) error {
 	default:
 		return nil // an extension frame (128-255): skipped
 	}
-	return protoErr("%v sent to a %v", f.Type, c.role)
+	return protoErr("%v sent to a %v", f.Type, c.p.role)
 }
 
 // firstFrame handles the peer's first frame: its HELLO (protocol.md §4).
 func (c *Conn) firstFrame(now int64, f wire.Frame) error {
-	if c.role == Server {
+	if c.p.role == Server {
 		if f.Type != wire.TypeHello {
 			c.failVersion(now, fmt.Sprintf("the client's first frame is %v, not HELLO: it speaks protocol version 1?", f.Type),
 				fmt.Sprintf("this server speaks tcppro protocol version %d and expects HELLO first", wire.Version))
@@ -135,7 +137,7 @@ func (c *Conn) firstFrame(now int64, f wire.Frame) error {
 			return nil
 		}
 		h.Version = wire.Version
-		mine := c.hello()
+		mine := c.p.hello
 		c.addControl(now, func(b []byte) []byte { return wire.AppendHello(b, mine) })
 		c.opened(now, h)
 		return nil
@@ -209,8 +211,8 @@ func (c *Conn) failProtocol(now int64, err error) {
 // failFlood ends the connection of a peer that made this side queue more
 // than MaxQueuedControl control frames without reading them.
 func (c *Conn) failFlood(now int64) {
-	msg := fmt.Sprintf("more than %d control frames queued: the peer does not read them", c.cfg.MaxQueuedControl)
-	c.fail(now, fmt.Errorf("%w (%d queued)", session.ErrControlFlood, c.out.peerN),
+	msg := fmt.Sprintf("more than %d control frames queued: the peer does not read them", c.p.cfg.MaxQueuedControl)
+	c.fail(now, fmt.Errorf("%w (%d queued)", session.ErrControlFlood, c.peerN()),
 		func(b []byte) []byte { return wire.AppendError(b, 0, wire.CodeControlFlood, nil, msg) })
 }
 

@@ -18,28 +18,61 @@ import (
 // message's remaining head and body); inTransit the bytes handed to the
 // transport and not yet reported written.
 type outQueue struct {
-	ctrl    []byte
-	ctrlOff int
-	ctrlN   int // frames in ctrl[ctrlOff:]
-	peerN   int // of those, frames owed to the peer (see peerControl)
+	ctrl  frames
+	peerN int // of the frames in ctrl, those owed to the peer (see peerControl)
 
-	fifo    []byte
-	fifoOff int
+	fifo frames
 
-	ring     *msg // the message whose turn is next; nil when none
-	fifoTurn bool // the fifo's turn comes before the ring's next chunk
+	ring *msg // the message whose turn is next; nil when none
 
 	queued    int
 	inTransit int
 	waitStart int64 // since when output is pending without progress
-	paused    bool  // server: reading paused (see WantRead)
-
-	framesOut, bytesOut uint64
 }
 
-// keepCap is the largest buffer an idle queue keeps; larger ones are
-// dropped when they empty, so an idle connection holds little.
+// frames is a queue of whole encoded frames. Its buffer stays with the
+// busy state it belongs to, emptied once every frame has been handed out
+// (dropped then if it grew past keepCap), and goes back to the pool with
+// it when the connection is idle.
+type frames struct {
+	buf []byte
+	off int // bytes of buf handed out
+}
+
+// keepCap is the largest buffer a queue keeps once emptied.
 const keepCap = 512
+
+// add appends the frame that frame encodes and returns its length.
+func (q *frames) add(frame func([]byte) []byte) int {
+	n := len(q.buf)
+	q.buf = frame(q.buf)
+	return len(q.buf) - n
+}
+
+// len is the number of bytes not handed out yet.
+func (q *frames) len() int { return len(q.buf) - q.off }
+
+// rest returns the bytes not handed out yet.
+func (q *frames) rest() []byte { return q.buf[q.off:] }
+
+// took reports n more bytes handed out (copied by the caller): once all
+// are, the queue is emptied.
+func (q *frames) took(n int) {
+	q.off += n
+	if q.off == len(q.buf) {
+		q.reset()
+	}
+}
+
+// reset drops what is left.
+func (q *frames) reset() {
+	if cap(q.buf) > keepCap {
+		q.buf = nil
+	} else {
+		q.buf = q.buf[:0]
+	}
+	q.off = 0
+}
 
 // minChunk is the smallest body chunk Transmit cuts to fill the room left
 // in a buffer that already holds frames.
@@ -53,7 +86,7 @@ const maxChunk = wire.DefaultMaxFrameSize
 // pending is the number of bytes waiting to leave: queued, control and in
 // transit.
 func (o *outQueue) pending() int {
-	return o.queued + len(o.ctrl) - o.ctrlOff + o.inTransit
+	return o.queued + o.ctrl.len() + o.inTransit
 }
 
 // willQueue is called before anything is added to the queue: output that
@@ -70,10 +103,9 @@ func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
 	if c.finSent {
 		return
 	}
-	o := &c.out
+	o := &c.work().out
 	o.willQueue(now)
-	o.ctrl = frame(o.ctrl)
-	o.ctrlN++
+	o.ctrl.add(frame)
 	c.updatePause(now)
 }
 
@@ -81,11 +113,9 @@ func (c *Conn) addControl(now int64, frame func([]byte) []byte) {
 // appends it to the fifo); on a server, queued bytes are held against the
 // memory bounds until transmitted.
 func (c *Conn) queueAnswer(now int64, frame func([]byte) []byte) {
-	o := &c.out
+	o := &c.work().out
 	o.willQueue(now)
-	n := len(o.fifo)
-	o.fifo = frame(o.fifo)
-	c.addQueued(len(o.fifo) - n)
+	c.addQueued(o.fifo.add(frame))
 	c.updatePause(now)
 }
 
@@ -98,12 +128,21 @@ func (c *Conn) peerControl(now int64, frame func([]byte) []byte) {
 	if c.finSent {
 		return // dropped by addControl: not counted either
 	}
-	if c.out.peerN >= c.floodBound() {
+	if c.peerN() >= c.floodBound() {
 		c.failFlood(now)
 		return
 	}
 	c.addControl(now, frame)
-	c.out.peerN++
+	c.b.out.peerN++ // made by addControl
+}
+
+// peerN is the number of control frames owed to the peer and not yet
+// handed out.
+func (c *Conn) peerN() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.out.peerN
 }
 
 // floodBound is how many control frames owed to the peer may wait unsent:
@@ -112,10 +151,10 @@ func (c *Conn) peerControl(now int64, frame func([]byte) []byte) {
 // reads the refusal, so it cannot cause more), so that a burst of refusals
 // is never taken for a flood (protocol.md §11.3).
 func (c *Conn) floodBound() int {
-	if c.role == Server {
-		return c.cfg.MaxQueuedControl + c.cfg.MaxInFlight
+	if c.p.role == Server {
+		return c.p.cfg.MaxQueuedControl + c.p.cfg.MaxInFlight
 	}
-	return c.cfg.MaxQueuedControl
+	return c.p.cfg.MaxQueuedControl
 }
 
 // peerFrame reports whether the control frame b was queued by peerControl:
@@ -154,7 +193,7 @@ func (m *msg) remaining() int {
 // frame then goes out after theirs, so heads leave in the order of push
 // (which keeps request ids increasing on the wire).
 func (c *Conn) push(now int64, m *msg) {
-	o := &c.out
+	o := &c.work().out
 	o.willQueue(now)
 	if o.ring == nil {
 		m.next, m.prev = m, m
@@ -172,10 +211,10 @@ func (c *Conn) push(now int64, m *msg) {
 
 // unring takes m out of the ring, uncounting what it had left to send.
 func (c *Conn) unring(m *msg) {
-	o := &c.out
 	if !m.inRing {
 		return
 	}
+	o := &c.b.out // m is in its ring
 	c.addQueued(-m.remaining())
 	if m.next == m {
 		o.ring = nil
@@ -189,18 +228,22 @@ func (c *Conn) unring(m *msg) {
 	m.next, m.prev, m.inRing = nil, nil, false
 }
 
-// addQueued changes the count of queued data bytes; on a server, queued
-// bytes are answers, held against the memory bounds until transmitted.
+// addQueued changes the count of queued data bytes (of output queued or
+// leaving the queue: the connection is busy); on a server, queued bytes
+// are answers, held against the memory bounds until transmitted.
 func (c *Conn) addQueued(n int) {
-	c.out.queued += n
-	if c.role != Server || n == 0 {
+	if n == 0 {
 		return
 	}
-	if c.opts.Budget != nil {
+	c.b.out.queued += n
+	if c.p.role != Server {
+		return
+	}
+	if c.p.opts.Budget != nil {
 		if n > 0 {
-			c.opts.Budget.Reserve(n, true)
+			c.p.opts.Budget.Reserve(n, true)
 		} else {
-			c.opts.Budget.Release(-n)
+			c.p.opts.Budget.Release(-n)
 		}
 	}
 }
@@ -213,31 +256,38 @@ func (c *Conn) addQueued(n int) {
 // the bytes in order and report them with Written before it calls Transmit
 // again.
 func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
-	o := &c.out
+	defer c.rest()
 	if c.done {
 		return dst
 	}
+	if b := c.b; b != nil {
+		dst = c.transmit(now, &b.out, dst, max)
+	}
+	c.updatePause(now)
+	c.admit(now) // what left the write queue makes room for waiting calls
+	return dst
+}
+
+// transmit is Transmit's work on the output queue o.
+func (c *Conn) transmit(now int64, o *outQueue, dst []byte, max int) []byte {
 	start := len(dst)
-	for o.ctrlOff < len(o.ctrl) {
-		n := wire.FrameLen(o.ctrl[o.ctrlOff:])
+	for o.ctrl.len() > 0 {
+		f := o.ctrl.rest()
+		n := wire.FrameLen(f)
 		if len(dst) > start && len(dst)-start+n > max {
 			break
 		}
-		if peerFrame(o.ctrl[o.ctrlOff:]) {
+		if peerFrame(f) {
 			o.peerN--
 		}
-		dst = append(dst, o.ctrl[o.ctrlOff:o.ctrlOff+n]...)
-		o.ctrlOff += n
-		o.ctrlN--
-		o.framesOut++
-	}
-	if o.ctrlOff == len(o.ctrl) {
-		o.ctrl, o.ctrlOff = trim(o.ctrl), 0
+		dst = append(dst, f[:n]...)
+		o.ctrl.took(n)
+		c.framesOut++
 	}
 	// Data only once every control frame is out. The ring and the fifo
 	// take turns, across calls too: when a chunk filled the last call,
 	// the fifo goes first in this one.
-	if !c.failed && o.ctrlOff == len(o.ctrl) {
+	if !c.failed && o.ctrl.len() == 0 {
 		// At most one partial chunk of a large message per call: a control
 		// frame queued while these bytes are written waits behind one
 		// chunk at most (protocol.md §1), whatever the peer's
@@ -246,25 +296,23 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 		chunked := false
 		for len(dst)-start < max {
 			progressed := false
-			if m := o.ring; m != nil && !chunked && !(o.fifoTurn && o.fifoOff < len(o.fifo)) {
+			if m := o.ring; m != nil && !chunked && !(c.fifoTurn && o.fifo.len() > 0) {
 				dst, progressed = c.nextChunk(now, dst, max-(len(dst)-start), len(dst) == start)
-				o.fifoTurn = progressed
+				c.fifoTurn = progressed
 				chunked = progressed && m.inRing // a part of m left, m has more to send
 			}
-			for o.fifoOff < len(o.fifo) {
-				n := wire.FrameLen(o.fifo[o.fifoOff:])
+			for o.fifo.len() > 0 {
+				f := o.fifo.rest()
+				n := wire.FrameLen(f)
 				if len(dst) > start && len(dst)-start+n > max {
 					break
 				}
-				dst = append(dst, o.fifo[o.fifoOff:o.fifoOff+n]...)
-				o.fifoOff += n
-				o.framesOut++
+				dst = append(dst, f[:n]...)
+				o.fifo.took(n)
+				c.framesOut++
 				c.addQueued(-n)
 				progressed = true
-				o.fifoTurn = false
-			}
-			if o.fifoOff == len(o.fifo) {
-				o.fifo, o.fifoOff = trim(o.fifo), 0
+				c.fifoTurn = false
 			}
 			if !progressed {
 				break
@@ -272,24 +320,14 @@ func (c *Conn) Transmit(now int64, dst []byte, max int) []byte {
 		}
 	}
 	o.inTransit += len(dst) - start
-	c.updatePause(now)
-	c.admit(now) // what left the write queue makes room for waiting calls
 	return dst
-}
-
-// trim empties a drained buffer, dropping it if it grew large.
-func trim(b []byte) []byte {
-	if cap(b) > keepCap {
-		return nil
-	}
-	return b[:0]
 }
 
 // nextChunk appends the next frame of the message whose turn it is: its
 // head frame with the body's first chunk, or a DATA frame with the next
 // one, sized to the peer's MAX_FRAME_SIZE and to room.
 func (c *Conn) nextChunk(now int64, dst []byte, room int, first bool) ([]byte, bool) {
-	o := &c.out
+	o := &c.b.out // the ring holds m
 	m := o.ring
 	ovh := 0
 	if !m.headSent {
@@ -317,7 +355,7 @@ func (c *Conn) nextChunk(now int64, dst []byte, room int, first bool) ([]byte, b
 	}
 	m.off += n
 	c.addQueued(-sent)
-	o.framesOut++
+	c.framesOut++
 	if more {
 		o.ring = m.next
 		return dst, true
@@ -347,12 +385,14 @@ func timeoutMillis(deadline, now int64) uint32 {
 // out (all of them, or fewer before a failure it reports with
 // WriteFailed).
 func (c *Conn) Written(now int64, n int) {
-	o := &c.out
-	o.inTransit -= n
-	o.bytesOut += uint64(n)
-	if n > 0 {
-		o.waitStart = now
+	defer c.rest()
+	if b := c.b; b != nil { // bytes in transit keep the connection busy
+		b.out.inTransit -= n
+		if n > 0 {
+			b.out.waitStart = now
+		}
 	}
+	c.bytesOut += uint64(n)
 	c.updatePause(now)
 	c.settle(now)
 }
@@ -361,7 +401,10 @@ func (c *Conn) Written(now int64, n int) {
 // written are abandoned, the connection fails with err (if it had not
 // failed already) and, as nothing more can be written, it is done.
 func (c *Conn) WriteFailed(now int64, err error) {
-	c.out.inTransit = 0
+	defer c.rest()
+	if c.b != nil {
+		c.b.out.inTransit = 0
+	}
 	c.fail(now, connClosed("write", err), nil)
 	c.finish()
 }
@@ -369,33 +412,37 @@ func (c *Conn) WriteFailed(now int64, err error) {
 // ReadFailed reports that reading from the socket failed other than by the
 // peer's FIN (a reset, TCP_USER_TIMEOUT): the connection fails with err.
 func (c *Conn) ReadFailed(now int64, err error) {
+	defer c.rest()
 	c.fail(now, connClosed("read", err), nil)
 }
 
 // DataQueued reports whether message frames (requests, answers) wait to
 // be handed out.
 func (c *Conn) DataQueued() bool {
-	o := &c.out
-	return !c.failed && !c.done && (o.ring != nil || o.fifoOff < len(o.fifo))
+	if c.b == nil {
+		return false
+	}
+	o := &c.b.out
+	return !c.failed && !c.done && (o.ring != nil || o.fifo.len() > 0)
 }
 
 // HasOutput reports whether Transmit has frames to hand out.
 func (c *Conn) HasOutput() bool {
-	o := &c.out
-	if c.done {
+	if c.done || c.b == nil {
 		return false
 	}
-	if o.ctrlOff < len(o.ctrl) {
+	o := &c.b.out
+	if o.ctrl.len() > 0 {
 		return true
 	}
-	return !c.failed && (o.ring != nil || o.fifoOff < len(o.fifo))
+	return !c.failed && (o.ring != nil || o.fifo.len() > 0)
 }
 
 // WantFin reports whether the transport should half-close the socket (send
 // FIN) now: the connection has ended gracefully and everything was written.
 // The transport then calls FinSent.
 func (c *Conn) WantFin() bool {
-	return c.finWanted && !c.finSent && !c.failed && c.out.pending() == 0
+	return c.finWanted && !c.finSent && !c.failed && c.pending() == 0
 }
 
 // updatePause pauses a server's reading while it holds WriteQueueSize bytes
@@ -403,12 +450,12 @@ func (c *Conn) WantFin() bool {
 // The heartbeat's silence is counted from the resumption: nothing could be
 // received while reading was paused.
 func (c *Conn) updatePause(now int64) {
-	if c.role != Server {
+	if c.p.role != Server {
 		return
 	}
-	p := c.out.pending() >= c.cfg.WriteQueueSize
-	if c.out.paused && !p {
+	p := c.pending() >= c.p.cfg.WriteQueueSize
+	if c.paused && !p {
 		c.lastRecv = max(c.lastRecv, now)
 	}
-	c.out.paused = p
+	c.paused = p
 }

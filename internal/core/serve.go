@@ -2,31 +2,8 @@ package core
 
 import (
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/tcppro/tcppro/wire"
-)
-
-// request is a request a server has taken in: its frames still arriving,
-// or handed to the Sink and not yet answered.
-type request struct {
-	id      uint64
-	st      reqState
-	held    int   // bytes reserved for it
-	at      int64 // when its REQUEST frame arrived
-	timeout uint32
-	method  []byte        // while receiving
-	md      wire.Metadata // while receiving
-	body    []byte        // while receiving
-}
-
-type reqState uint8
-
-const (
-	reqReceiving reqState = iota + 1 // DATA frames still to come
-	reqHandling                      // handed to the Sink; counts in flight
-	reqCancelled                     // handed to the Sink, then cancelled: its answer is dropped
 )
 
 // serverRequest handles a REQUEST frame.
@@ -42,12 +19,12 @@ func (c *Conn) serverRequest(now int64, f wire.Frame) error {
 	if c.goingAway {
 		return nil // above our GOAWAY's last id: never processed; its DATA is discarded
 	}
-	if len(body) > int(c.cfg.MaxMessageSize) {
-		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	if len(body) > int(c.p.cfg.MaxMessageSize) {
+		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.p.cfg.MaxMessageSize)
 	}
-	if c.inflight >= c.cfg.MaxInFlight {
-		c.refusedInFlight++
-		c.refuse(now, f.ID, wire.CodeOverloaded, fmt.Sprintf("%d requests in flight on this connection, its limit (MAX_IN_FLIGHT)", c.inflight))
+	if c.inflight() >= c.p.cfg.MaxInFlight {
+		c.rare().refusedInFlight++
+		c.refuse(now, f.ID, wire.CodeOverloaded, fmt.Sprintf("%d requests in flight on this connection, its limit (MAX_IN_FLIGHT)", c.inflight()))
 		return nil
 	}
 	// Held: the body (method and metadata are small and bounded by the
@@ -55,25 +32,24 @@ func (c *Conn) serverRequest(now int64, f wire.Frame) error {
 	// largest size.
 	size := len(body)
 	if why := c.reserve(size); why != "" {
-		c.refusedMemory++
+		c.rare().refusedMemory++
 		c.refuse(now, f.ID, wire.CodeOverloaded, why)
 		return nil
 	}
-	r := c.newRequest(f.ID, size)
-	r.at = now
 	if f.More() {
-		r.st = reqReceiving
-		if c.receiving == 0 || len(body) > 0 {
-			c.lastBodyAt = now
+		r := c.newRequest(f.ID, size, reqReceiving)
+		x := c.rare()
+		if x.receiving == 0 || len(body) > 0 {
+			x.lastBodyAt = now
 		}
-		c.receiving++
-		r.timeout = timeout
-		r.method = append(r.method[:0], method...)
-		r.md = md.Metadata()
-		r.body = append(r.body[:0], body...)
+		x.receiving++
+		r.asm = &assembly{
+			at: now, timeout: timeout,
+			method: append([]byte(nil), method...), md: md.Metadata(), body: append([]byte(nil), body...),
+		}
 		return nil
 	}
-	c.deliver(now, r, timeout, method, md.Metadata(), body)
+	c.deliver(now, c.newRequest(f.ID, size, reqHandling), now, timeout, method, md.Metadata(), body)
 	return nil
 }
 
@@ -82,40 +58,41 @@ func (c *Conn) serverData(now int64, f wire.Frame) error {
 	if f.ID > c.highestID {
 		return protoErr("DATA for request %d, above every request received", f.ID)
 	}
-	r := c.reqs[f.ID]
+	r := c.req(f.ID)
 	if r == nil || r.st != reqReceiving {
 		return nil // refused, cancelled or above our GOAWAY: discarded
 	}
-	if len(r.body)+len(f.Payload) > int(c.cfg.MaxMessageSize) {
-		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.cfg.MaxMessageSize)
+	a := r.asm
+	if len(a.body)+len(f.Payload) > int(c.p.cfg.MaxMessageSize) {
+		return protoErr("request %d exceeds MAX_MESSAGE_SIZE %d", f.ID, c.p.cfg.MaxMessageSize)
 	}
 	if why := c.reserve(len(f.Payload)); why != "" {
-		c.refusedMemory++
+		c.rare().refusedMemory++
 		c.dropRequest(r)
 		c.refuse(now, f.ID, wire.CodeOverloaded, why)
 		return nil
 	}
-	r.held += len(f.Payload)
-	r.body = append(r.body, f.Payload...)
+	r.held += uint32(len(f.Payload)) // the body stays within MaxMessageSize (checked above)
+	a.body = append(a.body, f.Payload...)
 	if len(f.Payload) > 0 {
-		c.lastBodyAt = now
+		c.x.lastBodyAt = now // made with the request's first frame
 	}
 	if !f.More() {
-		c.deliver(now, r, r.timeout, r.method, r.md, r.body)
+		c.deliver(now, r, a.at, a.timeout, a.method, a.md, a.body)
 	}
 	return nil
 }
 
-// deliver hands a complete request to the Sink, which accepts it or
-// refuses it (no free worker: OVERLOADED).
-func (c *Conn) deliver(now int64, r *request, timeout uint32, method []byte, md wire.Metadata, body []byte) {
+// deliver hands a complete request, whose REQUEST frame arrived at
+// arrived, to the Sink, which accepts it or refuses it (no free worker:
+// OVERLOADED).
+func (c *Conn) deliver(now int64, r *request, arrived int64, timeout uint32, method []byte, md wire.Metadata, body []byte) {
 	if r.st == reqReceiving {
-		c.receiving--
+		c.x.receiving--
 	}
 	r.st = reqHandling
-	ok := c.sink.Request(Incoming{ID: r.id, Arrived: r.at, TimeoutMillis: timeout, Method: method, Metadata: md, Body: body, Size: r.held})
-	r.md = nil
-	r.method, r.body = trim(r.method), trim(r.body)
+	ok := c.sink.Request(Incoming{ID: r.id, Arrived: arrived, TimeoutMillis: timeout, Method: method, Metadata: md, Body: body, Size: int(r.held)})
+	r.asm = nil
 	if !ok {
 		id := r.id // dropRequest clears r
 		c.dropRequest(r)
@@ -125,7 +102,7 @@ func (c *Conn) deliver(now int64, r *request, timeout uint32, method []byte, md 
 
 // serverCancel handles CANCEL.
 func (c *Conn) serverCancel(now int64, f wire.Frame) error {
-	r := c.reqs[f.ID]
+	r := c.req(f.ID)
 	if r == nil {
 		return nil
 	}
@@ -134,7 +111,7 @@ func (c *Conn) serverCancel(now int64, f wire.Frame) error {
 		c.dropRequest(r)
 	case reqHandling:
 		r.st = reqCancelled
-		c.inflight--
+		c.b.inflight--
 		c.sink.Cancelled(r.id)
 	}
 	return nil
@@ -148,49 +125,39 @@ func (c *Conn) refuse(now int64, id uint64, code wire.Code, msg string) {
 // reserve takes n bytes from the connection's and the server's memory
 // bounds for a request, or says which is reached.
 func (c *Conn) reserve(n int) (refused string) {
-	if c.held+c.out.queued+n > c.cfg.ConnMemory {
+	if c.held()+c.queued()+n > c.p.cfg.ConnMemory {
 		return "the connection's memory bound is reached"
 	}
-	if c.opts.Budget != nil && !c.opts.Budget.Reserve(n, false) {
+	if c.p.opts.Budget != nil && !c.p.opts.Budget.Reserve(n, false) {
 		return "the server's memory budget is reached"
 	}
-	c.held += n
+	c.work().held += n
 	return ""
 }
 
-// newRequest records a request in flight.
-func (c *Conn) newRequest(id uint64, held int) *request {
-	var r *request
-	if n := len(c.freeReqs); n > 0 {
-		r = c.freeReqs[n-1]
-		c.freeReqs[n-1] = nil
-		c.freeReqs = c.freeReqs[:n-1]
-	} else {
-		r = new(request)
-	}
-	r.id, r.held = id, held
-	c.reqs[id] = r
-	c.inflight++
+// newRequest records a request in flight, in state st.
+func (c *Conn) newRequest(id uint64, held int, st reqState) *request {
+	b := c.work()
+	r := b.reqs.add(id, st)
+	r.held = uint32(held) // a body within MaxMessageSize (checked by the caller)
+	b.inflight++
 	return r
 }
 
 // dropRequest forgets a request, releasing what it held.
 func (c *Conn) dropRequest(r *request) {
+	b := c.b // holds r
 	if r.st != reqCancelled {
-		c.inflight--
+		b.inflight--
 	}
 	if r.st == reqReceiving {
-		c.receiving--
+		c.x.receiving--
 	}
-	c.held -= r.held
-	if c.opts.Budget != nil && r.held > 0 {
-		c.opts.Budget.Release(r.held)
+	b.held -= int(r.held)
+	if c.p.opts.Budget != nil && r.held > 0 {
+		c.p.opts.Budget.Release(int(r.held))
 	}
-	delete(c.reqs, r.id)
-	*r = request{method: r.method[:0], body: r.body[:0]}
-	if len(c.freeReqs) < 16 {
-		c.freeReqs = append(c.freeReqs, r)
-	}
+	b.reqs.remove(r)
 }
 
 // dropReceiving forgets the requests whose frames were still arriving (the
@@ -198,16 +165,15 @@ func (c *Conn) dropRequest(r *request) {
 // answered (the Sink must answer each: Answer then only releases it), so
 // that the memory bounds still count the bodies their handlers hold.
 func (c *Conn) dropReceiving() {
-	for _, id := range c.reqIDs() {
-		if r := c.reqs[id]; r.st == reqReceiving {
+	if c.receiving() == 0 {
+		return
+	}
+	for _, id := range c.b.reqs.ids() { // receiving requests keep it busy
+		if r := c.req(id); r.st == reqReceiving {
 			c.dropRequest(r)
 		}
 	}
 }
-
-// reqIDs returns the ids of the requests in increasing order, so that they
-// are handled in a reproducible order.
-func (c *Conn) reqIDs() []uint64 { return slices.Sorted(maps.Keys(c.reqs)) }
 
 // Answer answers request id with a RESPONSE carrying md and body. The
 // bytes are copied: the caller may reuse them when Answer returns. An
@@ -215,6 +181,7 @@ func (c *Conn) reqIDs() []uint64 { return slices.Sorted(maps.Keys(c.reqs)) }
 // of a cancelled request, or of any request once the connection has ended,
 // is dropped.
 func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
+	defer c.rest()
 	if !c.answering(id) {
 		c.settle(now)
 		return
@@ -246,6 +213,7 @@ func (c *Conn) Answer(now int64, id uint64, md wire.Metadata, body []byte) {
 // AnswerError answers request id with an ERROR (code, msg and md). Like
 // Answer, it is dropped for a cancelled request or an ended connection.
 func (c *Conn) AnswerError(now int64, id uint64, code wire.Code, msg string, md wire.Metadata) {
+	defer c.rest()
 	if !c.answering(id) {
 		c.settle(now)
 		return
@@ -265,7 +233,7 @@ func (c *Conn) answerError(now int64, id uint64, code wire.Code, msg string, md 
 // answer must be sent: not when the request was cancelled or is unknown
 // (the connection ended, which forgets every request).
 func (c *Conn) answering(id uint64) bool {
-	r := c.reqs[id]
+	r := c.req(id)
 	if r == nil || r.st == reqReceiving {
 		return false
 	}
@@ -282,7 +250,8 @@ func (c *Conn) answering(id uint64) bool {
 // LingerTimeout, so that the ERROR is not destroyed by a reset the
 // client's unread HELLO would cause. Nothing is processed.
 func (c *Conn) Refuse(now int64, code wire.Code, msg string) {
-	if c.role != Server || c.helloRecv || c.failed || c.refused {
+	defer c.rest()
+	if c.p.role != Server || c.helloRecv || c.failed || c.refused {
 		return
 	}
 	c.refused = true
@@ -296,11 +265,13 @@ func (c *Conn) Refuse(now int64, code wire.Code, msg string) {
 // Before the client's HELLO has arrived it refuses the connection instead,
 // with ERROR SHUTTING_DOWN, and returns 0.
 func (c *Conn) GoAway(now int64, reason wire.Reason, msg string) (lastID uint64, first bool) {
-	if c.role != Server {
+	defer c.rest()
+	if c.p.role != Server {
 		panic("core: GoAway on a client connection")
 	}
 	if c.goingAway || c.failed {
-		return c.lastID, false
+		_, last := c.GoingAway()
+		return last, false
 	}
 	c.goingAway = true
 	if !c.helloRecv {
@@ -311,8 +282,8 @@ func (c *Conn) GoAway(now int64, reason wire.Reason, msg string) (lastID uint64,
 		c.Refuse(now, wire.CodeShuttingDown, msg)
 		return 0, false
 	}
-	c.lastID = c.highestID
-	last := c.lastID
+	last := c.highestID
+	c.rare().lastID = last
 	c.addControl(now, func(b []byte) []byte { return wire.AppendGoAway(b, last, reason, msg) })
 	c.settle(now)
 	return last, true

@@ -266,8 +266,13 @@ func (w *world) check() {
 		if c.failed {
 			s.owed = nil
 		}
-		if n := c.out.peerControlQueued(); n > c.floodBound() {
+		if n := c.peerControlQueued(); n > c.floodBound() {
 			w.fail("%s has %d control frames queued for the peer, its flood bound is %d", s.name, n, c.floodBound())
+		}
+		// What a connection holds while busy is given back once it is
+		// idle, by the method that made it so.
+		if c.b != nil && c.b.idle() {
+			w.fail("%s holds its busy state with no work left", s.name)
 		}
 		// Timers fire on time: a side that was never frozen is never
 		// alive past its heartbeat, write or frame deadline.
@@ -278,8 +283,8 @@ func (w *world) check() {
 		if c.reading() && c.helloRecv && cfg.Heartbeats() && w.now > c.lastRecv+int64(cfg.HeartbeatTimeout) {
 			w.fail("%s still alive %s after the last bytes it received (HeartbeatTimeout %v)", s.name, fmtTime(w.now-c.lastRecv), cfg.HeartbeatTimeout)
 		}
-		if c.out.pending() > 0 && w.now > c.out.waitStart+int64(cfg.WriteTimeout) {
-			w.fail("%s: output without progress for %s (WriteTimeout %v)", s.name, fmtTime(w.now-c.out.waitStart), cfg.WriteTimeout)
+		if c.pending() > 0 && w.now > c.b.out.waitStart+int64(cfg.WriteTimeout) {
+			w.fail("%s: output without progress for %s (WriteTimeout %v)", s.name, fmtTime(w.now-c.b.out.waitStart), cfg.WriteTimeout)
 		}
 	}
 	if srv := w.srv.conn; srv != nil {
@@ -287,21 +292,21 @@ func (w *world) check() {
 		if n := srv.Stats().RefusedInFlight; n != 0 && !w.p.flood {
 			w.fail("server refused %d requests for its in-flight limit (MAX_IN_FLIGHT %d) from a conforming client", n, cfg.MaxInFlight)
 		}
-		if srv.out.paused {
+		if srv.paused {
 			w.count("server: reading paused")
 		}
-		if srv.held > cfg.ConnMemory {
-			w.fail("server holds %d bytes of requests, ConnMemory is %d", srv.held, cfg.ConnMemory)
+		if srv.held() > cfg.ConnMemory {
+			w.fail("server holds %d bytes of requests, ConnMemory is %d", srv.held(), cfg.ConnMemory)
 		}
-		if w.budget.n != srv.held+srv.out.queued {
-			w.fail("Budget holds %d bytes, the server %d held + %d queued", w.budget.n, srv.held, srv.out.queued)
+		if w.budget.n != srv.held()+srv.queued() {
+			w.fail("Budget holds %d bytes, the server %d held + %d queued", w.budget.n, srv.held(), srv.queued())
 		}
 		if srv.failed || w.p.flood {
-			sc.srvQueued = srv.out.queued
+			sc.srvQueued = srv.queued()
 			sc.fifoWait, sc.fifoMissed = 0, false
 		}
-		if srv.out.queued != sc.srvQueued {
-			w.fail("server queues %d bytes, its handlers' answers not yet sent are %d", srv.out.queued, sc.srvQueued)
+		if srv.queued() != sc.srvQueued {
+			w.fail("server queues %d bytes, its handlers' answers not yet sent are %d", srv.queued(), sc.srvQueued)
 		}
 	}
 	cli := w.cli.conn
@@ -319,11 +324,11 @@ func (w *world) check() {
 	if cli.InFlight() > limit {
 		w.fail("client has %d calls in flight, the limit is %d", cli.InFlight(), limit)
 	}
-	if cli.Usable() && cli.waiting.head != nil && len(cli.calls) < limit && cli.out.queued < cfg.WriteQueueSize {
-		w.fail("a call waits though %d of %d calls are in flight and %d of %d bytes queued", len(cli.calls), limit, cli.out.queued, cfg.WriteQueueSize)
+	if cli.Usable() && cli.cl.waiting.head != nil && len(cli.cl.calls) < limit && cli.queued() < cfg.WriteQueueSize {
+		w.fail("a call waits though %d of %d calls are in flight and %d of %d bytes queued", len(cli.cl.calls), limit, cli.queued(), cfg.WriteQueueSize)
 	}
-	if cli.out.queued >= cfg.WriteQueueSize+max(sc.maxReq, 1) {
-		w.fail("client queues %d bytes, WriteQueueSize %d + largest request %d", cli.out.queued, cfg.WriteQueueSize, sc.maxReq)
+	if cli.queued() >= cfg.WriteQueueSize+max(sc.maxReq, 1) {
+		w.fail("client queues %d bytes, WriteQueueSize %d + largest request %d", cli.queued(), cfg.WriteQueueSize, sc.maxReq)
 	}
 }
 
@@ -342,8 +347,8 @@ func (sc *scenario) end() {
 		}
 	}
 	srv := w.srv.conn
-	if srv.held != 0 || srv.out.queued != 0 || w.budget.n != 0 || len(srv.reqs) != 0 {
-		w.fail("server holds %d bytes, queues %d, %d requests; Budget %d", srv.held, srv.out.queued, len(srv.reqs), w.budget.n)
+	if srv.held() != 0 || srv.queued() != 0 || w.budget.n != 0 || srv.reqLen() != 0 {
+		w.fail("server holds %d bytes, queues %d, %d requests; Budget %d", srv.held(), srv.queued(), srv.reqLen(), w.budget.n)
 	}
 	if w.p.flood {
 		if !errors.Is(w.srv.closedErr, session.ErrControlFlood) {
@@ -352,8 +357,8 @@ func (sc *scenario) end() {
 		return
 	}
 	cli := w.cli.conn
-	if len(cli.calls) != 0 || cli.waiting.head != nil || len(cli.deadlines) != 0 {
-		w.fail("client still holds %d calls, %d deadlines", len(cli.calls), len(cli.deadlines))
+	if len(cli.cl.calls) != 0 || cli.cl.waiting.head != nil || len(cli.cl.deadlines) != 0 {
+		w.fail("client still holds %d calls, %d deadlines", len(cli.cl.calls), len(cli.cl.deadlines))
 	}
 	graceful := w.cli.closedErr == nil && w.srv.closedErr == nil
 	for _, rec := range sc.calls {

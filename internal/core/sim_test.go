@@ -415,7 +415,7 @@ func (sc *scenario) answer(rec *simCall) {
 	if rec.cancelled {
 		rec.dropped = true
 	}
-	before, failed, fifo := c.out.queued, c.failed, len(c.out.fifo)-c.out.fifoOff
+	before, failed, fifo := c.queued(), c.failed, c.fifoLen()
 	switch rec.ans.kind {
 	case ansOK:
 		c.Answer(w.now, rec.id, rec.ans.md, rec.ans.body)
@@ -424,14 +424,14 @@ func (sc *scenario) answer(rec *simCall) {
 	case ansTimeout:
 		c.AnswerError(w.now, rec.id, wire.CodeTimeout, rec.ans.msg, rec.ans.md)
 	}
-	d := c.out.queued - before
+	d := c.queued() - before
 	w.logx(1, "Answer", "id %d tok %d kind %d body %d: queued %+d", rec.id, rec.tok, rec.ans.kind, len(rec.ans.body), d)
 	if (rec.dropped || failed || c.done) && d != 0 {
 		w.fail("the answer to request %d was queued (%d bytes) though it must be dropped", rec.id, d)
 	}
 	if !c.failed {
 		sc.srvQueued += d
-		if len(c.out.fifo)-c.out.fifoOff > fifo {
+		if c.fifoLen() > fifo {
 			sc.fifoWait++
 		}
 	}

@@ -102,15 +102,34 @@ func (s *side) tapOut(b []byte, max int) {
 
 // peerControlQueued counts the control frames queued because of what the
 // peer sent (PONGs and refusals), which MaxQueuedControl bounds.
-func (o *outQueue) peerControlQueued() int {
+func (c *Conn) peerControlQueued() int {
+	if c.b == nil {
+		return 0
+	}
 	n := 0
-	for b := o.ctrl[o.ctrlOff:]; len(b) >= wire.HeaderLen; b = b[wire.FrameLen(b):] {
+	for b := c.b.out.ctrl.rest(); len(b) >= wire.HeaderLen; b = b[wire.FrameLen(b):] {
 		h, _ := wire.ParseHeader(b)
 		if h.Type == wire.TypePong || (h.Type == wire.TypeError && h.ID != 0) {
 			n++
 		}
 	}
 	return n
+}
+
+// reqLen is the number of requests a server holds.
+func (c *Conn) reqLen() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.reqs.len()
+}
+
+// fifoLen is the bytes of single-frame answers waiting in the fifo.
+func (c *Conn) fifoLen() int {
+	if c.b == nil {
+		return 0
+	}
+	return c.b.out.fifo.len()
 }
 
 // The trace: the last events of a run, formatted only when shown.

@@ -12,7 +12,7 @@ func dur(d time.Duration) int64 { return int64(d) }
 
 // reading reports whether the liveness rules apply: the peer's bytes are
 // being read (not after its FIN, nor while reading is paused).
-func (c *Conn) reading() bool { return !c.eof && !c.out.paused }
+func (c *Conn) reading() bool { return !c.eof && !c.paused }
 
 // Next returns the time at which Tick must be called next, or 0 if no
 // timer is running. Any other call into the Conn may make it earlier.
@@ -26,13 +26,13 @@ func (c *Conn) Next() int64 {
 			d = t
 		}
 	}
-	cfg := &c.cfg
+	cfg := &c.p.cfg
 	if c.failed {
-		at(c.failAt + dur(cfg.LingerTimeout))
+		at(c.x.endAt + dur(cfg.LingerTimeout))
 		return d
 	}
 	if !c.helloRecv {
-		at(c.started + dur(cfg.HandshakeTimeout))
+		at(c.lastPingAt + dur(cfg.HandshakeTimeout)) // when it started: see Conn
 	}
 	if c.reading() {
 		if c.helloRecv && cfg.Heartbeats() {
@@ -42,21 +42,23 @@ func (c *Conn) Next() int64 {
 		if c.partial {
 			at(c.lastRecv + dur(cfg.FrameReadTimeout))
 		}
-		if c.receiving > 0 {
-			at(c.lastBodyAt + dur(cfg.FrameReadTimeout))
+		if c.receiving() > 0 {
+			at(c.x.lastBodyAt + dur(cfg.FrameReadTimeout))
 		}
 	}
-	if c.out.pending() > 0 {
-		at(c.out.waitStart + dur(cfg.WriteTimeout))
+	if c.pending() > 0 {
+		at(c.b.out.waitStart + dur(cfg.WriteTimeout))
 	}
-	if top := c.deadlines.top(); top != nil {
-		at(top.Deadline)
+	if c.cl != nil {
+		if top := c.cl.deadlines.top(); top != nil {
+			at(top.Deadline)
+		}
 	}
-	if c.eof && c.role == Server && c.inflight > 0 {
-		at(c.eofAt + dur(cfg.WriteTimeout))
+	if c.eof && c.p.role == Server && c.inflight() > 0 {
+		at(c.x.endAt + dur(cfg.WriteTimeout))
 	}
 	if c.finSent {
-		at(c.finAt + dur(cfg.LingerTimeout))
+		at(c.x.endAt + dur(cfg.LingerTimeout))
 	}
 	return d
 }
@@ -66,29 +68,30 @@ func (c *Conn) Next() int64 {
 // HeartbeatTimeout), the frame progress timeout, the write progress
 // timeout, call deadlines, and the lingering of a closing connection.
 func (c *Conn) Tick(now int64) {
+	defer c.rest()
 	if c.done {
 		return
 	}
-	cfg := &c.cfg
+	cfg := &c.p.cfg
 	if c.failed {
-		if now >= c.failAt+dur(cfg.LingerTimeout) {
+		if now >= c.x.endAt+dur(cfg.LingerTimeout) {
 			c.finish()
 		}
 		return
 	}
-	if !c.helloRecv && now >= c.started+dur(cfg.HandshakeTimeout) {
+	if !c.helloRecv && now >= c.lastPingAt+dur(cfg.HandshakeTimeout) {
 		c.fail(now, session.ErrHandshakeTimeout, nil)
 		return
 	}
-	if c.out.pending() > 0 && now >= c.out.waitStart+dur(cfg.WriteTimeout) {
+	if c.pending() > 0 && now >= c.b.out.waitStart+dur(cfg.WriteTimeout) {
 		c.fail(now, session.ErrWriteTimeout, nil)
 		return
 	}
-	if c.eof && c.role == Server && c.inflight > 0 && now >= c.eofAt+dur(cfg.WriteTimeout) {
+	if c.eof && c.p.role == Server && c.inflight() > 0 && now >= c.x.endAt+dur(cfg.WriteTimeout) {
 		c.fail(now, connClosed("the peer closed its side and requests in flight outlived WriteTimeout", nil), nil)
 		return
 	}
-	if c.finSent && now >= c.finAt+dur(cfg.LingerTimeout) {
+	if c.finSent && now >= c.x.endAt+dur(cfg.LingerTimeout) {
 		c.finish()
 		return
 	}
@@ -106,13 +109,15 @@ func (c *Conn) Tick(now int64) {
 			c.fail(now, session.ErrFrameTimeout, nil)
 			return
 		}
-		if c.receiving > 0 && now >= c.lastBodyAt+dur(cfg.FrameReadTimeout) {
+		if c.receiving() > 0 && now >= c.x.lastBodyAt+dur(cfg.FrameReadTimeout) {
 			c.fail(now, fmt.Errorf("%w: a request's body stopped arriving", session.ErrFrameTimeout), nil)
 			return
 		}
 	}
-	for top := c.deadlines.top(); top != nil && now >= top.Deadline; top = c.deadlines.top() {
-		c.Abandon(now, top, &session.DeadlineError{Sent: top.m.headSent})
+	if c.cl != nil {
+		for top := c.cl.deadlines.top(); top != nil && now >= top.Deadline; top = c.cl.deadlines.top() {
+			c.Abandon(now, top, &session.DeadlineError{Sent: top.m.headSent})
+		}
 	}
 	c.settle(now)
 }
@@ -121,6 +126,6 @@ func (c *Conn) Tick(now int64) {
 func (c *Conn) ping(now int64) {
 	c.pingSeq++
 	data := c.pingSeq
-	c.pingData, c.pingOut, c.lastPingAt = data, true, now
+	c.pingOut, c.lastPingAt = true, now
 	c.addControl(now, func(b []byte) []byte { return wire.AppendPing(b, data) })
 }

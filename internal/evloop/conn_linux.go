@@ -5,6 +5,7 @@ package evloop
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -281,39 +282,56 @@ func (c *Conn) Control(f func(fd int)) bool {
 	return true
 }
 
-// RemoteAddr is the peer's address.
-func (c *Conn) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.get(1)) }
+// RemoteAddr is the peer's address: a *net.TCPAddr, the same at every
+// call, as a *net.TCPConn's.
+func (c *Conn) RemoteAddr() net.Addr { return c.addrs.remote }
 
 // LocalAddr is the connection's local address.
-func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.get(0)) }
+func (c *Conn) LocalAddr() net.Addr { return net.TCPAddrFromAddrPort(c.addrs.localAddr()) }
 
-// addrs are a connection's local and remote addresses: IPv4 ones packed
-// into a word each, others kept aside.
+// addrs are a connection's addresses: the peer's as Go has it (a copy of
+// the adopted connection's, which it would otherwise pin), needed for
+// every request a server hands its handler, and the local one, asked for
+// rarely, packed into a word when it is IPv4.
 type addrs struct {
-	v4    [2]uint64 // 1<<48 | address<<16 | port; 0: see other
-	other *[2]netip.AddrPort
+	remote *net.TCPAddr
+	local  uint64          // 1<<48 | address<<16 | port; 0: see local6
+	local6 *netip.AddrPort // a local address other than IPv4
 }
 
-func (a *addrs) set(i int, ap netip.AddrPort) {
+func (a *addrs) set(local, remote net.Addr) {
+	if ra, ok := remote.(*net.TCPAddr); ok {
+		a.remote = &net.TCPAddr{IP: slices.Clone(ra.IP), Port: ra.Port, Zone: ra.Zone}
+	} else {
+		a.remote = &net.TCPAddr{}
+	}
+	ap := addrPort(local)
 	if ip := ap.Addr(); ip.Is4() {
 		b := ip.As4()
-		a.v4[i] = 1<<48 | uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(ap.Port())
+		a.local = 1<<48 | uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(ap.Port())
 		return
 	}
-	if a.other == nil {
-		a.other = new([2]netip.AddrPort)
-	}
-	a.other[i] = ap
+	a.local6 = &ap
 }
 
-func (a *addrs) get(i int) netip.AddrPort {
-	if v := a.v4[i]; v != 0 {
+func (a *addrs) localAddr() netip.AddrPort {
+	if v := a.local; v != 0 {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16)}), uint16(v))
 	}
-	if a.other == nil {
+	if a.local6 == nil {
 		return netip.AddrPort{}
 	}
-	return a.other[i]
+	return *a.local6
+}
+
+// addrPort is a's address and port (kept so: a net.Addr costs more).
+func addrPort(a net.Addr) netip.AddrPort {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap := ta.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // NetConn returns a net.Conn that stands for the connection where an API

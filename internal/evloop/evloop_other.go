@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/internal/core"
-	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -21,7 +20,7 @@ func NewLoops(n int) (*Loops, error) { return nil, ErrUnsupported }
 func (l *Loops) Close() error { return nil }
 
 // Adopt returns ErrUnsupported.
-func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core.Options, sink core.Sink) (*Conn, error) {
+func (l *Loops) Adopt(nc net.Conn, p *core.Params, sink core.Sink) (*Conn, error) {
 	return nil, ErrUnsupported
 }
 

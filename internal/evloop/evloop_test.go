@@ -158,7 +158,7 @@ func TestDone(t *testing.T) {
 	})
 	t.Run("closed before start", func(t *testing.T) {
 		_, ns := tcpPair(t, 0)
-		c, err := l.Adopt(ns, core.Server, session.Config{}, core.Options{}, newSink())
+		c, err := l.Adopt(ns, core.NewParams(core.Server, session.Config{}, core.Options{}), newSink())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,7 +175,7 @@ func TestAdoptTakesTCPOnly(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if _, err := l.Adopt(a, core.Server, session.Config{}, core.Options{}, newSink()); err == nil {
+	if _, err := l.Adopt(a, core.NewParams(core.Server, session.Config{}, core.Options{}), newSink()); err == nil {
 		t.Fatal("Adopt took a net.Pipe")
 	}
 }
@@ -399,7 +399,7 @@ func TestLoopsCloseWithConnsOpen(t *testing.T) {
 		eps = append(eps, startEv(t, l, nc, core.Client, session.Config{}, nil))
 	}
 	_, late := tcpPair(t, 0)
-	lc, err := l.Adopt(late, core.Server, session.Config{}, core.Options{}, newSink())
+	lc, err := l.Adopt(late, core.NewParams(core.Server, session.Config{}, core.Options{}), newSink())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +423,7 @@ func TestLoopsCloseWithConnsOpen(t *testing.T) {
 		t.Errorf("started after Loops.Close: Err() = %v, want ErrLoopsClosed", err)
 	}
 	_, again := tcpPair(t, 0)
-	if _, err := l.Adopt(again, core.Server, session.Config{}, core.Options{}, newSink()); !errors.Is(err, ErrLoopsClosed) {
+	if _, err := l.Adopt(again, core.NewParams(core.Server, session.Config{}, core.Options{}), newSink()); !errors.Is(err, ErrLoopsClosed) {
 		t.Errorf("Adopt after Close: %v, want ErrLoopsClosed", err)
 	}
 }

@@ -169,6 +169,7 @@ func measureIdle(t *testing.T, kind string, n int, cfg session.Config, window ti
 		Done() <-chan struct{}
 	}
 	accepted := make(chan error, 1)
+	params := core.NewParams(core.Server, cfg, core.Options{}) // shared, as a server shares them
 	go func() {
 		for range n {
 			nc, err := ln.Accept()
@@ -179,7 +180,7 @@ func measureIdle(t *testing.T, kind string, n int, cfg session.Config, window ti
 			s := &idleSink{ready: &ready}
 			mu.Lock()
 			if kind == "evloop" {
-				c, err := loops.Adopt(nc, core.Server, cfg, core.Options{}, s)
+				c, err := loops.Adopt(nc, params, s)
 				if err != nil {
 					mu.Unlock()
 					accepted <- err
@@ -189,7 +190,7 @@ func measureIdle(t *testing.T, kind string, n int, cfg session.Config, window ti
 				c.Start(nil)
 				conns = append(conns, c)
 			} else {
-				c := netconn.New(nc, core.Server, cfg, core.Options{}, s)
+				c := netconn.New(nc, params, s)
 				s.conn = c
 				go c.Run()
 				conns = append(conns, c)
@@ -276,7 +277,7 @@ func holdMain() int {
 	}
 	defer loops.Close()
 	var ready atomic.Int64
-	cfg := hbConfig()
+	params := core.NewParams(core.Client, hbConfig(), core.Options{})
 	for range n {
 		nc, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -284,7 +285,7 @@ func holdMain() int {
 			return 1
 		}
 		s := &idleSink{ready: &ready}
-		c, err := loops.Adopt(nc, core.Client, cfg, core.Options{}, s)
+		c, err := loops.Adopt(nc, params, s)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "holder:", err)
 			return 1

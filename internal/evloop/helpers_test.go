@@ -132,7 +132,7 @@ func startEv(t testing.TB, l *Loops, nc net.Conn, role core.Role, cfg session.Co
 	if s == nil {
 		s = newSink()
 	}
-	c, err := l.Adopt(nc, role, cfg, core.Options{}, s)
+	c, err := l.Adopt(nc, core.NewParams(role, cfg, core.Options{}), s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func startNet(t testing.TB, nc net.Conn, role core.Role, cfg session.Config, s *
 	if s == nil {
 		s = newSink()
 	}
-	c := netconn.New(nc, role, cfg, core.Options{}, s)
+	c := netconn.New(nc, core.NewParams(role, cfg, core.Options{}), s)
 	s.conn = c
 	e := &endpoint{conn: c, sink: s, ran: make(chan struct{})}
 	go func() {

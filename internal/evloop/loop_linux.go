@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"sync"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/netconn"
-	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -213,9 +211,10 @@ func (l *Loops) pick() *loop {
 // type is an error, and nc is left to the caller). It duplicates the
 // socket's descriptor, makes it non-blocking and closes nc, so that Go's
 // poller no longer watches it (socket options set on nc stay), and returns
-// a Conn driving a new core on it, on the least-loaded loop. Nothing is
-// read or written before Start. On error nc is left open.
-func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core.Options, sink core.Sink) (*Conn, error) {
+// a Conn driving a new core on it (with p, the Params its endpoint
+// shares), on the least-loaded loop. Nothing is read or written before
+// Start. On error nc is left open.
+func (l *Loops) Adopt(nc net.Conn, p *core.Params, sink core.Sink) (*Conn, error) {
 	tc, ok := nc.(*net.TCPConn)
 	if !ok {
 		return nil, fmt.Errorf("evloop: Adopt takes a *net.TCPConn, not a %T", nc)
@@ -235,22 +234,11 @@ func (l *Loops) Adopt(nc net.Conn, role core.Role, cfg session.Config, opts core
 		return nil, err
 	}
 	c := &Conn{lp: lp, fd: int32(fd), heapIdx: -1, created: netconn.Now()}
-	c.addrs.set(0, addrPort(tc.LocalAddr()))
-	c.addrs.set(1, addrPort(tc.RemoteAddr()))
+	c.addrs.set(tc.LocalAddr(), tc.RemoteAddr())
 	tc.Close() // our duplicate keeps the socket open
-	c.core = core.New(role, cfg, opts, sink, netconn.Now())
+	c.core = p.New(sink, netconn.Now())
 	lp.n.Add(1)
 	return c, nil
-}
-
-// addrPort is a's address and port (kept so: a net.Addr costs more).
-func addrPort(a net.Addr) netip.AddrPort {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	ap := ta.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
 // dupFd duplicates tc's descriptor (close-on-exec, non-blocking).

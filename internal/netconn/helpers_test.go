@@ -103,7 +103,7 @@ func start(t *testing.T, nc net.Conn, role core.Role, cfg session.Config, s *sin
 	if s == nil {
 		s = newSink()
 	}
-	c := New(nc, role, cfg, core.Options{}, s)
+	c := New(nc, core.NewParams(role, cfg, core.Options{}), s)
 	s.conn = c
 	e := &endpoint{Conn: c, sink: s, ran: make(chan struct{})}
 	go func() {

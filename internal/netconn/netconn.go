@@ -35,7 +35,6 @@ import (
 
 	"github.com/tcppro/tcppro/internal/bufpool"
 	"github.com/tcppro/tcppro/internal/core"
-	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -87,12 +86,13 @@ type Conn struct {
 	have   int     // bytes not consumed yet at the start of the read buffer
 }
 
-// New prepares a connection over nc; Run drives it. sink receives the
-// core's events (see core.Sink).
-func New(nc net.Conn, role core.Role, cfg session.Config, opts core.Options, sink core.Sink) *Conn {
+// New prepares a connection over nc with the Params its endpoint shares
+// (see core.Params); Run drives it. sink receives the core's events (see
+// core.Sink).
+func New(nc net.Conn, p *core.Params, sink core.Sink) *Conn {
 	c := &Conn{nc: nc, created: time.Now()}
 	c.cond.L = &c.mu
-	c.core = core.New(role, cfg, opts, sink, Now())
+	c.core = p.New(sink, Now())
 	c.timer = time.AfterFunc(time.Hour, c.onTimer)
 	c.timer.Stop()
 	return c

@@ -1,0 +1,65 @@
+package core
+
+import (
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
+)
+
+// benchSink is a Sink that keeps the last request's id and the last
+// call's end, for BenchmarkRoundTrip.
+type benchSink struct {
+	id    uint64
+	ended bool
+}
+
+func (s *benchSink) Ready(wire.Hello) {}
+func (s *benchSink) Request(in Incoming) bool {
+	s.id = in.ID
+	return true
+}
+func (s *benchSink) Cancelled(uint64)                             {}
+func (s *benchSink) CallDone(*Call, []byte, wire.Metadata, error) { s.ended = true }
+func (s *benchSink) GoAway(uint64, wire.Reason, []byte)           {}
+func (s *benchSink) Closed(error)                                 {}
+func (s *benchSink) HeartbeatRTT(time.Duration)                   {}
+
+// BenchmarkRoundTrip is the protocol core's share of a call: a client
+// core's request handed to a server core, answered, and the answer handed
+// back, in memory (no transport), one call at a time: what a server and a
+// client do per call besides moving bytes and running the handler.
+func BenchmarkRoundTrip(b *testing.B) {
+	var cs, ss benchSink
+	now := int64(1)
+	cli := New(Client, session.Config{}, Options{}, &cs, now)
+	srv := New(Server, session.Config{}, Options{}, &ss, now)
+	buf := make([]byte, 0, 64<<10)
+	relay := func(from, to *Conn) {
+		buf = from.Transmit(now, buf[:0], 64<<10)
+		from.Written(now, len(buf))
+		if n := to.Receive(now, buf); n != len(buf) {
+			b.Fatalf("%d of %d bytes consumed", n, len(buf))
+		}
+	}
+	relay(cli, srv)
+	relay(srv, cli)
+	body := make([]byte, 64)
+	call := &Call{Method: "echo", Body: body}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		now++
+		cs.ended = false
+		if err := cli.Call(now, call); err != nil {
+			b.Fatal(err)
+		}
+		relay(cli, srv)
+		srv.Answer(now, ss.id, nil, body)
+		relay(srv, cli)
+		if !cs.ended {
+			b.Fatal("the call did not end")
+		}
+	}
+}
