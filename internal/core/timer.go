@@ -79,8 +79,9 @@ func (c *Conn) Tick(now int64) {
 		}
 		return
 	}
-	if !c.helloRecv && now >= c.lastPingAt+dur(cfg.HandshakeTimeout) {
-		c.fail(now, session.ErrHandshakeTimeout, nil)
+	silent := c.silence(now)
+	if silent == session.ErrHandshakeTimeout {
+		c.fail(now, silent, nil)
 		return
 	}
 	if c.pending() > 0 && now >= c.b.out.waitStart+dur(cfg.WriteTimeout) {
@@ -95,24 +96,12 @@ func (c *Conn) Tick(now int64) {
 		c.finish()
 		return
 	}
-	if c.reading() {
-		if c.helloRecv && cfg.Heartbeats() {
-			if now >= c.lastRecv+dur(cfg.HeartbeatTimeout) {
-				c.fail(now, session.ErrPeerDead, nil)
-				return
-			}
-			if now >= max(c.lastRecv, c.lastPingAt)+dur(cfg.HeartbeatInterval) {
-				c.ping(now)
-			}
-		}
-		if c.partial && now >= c.lastRecv+dur(cfg.FrameReadTimeout) {
-			c.fail(now, session.ErrFrameTimeout, nil)
-			return
-		}
-		if c.receiving() > 0 && now >= c.x.lastBodyAt+dur(cfg.FrameReadTimeout) {
-			c.fail(now, fmt.Errorf("%w: a request's body stopped arriving", session.ErrFrameTimeout), nil)
-			return
-		}
+	if silent != nil {
+		c.fail(now, silent, nil)
+		return
+	}
+	if c.reading() && c.helloRecv && cfg.Heartbeats() && now >= max(c.lastRecv, c.lastPingAt)+dur(cfg.HeartbeatInterval) {
+		c.ping(now)
 	}
 	if c.cl != nil {
 		for top := c.cl.deadlines.top(); top != nil && now >= top.Deadline; top = c.cl.deadlines.top() {
@@ -120,6 +109,43 @@ func (c *Conn) Tick(now int64) {
 		}
 	}
 	c.settle(now)
+}
+
+// errBodyStopped is why a request's body that stopped arriving ends the
+// connection.
+var errBodyStopped = fmt.Errorf("%w: a request's body stopped arriving", session.ErrFrameTimeout)
+
+// silence is the error a Tick at now ends the connection with for want of
+// the peer's bytes — its HELLO within HandshakeTimeout, anything within
+// HeartbeatTimeout, the rest of a frame or of a request's body within
+// FrameReadTimeout — or nil.
+func (c *Conn) silence(now int64) error {
+	cfg := &c.p.cfg
+	if !c.helloRecv && now >= c.lastPingAt+dur(cfg.HandshakeTimeout) { // lastPingAt: when it started, until the HELLO
+		return session.ErrHandshakeTimeout
+	}
+	if !c.reading() {
+		return nil
+	}
+	switch {
+	case c.helloRecv && cfg.Heartbeats() && now >= c.lastRecv+dur(cfg.HeartbeatTimeout):
+		return session.ErrPeerDead
+	case c.partial && now >= c.lastRecv+dur(cfg.FrameReadTimeout):
+		return session.ErrFrameTimeout
+	case c.receiving() > 0 && now >= c.x.lastBodyAt+dur(cfg.FrameReadTimeout):
+		return errBodyStopped
+	}
+	return nil
+}
+
+// Silent reports whether a Tick at now would end the connection for the
+// peer's silence (see silence). Bytes the transport has received and not
+// handed over prove the peer alive: a transport that can tell hands them
+// to Receive before it ticks a silent connection. After a stall of its
+// own process (stopped, starved of CPU, a long pause) every deadline has
+// passed while the peers' bytes wait in the sockets.
+func (c *Conn) Silent(now int64) bool {
+	return !c.done && !c.failed && c.silence(now) != nil
 }
 
 // ping sends a PING; its PONG gives the round trip.

@@ -202,3 +202,51 @@ func TestNoOutputAfterFin(t *testing.T) {
 		t.Fatal("not done after LingerTimeout")
 	}
 }
+
+// TestSilent: Silent tells, without changing anything, whether a Tick
+// would end the connection for the peer's silence — the handshake, the
+// heartbeat timeout, a stalled frame — and bytes received in time make it
+// false again (a transport reads what waits in its socket first).
+func TestSilent(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second, FrameReadTimeout: 2 * time.Second, HandshakeTimeout: 5 * time.Second}
+
+	srv := New(Server, cfg, Options{}, &recorder{}, t0)
+	if srv.Silent(t0+5*sec-1) || !srv.Silent(t0+5*sec) {
+		t.Fatal("a server without the client's HELLO: Silent must turn true at HandshakeTimeout")
+	}
+
+	c, r := newClient(t, cfg, serverHello(64<<10, 1))
+	if c.Silent(t0 + 3*sec - 1) {
+		t.Fatal("silent before the heartbeat timeout")
+	}
+	if !c.Silent(t0 + 3*sec) {
+		t.Fatal("not silent at the heartbeat timeout")
+	}
+	if c.Failed() || len(r.closed) != 0 {
+		t.Fatal("Silent changed the connection")
+	}
+	// The PONG of a PING that waited in the socket: the peer is alive.
+	feed(t, c, t0+3*sec, wire.AppendPong(nil, 0))
+	if c.Silent(t0 + 3*sec) {
+		t.Fatal("silent although bytes were just received")
+	}
+	c.Tick(t0 + 3*sec)
+	if c.Failed() {
+		t.Fatalf("failed after bytes arrived: %v", c.Err())
+	}
+	// Half a frame, then nothing: silent at FrameReadTimeout, and Tick agrees.
+	half := wire.AppendPing(nil, 7)[:5]
+	if n := c.Receive(t0+4*sec, half); n != 0 {
+		t.Fatalf("Receive consumed %d bytes of half a frame", n)
+	}
+	if c.Silent(t0+6*sec-1) || !c.Silent(t0+6*sec) {
+		t.Fatal("a stalled frame: Silent must turn true at FrameReadTimeout")
+	}
+	c.Tick(t0 + 6*sec)
+	if !errors.Is(c.Err(), session.ErrFrameTimeout) {
+		t.Fatalf("Tick after Silent: %v, want ErrFrameTimeout", c.Err())
+	}
+	if c.Silent(t0 + 6*sec) {
+		t.Fatal("a failed connection is not silent any more: it is over")
+	}
+}

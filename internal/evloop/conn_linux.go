@@ -159,7 +159,17 @@ func (c *Conn) tick() {
 		c.mu.Unlock()
 		return
 	}
-	c.core.Tick(netconn.Now())
+	now := netconn.Now()
+	if c.core.Silent(now) && c.readable() {
+		// The peer's bytes may be waiting in the socket (the process was
+		// stopped or starved while they arrived): they are read before
+		// the peer is judged silent.
+		if c.readLocked() {
+			c.readOwed = c.core.WantRead()
+		}
+		now = netconn.Now()
+	}
+	c.core.Tick(now)
 	c.release(c.lp.wbuf, -1)
 }
 

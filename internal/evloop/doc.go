@@ -36,6 +36,9 @@
 //     when the core wants to read again.
 //   - The loop fires the timers: when a connection's deadline (core.Next)
 //     comes, it ticks the core and re-arms the connection at its next one.
+//     A tick that would find the peer silent (core.Conn.Silent) reads the
+//     socket first: after a stall of the process the peer's bytes wait
+//     there, unread, while every deadline has passed.
 //     A goroutine that makes a deadline earlier than the one the loop sleeps
 //     for (a call with a short deadline) writes the loop's eventfd.
 //   - Any goroutine writes. Sockets are non-blocking, so whichever goroutine

@@ -25,12 +25,18 @@ func (c *Conn) ready(ev uint32) {
 	if c.parked && ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		c.flushParked()
 	}
-	if c.events&unix.EPOLLIN != 0 && ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && !c.core.Done() && (c.core.WantRead() || c.readOwed) {
+	if ev&(unix.EPOLLIN|unix.EPOLLERR|unix.EPOLLHUP) != 0 && c.readable() {
 		if c.readLocked() {
 			c.readOwed = c.core.WantRead()
 		}
 	}
 	c.release(c.lp.wbuf, -1)
+}
+
+// readable reports whether the loop reads the socket now: it is watched
+// for reading, and the core wants to read (or is owed a read).
+func (c *Conn) readable() bool {
+	return c.events&unix.EPOLLIN != 0 && !c.core.Done() && (c.core.WantRead() || c.readOwed)
 }
 
 // readLocked reads once, on the loop, and hands the bytes to the core.

@@ -19,7 +19,11 @@
 //     puts control frames first in each, so a PONG waits for at most one
 //     chunk;
 //   - the timer: one time.Timer per connection, armed at the core's next
-//     deadline (Core.Next), ticks the core.
+//     deadline (Core.Next), ticks the core — except that a tick that would
+//     find the peer silent (core.Conn.Silent) while the peer's bytes wait
+//     unread in the socket (a reader not scheduled: a stopped or starved
+//     process) waits for the reader to hand them over, looking again
+//     every millisecond.
 //
 // The socket is closed as soon as the core is done, whatever the other
 // goroutines are doing: a blocked read or write returns at once.
@@ -77,6 +81,7 @@ type Conn struct {
 	done     chan struct{} // made by Done, closed with the socket
 	timer    *time.Timer
 	timerAt  int64 // when the timer is armed for; 0: not armed
+	hold     int64 // no tick before: the reader has bytes to hand over first (see onTimer)
 	created  time.Time
 
 	// The reader's own.
@@ -134,9 +139,12 @@ func (c *Conn) afterLocked(now int64, inline bool) (a action) {
 		c.readWait = false
 		c.cond.Signal()
 	}
-	if next := k.Next(); next != 0 && (c.timerAt == 0 || next < c.timerAt) {
-		c.timerAt = next
-		c.timer.Reset(time.Duration(max(next-now, 0)))
+	if next := k.Next(); next != 0 {
+		next = max(next, c.hold)
+		if c.timerAt == 0 || next < c.timerAt {
+			c.timerAt = next
+			c.timer.Reset(time.Duration(max(next-now, 0)))
+		}
 	}
 	return a
 }
@@ -187,9 +195,22 @@ func (c *Conn) command(f func(k *core.Conn, now int64)) {
 	c.do(a)
 }
 
+// holdStep is how long a tick that would find the peer silent waits while
+// the peer's bytes wait unread in the socket, before it looks again.
+const holdStep = int64(time.Millisecond)
+
 func (c *Conn) onTimer() {
 	c.command(func(k *core.Conn, now int64) {
 		c.timerAt = 0
+		if k.Silent(now) && unread(c.nc) {
+			// The peer's bytes wait in the socket (the process was stopped
+			// or starved while they arrived, and the reader has not run
+			// yet): they prove the peer alive, so the reader hands them to
+			// the core before the peer is judged.
+			c.hold = now + holdStep
+			return
+		}
+		c.hold = 0
 		k.Tick(now)
 	})
 }
