@@ -161,12 +161,6 @@ func NewParams(role Role, cfg session.Config, opts Options) *Params {
 	return p
 }
 
-// Role is the side the connections play.
-func (p *Params) Role() Role { return p.role }
-
-// Config is the effective configuration (defaults filled in).
-func (p *Params) Config() session.Config { return p.cfg }
-
 // Conn is one connection's protocol state. See the package comment.
 //
 // An idle connection holds this struct and nothing else: what it needs
