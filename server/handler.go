@@ -42,10 +42,15 @@ type Request struct {
 // Handler answers requests. ServeTCP runs on one of the server's worker
 // goroutines (at most Config.Workers at once, kept for reuse: a goroutine
 // that runs no request for one to two seconds ends), never on a
-// connection's reader or an event loop; ctx is cancelled when the client cancels
-// the request (CANCEL), when the connection ends, when the request's
-// deadline (the client's, capped by Config.HandlerTimeout) passes, and
-// once ServeTCP has returned. The returned slice is copied before
+// connection's reader or an event loop. Since the goroutine runs other
+// requests after this one, a handler leaves it as it found it: a handler
+// that locks it to its thread (runtime.LockOSThread, to change the
+// thread's namespace or credentials) unlocks it or restores the thread
+// before it returns, and one that sets pprof labels on it
+// (pprof.SetGoroutineLabels) sets them back (pprof.Do does). ctx is
+// cancelled when the client cancels the request (CANCEL), when the
+// connection ends, when the request's deadline (the client's, capped by
+// Config.HandlerTimeout) passes, and once ServeTCP has returned. The returned slice is copied before
 // ServeTCP's caller moves on, so a handler may return a buffer it reuses,
 // or req.Body.
 //

@@ -171,8 +171,9 @@ func (s *Server) closeConns() {
 	}
 }
 
-// finish waits for the connection goroutines and the ager, and stops the
-// event loops.
+// finish waits for the connection goroutines and the ager, stops the
+// event loops, and ends the handler pool's idle goroutines (those still
+// running a handler end after it).
 func (s *Server) finish() {
 	s.connWG.Wait()
 	s.rejectWG.Wait()

@@ -31,7 +31,7 @@ func (c *Conn) Next() int64 {
 		at(c.x.endAt + dur(cfg.LingerTimeout))
 		return d
 	}
-	if !c.helloRecv {
+	if !c.helloRecv && !c.refused {
 		at(c.lastPingAt + dur(cfg.HandshakeTimeout)) // when it started: see Conn
 	}
 	if c.reading() {
@@ -121,7 +121,10 @@ var errBodyStopped = fmt.Errorf("%w: a request's body stopped arriving", session
 // FrameReadTimeout — or nil.
 func (c *Conn) silence(now int64) error {
 	cfg := &c.p.cfg
-	if !c.helloRecv && now >= c.lastPingAt+dur(cfg.HandshakeTimeout) { // lastPingAt: when it started, until the HELLO
+	// A refused connection waits for no HELLO: its ERROR, then its FIN
+	// and LingerTimeout end it (a handshake timeout would drop the ERROR
+	// if the writer had not run yet).
+	if !c.helloRecv && !c.refused && now >= c.lastPingAt+dur(cfg.HandshakeTimeout) { // lastPingAt: when it started, until the HELLO
 		return session.ErrHandshakeTimeout
 	}
 	if !c.reading() {

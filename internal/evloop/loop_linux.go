@@ -375,9 +375,14 @@ func (lp *loop) run() {
 			}
 			lp.epf.SetReadDeadline(d) // cannot fail: pollable checked it
 		}
-		n := 0
+		var n int
 		if until == 0 || until > netconn.Now() {
 			n = lp.park()
+		} else {
+			// A timer is due already: no wait, but the sockets' events
+			// are taken all the same, so that timers always due cannot
+			// starve them.
+			n = lp.poll()
 		}
 
 		lp.mu.Lock()
@@ -397,6 +402,15 @@ const timerGrain = int64(time.Millisecond)
 
 func grain(at int64) int64 { return (at + timerGrain - 1) / timerGrain * timerGrain }
 
+// poll takes the events ready into lp.events, without waiting.
+func (lp *loop) poll() int {
+	n, err := unix.EpollWait(lp.epfd, lp.events, 0)
+	if err != nil && err != unix.EINTR {
+		panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // a bug
+	}
+	return max(n, 0)
+}
+
 // park waits in Go's poller until the epoll set has events or epf's
 // deadline passes, and returns how many events it took into lp.events.
 func (lp *loop) park() int {
@@ -405,12 +419,8 @@ func (lp *loop) park() int {
 	// since run's last look is taken at once; one that arrives after the
 	// function found none makes the set readable, which the poller
 	// reports.
-	err := lp.eprc.Read(func(fd uintptr) bool {
-		var err error
-		n, err = unix.EpollWait(int(fd), lp.events, 0)
-		if err != nil && err != unix.EINTR {
-			panic(fmt.Sprintf("evloop: epoll_wait: %v", err)) // a bug
-		}
+	err := lp.eprc.Read(func(uintptr) bool {
+		n = lp.poll()
 		return n > 0
 	})
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {

@@ -22,8 +22,7 @@
 //     deadline (Core.Next), ticks the core — except that a tick that would
 //     find the peer silent (core.Conn.Silent) while the peer's bytes wait
 //     unread in the socket (a reader not scheduled: a stopped or starved
-//     process) waits for the reader to hand them over, looking again
-//     every millisecond.
+//     process) waits for the reader's next hand-over, then judges.
 //
 // The socket is closed as soon as the core is done, whatever the other
 // goroutines are doing: a blocked read or write returns at once.
@@ -80,8 +79,11 @@ type Conn struct {
 	posted   []func()      // posted by Sink methods, run once mu is released
 	done     chan struct{} // made by Done, closed with the socket
 	timer    *time.Timer
-	timerAt  int64 // when the timer is armed for; 0: not armed
-	hold     int64 // no tick before: the reader has bytes to hand over first (see onTimer)
+	timerAt  int64  // when the timer is armed for; 0: not armed
+	hold     int64  // no tick before: the reader has bytes to hand over first (see onTimer)
+	held     bool   // a silence verdict is deferred until the reader's next hand-over
+	heldAt   uint64 // reads when it was deferred
+	reads    uint64 // reads handed to the core
 	created  time.Time
 
 	// The reader's own.
@@ -195,22 +197,28 @@ func (c *Conn) command(f func(k *core.Conn, now int64)) {
 	c.do(a)
 }
 
-// holdStep is how long a tick that would find the peer silent waits while
-// the peer's bytes wait unread in the socket, before it looks again.
-const holdStep = int64(time.Millisecond)
+// holdStep is how often a deferred silence verdict looks again while the
+// reader has not handed anything over (its hand-over re-arms the timer at
+// once).
+const holdStep = int64(10 * time.Millisecond)
 
 func (c *Conn) onTimer() {
 	c.command(func(k *core.Conn, now int64) {
 		c.timerAt = 0
-		if k.Silent(now) && unread(c.nc) {
+		if k.Silent(now) && !(c.held && c.reads != c.heldAt) && unread(c.nc) {
 			// The peer's bytes wait in the socket (the process was stopped
 			// or starved while they arrived, and the reader has not run
-			// yet): they prove the peer alive, so the reader hands them to
-			// the core before the peer is judged.
+			// yet): they may prove the peer alive, so the verdict waits for
+			// the reader's next hand-over — one, as on the event loop: a
+			// peer that keeps the socket full of bytes that are no
+			// progress (empty DATA frames) is judged after it.
+			if !c.held {
+				c.held, c.heldAt = true, c.reads
+			}
 			c.hold = now + holdStep
 			return
 		}
-		c.hold = 0
+		c.held, c.hold = false, 0
 		k.Tick(now)
 	})
 }
@@ -337,6 +345,8 @@ func (c *Conn) received(buf []byte, n int, err error) {
 		total := c.have + n
 		used := c.core.Receive(now, buf[:total])
 		c.have = copy(buf, buf[used:total])
+		c.reads++
+		c.hold = 0 // a deferred verdict is given now (see onTimer)
 	}
 	if err != nil {
 		if errors.Is(err, io.EOF) {
