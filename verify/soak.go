@@ -50,10 +50,13 @@ type SoakOptions struct {
 	Transport netx.Transport
 	// HeartbeatTimeout is the server's and the clients' heartbeat timeout
 	// (the interval is 1 s): silence after which a peer is dead. It must
-	// exceed the interval; the calls' deadline is 1 s more. Default 3 s:
-	// a peer is declared dead after 3 s without a byte, and a process
-	// of the soak that the shared machine does not schedule for 2 s is
-	// not taken for dead.
+	// exceed the interval; the calls' deadline is 1 s more, and the cuts
+	// and freezes last from a third of it to three times it. Default 10 s,
+	// the library's: on a machine shared with other work, a process of the
+	// soak may not be scheduled for seconds, and with a shorter timeout
+	// its peers take it for dead (and a server that was not scheduled
+	// drops connections whose bytes wait in its sockets: see
+	// TestServeSurvivesItsOwnStall in cmd/tcppro).
 	HeartbeatTimeout time.Duration
 	// Progress receives a line at each phase, fault and minute. Nil: none.
 	Progress io.Writer
@@ -71,7 +74,7 @@ const (
 	DefaultSoakRate     = 200.0
 	// DefaultSoakHeartbeatTimeout is SoakOptions.HeartbeatTimeout's
 	// default.
-	DefaultSoakHeartbeatTimeout = 3 * time.Second
+	DefaultSoakHeartbeatTimeout = 10 * time.Second
 	// MaxSoakHeartbeatTimeout bounds it.
 	MaxSoakHeartbeatTimeout = 30 * time.Second
 	MinSoakDuration         = time.Minute

@@ -65,10 +65,13 @@ type soakFault struct {
 
 // scheduler draws the faults: kinds in blocks of three in a random order
 // (every kind once per block), a host, a duration and a gap, always in the
-// same order, so a seed gives the same sequence.
+// same order, so a seed gives the same sequence. Cuts and freezes last from
+// a third of the heartbeat timeout to three times it (freezes 8/3): some
+// too short for either side to declare the other dead, most long enough.
 type scheduler struct {
-	rng   *rand.Rand
-	block []string
+	rng     *rand.Rand
+	timeout time.Duration // the heartbeat timeout
+	block   []string
 }
 
 func (s *scheduler) next(hosts int) (kind string, host int, dur, gap time.Duration) {
@@ -80,9 +83,9 @@ func (s *scheduler) next(hosts int) (kind string, host int, dur, gap time.Durati
 	host = s.rng.IntN(hosts)
 	switch kind {
 	case faultCut:
-		dur = s.between(time.Second, 10*time.Second)
+		dur = s.between(s.timeout/3, 3*s.timeout)
 	case faultFreeze:
-		dur = s.between(time.Second, 8*time.Second)
+		dur = s.between(s.timeout/3, s.timeout*8/3)
 	case faultKill:
 		dur = s.between(500*time.Millisecond, 3*time.Second)
 	}
@@ -90,16 +93,18 @@ func (s *scheduler) next(hosts int) (kind string, host int, dur, gap time.Durati
 	return kind, host, dur, gap
 }
 
-// between draws a duration in [lo, hi), in steps of 100 ms.
+// between draws a duration in [lo, hi), in steps of 100 ms (lo rounded
+// up to one).
 func (s *scheduler) between(lo, hi time.Duration) time.Duration {
 	const step = 100 * time.Millisecond
-	return lo + time.Duration(s.rng.Int64N(int64((hi-lo)/step)))*step
+	lo = (lo + step - 1) / step * step
+	return lo + time.Duration(s.rng.Int64N(max(int64((hi-lo)/step), 1)))*step
 }
 
 // faultPhase applies faults until the next one would likely not have
 // recovered by end.
 func (k *soak) faultPhase(ctx context.Context, end time.Time) error {
-	sch := &scheduler{rng: k.rng}
+	sch := &scheduler{rng: k.rng, timeout: k.opts.HeartbeatTimeout}
 	for {
 		kind, hi, dur, gap := sch.next(len(k.hosts))
 		if time.Now().Add(dur + soakRecoveryGuess).After(end) {
@@ -225,6 +230,25 @@ func (k *soak) deadDuring(from, to int64) uint64 {
 	return b - min(a, b)
 }
 
+// waitedDuring is how long the server's threads waited for a CPU between
+// two mono times, from the readings around them.
+func (k *soak) waitedDuring(from, to int64) time.Duration {
+	var a, b float64
+	for _, s := range k.samples {
+		if s.Err != "" {
+			continue
+		}
+		if s.At <= from || a == 0 {
+			a = s.Waited
+		}
+		b = s.Waited
+		if s.At >= to {
+			break
+		}
+	}
+	return time.Duration((b - min(a, b)) * float64(time.Second)).Round(10 * time.Millisecond)
+}
+
 // line describes the fault for the timeline.
 func (f *soakFault) line() string {
 	var b strings.Builder
@@ -248,7 +272,7 @@ func (f *soakFault) line() string {
 	if len(f.Kinds) > 0 {
 		fmt.Fprintf(&b, " (%s)", kindsText(f.Kinds))
 	}
-	fmt.Fprintf(&b, ", %d connections lost or refused", f.Lost)
+	fmt.Fprintf(&b, ", %d connections lost or dials failed", f.Lost)
 	if f.Kind == faultKill {
 		fmt.Fprintf(&b, ", %d calls in flight ended with the process", f.KilledInFlight)
 	}
@@ -320,7 +344,10 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 	if d := st.StallTotalMS - prev.StallTotalMS; d > 0 {
 		stalled = fmt.Sprintf("; its agent did not run for %s of that span", fmtMS(d))
 	}
-	k.note(fmt.Sprintf("%s, untouched by any fault: %d calls failed (%s), %d connections lost or refused, between %s and %s%s",
+	if w := k.waitedDuring(prevAt, at); w > 0 {
+		stalled += fmt.Sprintf("; the server's threads waited %s for a CPU in it", fmtDur(w))
+	}
+	k.note(fmt.Sprintf("%s, untouched by any fault: %d calls failed (%s), %d connections lost or dials failed, between %s and %s%s",
 		h.name, dFailed, kindsText(kinds), dLost, k.rel(prevAt), k.rel(at), stalled))
 }
 
@@ -368,6 +395,7 @@ func (k *soak) minuteLine() {
 	}
 	k.lastMin = int64(m)
 	s := k.samples[len(k.samples)-1]
+	waited := k.waitedDuring(s.At-int64(time.Minute), s.At)
 	var started, ok, failed int64
 	for _, h := range k.hosts {
 		for _, a := range h.agents {
@@ -376,8 +404,8 @@ func (k *soak) minuteLine() {
 			failed += a.st.Failed
 		}
 	}
-	k.note(fmt.Sprintf("server: %d connections, %d descriptors, %d goroutines, %d threads, RSS %s, heap goal %s; calls so far: %d started, %d ok, %d failed; %d faults; %s",
-		s.Conns, s.FDs, s.Goroutines, s.Threads, mib(s.RSS), mib(s.HeapGoal), started, ok, failed, len(k.faults), hostLoad()))
+	k.note(fmt.Sprintf("server: %d connections, %d descriptors, %d goroutines, %d threads, RSS %s, heap goal %s, %d dead peers so far, its threads waited %s for a CPU in the last minute; calls so far: %d started, %d ok, %d failed; %d faults; %s",
+		s.Conns, s.FDs, s.Goroutines, s.Threads, mib(s.RSS), mib(s.HeapGoal), s.DeadPeers, fmtDur(waited), started, ok, failed, len(k.faults), hostLoad()))
 }
 
 // mib formats bytes in MiB.

@@ -23,8 +23,10 @@ type windowStats struct {
 	SockInuse  int
 	Orphans    int
 	TimeWait   int
-	// Cores is the server's CPU seconds per second over the window.
-	Cores float64
+	// Cores is the server's CPU seconds per second over the window;
+	// Waited, the seconds per second its threads waited for a CPU.
+	Cores  float64
+	Waited float64
 	// MinRSS, MaxRSS, MinFDs, MaxFDs, MinGor and MaxGor are the extremes.
 	MinRSS, MaxRSS int64
 	MinFDs, MaxFDs int
@@ -77,14 +79,15 @@ func statsIn(samples []serverSample, w window) windowStats {
 	ws.MinGor, ws.MaxGor = slices.Min(gor), slices.Max(gor)
 	if d := since(first.At, last.At); d > 0 {
 		ws.Cores = (last.CPU - first.CPU) / d.Seconds()
+		ws.Waited = (last.Waited - first.Waited) / d.Seconds()
 	}
 	return ws
 }
 
 func (ws windowStats) text(conns int) string {
-	return fmt.Sprintf("%d readings: %d connections, %d descriptors (%d–%d), %d goroutines (%d–%d), %d threads, RSS %s (%s–%s), heap goal %s, CPU %.3f cores (%.1f µs per connection per second); its namespace's TCP sockets: %d in use, %d orphaned, %d in TIME_WAIT",
+	return fmt.Sprintf("%d readings: %d connections, %d descriptors (%d–%d), %d goroutines (%d–%d), %d threads, RSS %s (%s–%s), heap goal %s, CPU %.3f cores (%.1f µs per connection per second), its threads waiting for a CPU %.3f s per second; its namespace's TCP sockets: %d in use, %d orphaned, %d in TIME_WAIT",
 		ws.Samples, ws.Conns, ws.FDs, ws.MinFDs, ws.MaxFDs, ws.Goroutines, ws.MinGor, ws.MaxGor, ws.Threads,
-		mib(ws.RSS), mib(ws.MinRSS), mib(ws.MaxRSS), mib(ws.HeapGoal), ws.Cores, ws.Cores*1e6/float64(max(conns, 1)),
+		mib(ws.RSS), mib(ws.MinRSS), mib(ws.MaxRSS), mib(ws.HeapGoal), ws.Cores, ws.Cores*1e6/float64(max(conns, 1)), ws.Waited,
 		ws.SockInuse, ws.Orphans, ws.TimeWait)
 }
 
@@ -311,7 +314,7 @@ func orNone(s string) string {
 // lost its connection (the server dropped nobody it should have kept).
 func (k *soak) untouchedRow() Result {
 	r := Result{Scenario: "soak-untouched", BaselineMS: -1, Bound: "0 failed calls, 0 lost connections",
-		Metric: "the calls failed and the connections lost (or refused) by clients outside any fault of their host, after the ramp, at the 1 s granularity of the agents' reports"}
+		Metric: "the calls failed and the connections lost (or dials failed) by clients outside any fault of their host, after the ramp, at the 1 s granularity of the agents' reports"}
 	var failed int64
 	var lost uint64
 	var ramp int64
@@ -330,7 +333,7 @@ func (k *soak) untouchedRow() Result {
 		}
 		failed += hf
 		lost += hl
-		detail = append(detail, fmt.Sprintf("%s (%d clients, %d faults): outside its faults %d failed calls, %d connections lost or refused", h.name, h.n, len(h.windows), hf, hl))
+		detail = append(detail, fmt.Sprintf("%s (%d clients, %d faults): outside its faults %d failed calls, %d connections lost or dials failed", h.name, h.n, len(h.windows), hf, hl))
 	}
 	if len(kinds) > 0 {
 		detail = append(detail, "failed by kind: "+kindsText(kinds))

@@ -26,6 +26,10 @@ type serverSample struct {
 	RSS     int64   `json:"rss"`     // VmRSS, bytes
 	Threads int     `json:"threads"` // OS threads
 	CPU     float64 `json:"cpu_s"`   // utime+stime so far, seconds
+	// Waited is the time its threads have spent runnable but not running
+	// so far (run_delay in /proc/PID/task/*/schedstat), seconds: how much
+	// the machine kept it waiting for a CPU.
+	Waited float64 `json:"waited_s"`
 
 	Goroutines int   `json:"goroutines"` // go_goroutines
 	HeapGoal   int64 `json:"heap_goal"`  // go_memstats_next_gc_bytes: twice the heap live after the last GC
@@ -89,6 +93,8 @@ func (s *sampler) sample(ctx context.Context) serverSample {
 	note("status", err)
 	p.CPU, err = procCPUSeconds(s.pid)
 	note("stat", err)
+	p.Waited, err = procWaited(s.pid)
+	note("schedstat", err)
 	note("statusz", s.statusz(ctx, &p))
 	note("metrics", s.metrics(ctx, &p))
 	note("sockstat", s.sockstat(&p))
@@ -278,4 +284,27 @@ func procCPUSeconds(pid int) (float64, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
 	}
 	return float64(ut+st) / 100, nil
+}
+
+// procWaited sums the run_delay of process pid's threads (the second field
+// of /proc/PID/task/TID/schedstat, nanoseconds), in seconds. Threads that
+// have exited are not counted.
+func procWaited(pid int) (float64, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var ns uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			ns += v
+		}
+	}
+	return float64(ns) / 1e9, nil
 }

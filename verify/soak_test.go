@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -21,7 +22,7 @@ import (
 
 func TestSoakScheduleReplays(t *testing.T) {
 	draw := func(seed uint64) []string {
-		s := &scheduler{rng: rand.New(rand.NewPCG(seed, 0x50a4))}
+		s := &scheduler{rng: rand.New(rand.NewPCG(seed, 0x50a4)), timeout: 3 * time.Second}
 		var out []string
 		for range 30 {
 			kind, host, dur, gap := s.next(4)
@@ -36,7 +37,8 @@ func TestSoakScheduleReplays(t *testing.T) {
 	if slices.Equal(a, c) {
 		t.Fatal("two seeds drew the same schedule")
 	}
-	s := &scheduler{rng: rand.New(rand.NewPCG(7, 0))}
+	const timeout = 10 * time.Second
+	s := &scheduler{rng: rand.New(rand.NewPCG(7, 0)), timeout: timeout}
 	for block := range 20 {
 		var kinds []string
 		for range 3 {
@@ -45,10 +47,10 @@ func TestSoakScheduleReplays(t *testing.T) {
 			if host < 0 || host >= 5 {
 				t.Fatalf("host %d of 5", host)
 			}
-			lo, hi := time.Second, 10*time.Second
+			lo, hi := 3400*time.Millisecond, 3*timeout
 			switch kind {
 			case faultFreeze:
-				hi = 8 * time.Second
+				hi = timeout * 8 / 3
 			case faultKill:
 				lo, hi = 500*time.Millisecond, 3*time.Second
 			}
@@ -340,5 +342,23 @@ func TestAgentSoakStalls(t *testing.T) {
 	s.lastWatch = mono() - 2e9
 	if got := s.stalledLocked(mono()-3e9, mono()); got < time.Second {
 		t.Errorf("a stall going on: %v", got)
+	}
+}
+
+func TestSoakProcReadings(t *testing.T) {
+	pid := os.Getpid()
+	fds, err := countFDs(pid)
+	if err != nil || fds < 3 {
+		t.Errorf("descriptors: %d, %v", fds, err)
+	}
+	rss, threads, err := procStatus(pid)
+	if err != nil || rss <= 0 || threads < 1 {
+		t.Errorf("status: RSS %d, %d threads, %v", rss, threads, err)
+	}
+	if cpu, err := procCPUSeconds(pid); err != nil || cpu < 0 {
+		t.Errorf("CPU: %v, %v", cpu, err)
+	}
+	if w, err := procWaited(pid); err != nil || w < 0 {
+		t.Errorf("waited: %v, %v", w, err)
 	}
 }

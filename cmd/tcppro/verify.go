@@ -170,7 +170,7 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 			"With --soak DURATION (1m to 30m) it runs the soak instead: one `tcppro serve` (the\n"+
 			"event loop by default, --transport to choose) holding --soak-conns connections (19000)\n"+
 			"from client agents on 4 or more hosts (one connection per client, at most 4750 per\n"+
-			"agent), heartbeats every 1s (timeout --heartbeat-timeout, 3s), --soak-rate calls/s (200)\n"+
+			"agent), heartbeats every 1s (timeout --heartbeat-timeout, 10s), --soak-rate calls/s (200)\n"+
 			"on clients picked at random, and faults from a schedule seeded with --seed (printed;\n"+
 			"the same seed replays the same faults): a client host's link cut, its agent frozen\n"+
 			"(SIGSTOP/SIGCONT), its agent killed and replaced, one at a time. It passes when the\n"+
