@@ -53,6 +53,8 @@ type soakStatus struct {
 	Stalls       int     `json:"stalls,omitempty"`
 	StallMaxMS   float64 `json:"stall_max_ms,omitempty"`
 	StallTotalMS float64 `json:"stall_total_ms,omitempty"`
+	// RecentStalls are the last soakRecentStalls stalls (mono times).
+	RecentStalls []span `json:"recent_stalls,omitempty"`
 
 	// Sums over the clients' client.Stats.
 	Dials        uint64 `json:"dials"`
@@ -79,9 +81,17 @@ const (
 	soakWatchTick = 100 * time.Millisecond
 	soakStallMin  = 300 * time.Millisecond
 	// soakMaxStalls caps the stalls kept (the oldest are dropped: only
-	// the calls of the last minutes need them).
-	soakMaxStalls = 4096
+	// the calls of the last minutes need them); soakRecentStalls are
+	// reported with every status.
+	soakMaxStalls    = 4096
+	soakRecentStalls = 32
 )
+
+// span is a window in a report: mono times.
+type span struct {
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+}
 
 // agentSoak is one agent's soak: its clients, its ramp and its load. Each
 // client makes a first call as soon as it is created (counted with the
@@ -344,6 +354,9 @@ func (s *agentSoak) status() *soakStatus {
 	st.Untyped = append([]string(nil), s.st.Untyped...)
 	st.LateCalls = append([]failedCall(nil), s.st.LateCalls...)
 	st.NewErrors, st.FirstError, st.Warm = s.newErrors, s.firstErr, s.warm
+	for _, w := range s.stalls[max(len(s.stalls)-soakRecentStalls, 0):] {
+		st.RecentStalls = append(st.RecentStalls, span{From: w.from, To: w.to})
+	}
 	now := mono()
 	st.InFlight = len(s.inFlight)
 	for _, start := range s.inFlight {

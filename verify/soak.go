@@ -210,8 +210,8 @@ type soak struct {
 	rampErr  string          // the ramp did not complete
 	finalErr string          // the end's recovery did not complete
 	settle   time.Duration   // from the ramp to the first window
-	lastTick time.Time       // when the last tick started
-	stalls   int             // ticks that came late (the machine did not run the soak)
+	lastTick int64           // mono: when the last tick started
+	stalls   []window        // the monitor's: ticks that came late (the machine did not run it)
 	lastMin  int64           // the last minute noted
 	timeline []timelineEntry // the faults, the minutes and anything untoward, in order
 	// calls[0] and calls[1] are the successful calls so far at the start
@@ -243,10 +243,13 @@ type soakAgent struct {
 	killed  bool       // SIGKILLed: st is its last report before
 	final   *soakStatus
 
-	// What it reported outside any fault of its host (after the ramp).
+	// What it reported outside any fault of its host (after the ramp):
+	// during a stall of the machine, and otherwise.
 	untouchedFailed int64
 	untouchedKinds  map[string]int64
 	untouchedLost   uint64 // connections lost or failing to connect
+	machineFailed   int64
+	machineLost     uint64
 	rampFailed      int64
 }
 
@@ -363,7 +366,7 @@ func (k *soak) run(ctx context.Context) error {
 	// of its collection cycle under this load (RSS keeps the pages of the
 	// first cycles after the ramp until then).
 	gc0 := k.samples[len(k.samples)-1].GCs
-	settleLimit := min(o.Duration/4, 2*time.Minute)
+	settleLimit := min(o.Duration/8, 2*time.Minute)
 	settled, err := k.runUntil(ctx, readyAt.Add(settleLimit), func() bool { return k.settled(gc0) })
 	if err != nil {
 		return err

@@ -335,6 +335,13 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 		a.rampFailed += dFailed
 		return
 	}
+	if who, d := k.machineStall(st, prevAt, at); d >= k.opts.HeartbeatTimeout-hbInterval {
+		a.machineFailed += dFailed
+		a.machineLost += dLost
+		k.note(fmt.Sprintf("%s, during a stall of the machine (%s did not run for %s, long enough for its peers to find it dead): %d calls failed (%s), %d connections lost or dials failed, between %s and %s",
+			h.name, who, fmtDur(d), dFailed, kindsText(kinds), dLost, k.rel(prevAt), k.rel(at)))
+		return
+	}
 	a.untouchedFailed += dFailed
 	a.untouchedLost += dLost
 	for kind, n := range kinds {
@@ -349,6 +356,25 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 	}
 	k.note(fmt.Sprintf("%s, untouched by any fault: %d calls failed (%s), %d connections lost or dials failed, between %s and %s%s",
 		h.name, dFailed, kindsText(kinds), dLost, k.rel(prevAt), k.rel(at), stalled))
+}
+
+// machineStall returns the longest time a process of the soak was not
+// run, as far as anyone saw it, in the span (a, b] or within the heartbeat
+// timeout before it (what a stall breaks shows after it): the agent's own
+// watchdog (its report st), or the monitor's ticks.
+func (k *soak) machineStall(st *soakStatus, a, b int64) (who string, d time.Duration) {
+	from := a - int64(k.opts.HeartbeatTimeout)
+	for _, s := range st.RecentStalls {
+		if w := (window{from: s.From, to: s.To}); w.overlaps(from, b) && since(s.From, s.To) > d {
+			who, d = "its agent", since(s.From, s.To)
+		}
+	}
+	for _, w := range k.stalls {
+		if w.overlaps(from, b) && since(w.from, w.to) > d {
+			who, d = "the soak's monitor", since(w.from, w.to)
+		}
+	}
+	return who, d
 }
 
 // rel formats a mono time relative to the soak's start: "t+4m12.3s".

@@ -16,13 +16,16 @@ type windowStats struct {
 	Samples    int
 	FDs        int
 	Goroutines int
-	Threads    int
-	RSS        int64
-	HeapGoal   int64
-	Conns      int64
-	SockInuse  int
-	Orphans    int
-	TimeWait   int
+	// Fixed is the goroutines less the requests in flight (each has its
+	// handler's goroutine): what the connections and the server hold.
+	Fixed     int
+	Threads   int
+	RSS       int64
+	HeapGoal  int64
+	Conns     int64
+	SockInuse int
+	Orphans   int
+	TimeWait  int
 	// Cores is the server's CPU seconds per second over the window;
 	// Waited, the seconds per second its threads waited for a CPU.
 	Cores  float64
@@ -45,7 +48,7 @@ func median[T int | int64](v []T) T {
 // statsIn summarises the readings taken in w (those that read
 // everything).
 func statsIn(samples []serverSample, w window) windowStats {
-	var fds, gor, thr, sin, orph, tw []int
+	var fds, gor, fixed, thr, sin, orph, tw []int
 	var rss, goal, conns []int64
 	var first, last *serverSample
 	for i := range samples {
@@ -59,6 +62,7 @@ func statsIn(samples []serverSample, w window) windowStats {
 		last = s
 		fds = append(fds, s.FDs)
 		gor = append(gor, s.Goroutines)
+		fixed = append(fixed, s.Goroutines-int(s.InFlight))
 		thr = append(thr, s.Threads)
 		rss = append(rss, s.RSS)
 		goal = append(goal, s.HeapGoal)
@@ -71,7 +75,7 @@ func statsIn(samples []serverSample, w window) windowStats {
 	if ws.Samples == 0 {
 		return ws
 	}
-	ws.FDs, ws.Goroutines, ws.Threads = median(fds), median(gor), median(thr)
+	ws.FDs, ws.Goroutines, ws.Fixed, ws.Threads = median(fds), median(gor), median(fixed), median(thr)
 	ws.RSS, ws.HeapGoal, ws.Conns = median(rss), median(goal), median(conns)
 	ws.SockInuse, ws.Orphans, ws.TimeWait = median(sin), median(orph), median(tw)
 	ws.MinRSS, ws.MaxRSS = slices.Min(rss), slices.Max(rss)
@@ -107,8 +111,8 @@ func (k *soak) windowText(w window) string {
 // tolerance.
 func fdTolerance(conns int) int { return max(8, conns/1000) }
 
-// Goroutines: the same fixed few, a goroutine per connection on netconn,
-// and the handlers of the calls in flight (a few at these rates).
+// Goroutines, less the requests in flight: the same fixed few and a
+// goroutine per connection on netconn.
 func goroutineTolerance(conns int) int { return max(20, conns/1000) }
 
 // RSS: Go's heap goal is twice the heap live after the last collection and
@@ -157,12 +161,12 @@ func (k *soak) judge(runErr error, problems []string) []Result {
 	// Goroutines.
 	tol = goroutineTolerance(n)
 	r = row("soak-goroutines", fmt.Sprintf("last = first ± %d", tol))
-	r.Metric = "the server's goroutines (its admin plane's go_goroutines), medians of the two windows"
-	r.MeasuredMS = float64(l.Goroutines - f.Goroutines)
-	r.Measured = fmt.Sprintf("%d → %d", f.Goroutines, l.Goroutines)
-	r.Pass = noWindows == "" && abs(l.Goroutines-f.Goroutines) <= tol
-	r.Detail = fmt.Sprintf("tolerance %d goroutines: the handlers of the calls in flight come and go (a few at %.0f calls/s); a leak of one goroutine per %d connections cycled would exceed it\nthreads: %d → %d",
-		tol, k.opts.Rate, max(cycled/max(tol, 1), 1), f.Threads, l.Threads)
+	r.Metric = "the server's goroutines (its admin plane's go_goroutines) less its requests in flight (each has a handler's goroutine), medians of the two windows"
+	r.MeasuredMS = float64(l.Fixed - f.Fixed)
+	r.Measured = fmt.Sprintf("%d → %d", f.Fixed, l.Fixed)
+	r.Pass = noWindows == "" && abs(l.Fixed-f.Fixed) <= tol
+	r.Detail = fmt.Sprintf("tolerance %d goroutines: the admin plane's and the runtime's come and go; a leak of one goroutine per %d connections cycled would exceed it\ngoroutines with the handlers of the requests in flight: %d → %d; threads: %d → %d",
+		tol, max(cycled/max(tol, 1), 1), f.Goroutines, l.Goroutines, f.Threads, l.Threads)
 	rows = append(rows, r)
 
 	// RSS (the heap goal in a -race build).
@@ -315,8 +319,8 @@ func orNone(s string) string {
 func (k *soak) untouchedRow() Result {
 	r := Result{Scenario: "soak-untouched", BaselineMS: -1, Bound: "0 failed calls, 0 lost connections",
 		Metric: "the calls failed and the connections lost (or dials failed) by clients outside any fault of their host, after the ramp, at the 1 s granularity of the agents' reports"}
-	var failed int64
-	var lost uint64
+	var failed, mFailed int64
+	var lost, mLost uint64
 	var ramp int64
 	kinds := map[string]int64{}
 	var detail []string
@@ -326,6 +330,8 @@ func (k *soak) untouchedRow() Result {
 		for _, a := range h.agents {
 			hf += a.untouchedFailed
 			hl += a.untouchedLost
+			mFailed += a.machineFailed
+			mLost += a.machineLost
 			ramp += a.rampFailed
 			for kind, n := range a.untouchedKinds {
 				kinds[kind] += n
@@ -341,11 +347,22 @@ func (k *soak) untouchedRow() Result {
 	if ramp > 0 {
 		detail = append(detail, fmt.Sprintf("during the first ramp: %d failed calls (not judged)", ramp))
 	}
-	if k.stalls > 0 {
-		detail = append(detail, fmt.Sprintf("the machine did not run the soak's monitor on time %d times (see soak-faults' timeline): a process not scheduled for longer than the heartbeat timeout (%v) less the interval looks dead to its peers", k.stalls, k.opts.HeartbeatTimeout))
+	if mFailed > 0 || mLost > 0 {
+		detail = append(detail, fmt.Sprintf("not judged: %d failed calls and %d connections lost or dials failed outside any fault, during stalls of the machine: a process of the soak (an agent, as its watchdog saw, or the monitor) not run for the heartbeat timeout (%v) less the interval or more, which its peers rightly take for dead (see soak-faults' timeline)",
+			mFailed, mLost, k.opts.HeartbeatTimeout))
+	}
+	if len(k.stalls) > 0 {
+		var longest time.Duration
+		for _, w := range k.stalls {
+			longest = max(longest, since(w.from, w.to))
+		}
+		detail = append(detail, fmt.Sprintf("the machine did not run the soak's monitor on time %d times, the longest for %s", len(k.stalls), fmtDur(longest)))
 	}
 	r.MeasuredMS = float64(failed)
 	r.Measured = fmt.Sprintf("%d failed, %d lost", failed, lost)
+	if mFailed > 0 || mLost > 0 {
+		r.Measured += fmt.Sprintf(" (+%d, %d in machine stalls)", mFailed, mLost)
+	}
 	r.Pass = failed == 0 && lost == 0 && k.ready != 0
 	r.Detail = strings.Join(detail, "\n")
 	return r

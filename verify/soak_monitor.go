@@ -41,12 +41,12 @@ func (k *soak) runUntil(ctx context.Context, deadline time.Time, cond func() boo
 // tick samples the server and reads every live agent (at once, each
 // bounded: a frozen agent answers nothing).
 func (k *soak) tick(ctx context.Context) error {
-	now := time.Now()
-	if gap := now.Sub(k.lastTick); !k.lastTick.IsZero() && gap > soakStall {
+	now := mono()
+	if gap := since(k.lastTick, now); k.lastTick != 0 && gap > soakStall {
 		// The monitor itself was not run: the soak's other processes
 		// probably were not either (tcppro's heartbeats cannot tell a
 		// peer that is not scheduled from a dead one).
-		k.stalls++
+		k.stalls = append(k.stalls, window{from: k.lastTick + int64(soakTick), to: now})
 		k.note(fmt.Sprintf("the monitor ran %s after its previous reading, not %s: %s", fmtDur(gap), fmtDur(soakTick), hostLoad()))
 	}
 	k.lastTick = now

@@ -42,6 +42,7 @@ type serverSample struct {
 	DeadPeers uint64 `json:"dead_peers"`
 	Requests  uint64 `json:"requests"`
 	Busy      uint64 `json:"rejected_busy"`
+	InFlight  int64  `json:"in_flight"` // requests being processed
 
 	// The TCP sockets of the server's namespace (/proc/net/sockstat):
 	// in use, orphaned (closed by the process, still sending their FIN or
@@ -131,6 +132,7 @@ func (s *sampler) statusz(ctx context.Context, p *serverSample) error {
 			DeadPeers uint64 `json:"dead_peers"`
 			Requests  uint64 `json:"requests"`
 			Busy      uint64 `json:"rejected_busy"`
+			InFlight  int64  `json:"in_flight"`
 		} `json:"stats"`
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
@@ -139,7 +141,7 @@ func (s *sampler) statusz(ctx context.Context, p *serverSample) error {
 	if st.Stats == nil {
 		return fmt.Errorf("no stats in /statusz")
 	}
-	p.Conns, p.Accepted, p.DeadPeers, p.Requests, p.Busy = st.Stats.Open, st.Stats.Accepted, st.Stats.DeadPeers, st.Stats.Requests, st.Stats.Busy
+	p.Conns, p.Accepted, p.DeadPeers, p.Requests, p.Busy, p.InFlight = st.Stats.Open, st.Stats.Accepted, st.Stats.DeadPeers, st.Stats.Requests, st.Stats.Busy, st.Stats.InFlight
 	return nil
 }
 

@@ -149,7 +149,17 @@ func TestSoakAccountsFailuresToFaults(t *testing.T) {
 	if a.untouchedFailed != 3 || a.untouchedLost != 2 || a.untouchedKinds["peer_dead"] != 3 {
 		t.Errorf("untouched: %d failed (%v), %d lost; want 3, 2", a.untouchedFailed, a.untouchedKinds, a.untouchedLost)
 	}
-	if tl := k.timelineText(); len(tl) != 1 || !strings.Contains(tl[0], "untouched") {
+	// The agent did not run for the heartbeat timeout less the interval
+	// just before: its peers rightly found it dead; not judged.
+	st := a.st
+	st.Failed, st.Reconnects = 20, 50
+	st.Errors = map[string]int64{"peer_dead": 20}
+	st.RecentStalls = []span{{From: 395e9, To: 395e9 + int64(k.opts.HeartbeatTimeout-hbInterval)}}
+	k.account(h, a, &st, 400e9)
+	if a.machineFailed != 5 || a.machineLost != 7 || a.untouchedFailed != 3 {
+		t.Errorf("machine stall: %d failed, %d lost (untouched %d); want 5, 7 (3)", a.machineFailed, a.machineLost, a.untouchedFailed)
+	}
+	if tl := k.timelineText(); len(tl) != 2 || !strings.Contains(tl[0], "untouched") || !strings.Contains(tl[1], "stall of the machine") {
 		t.Errorf("timeline: %q", tl)
 	}
 	if r := k.untouchedRow(); r.Pass {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,9 +28,11 @@ func TestSoakShort(t *testing.T) {
 	}
 	faultnet.ForTest(t)
 	// A fixed schedule whose first three faults (one of each kind: the
-	// kinds are drawn in blocks of three) are short enough to fit: 10.6 s
-	// of faults and gaps, plus their recoveries.
-	const seed = 68
+	// kinds are drawn in blocks of three) fit in the run and drop
+	// connections: a kill (0.8 s), a cut of 7.4 s and a freeze of 6.8 s,
+	// longer than the heartbeat timeout; 19.9 s with the gaps, plus their
+	// recoveries.
+	const seed = 228
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	rows, err := verify.RunSoak(ctx, verify.SoakOptions{
@@ -69,5 +73,18 @@ func TestSoakShort(t *testing.T) {
 		if cuts == 0 || freezes == 0 || kills == 0 {
 			t.Errorf("not every kind of fault ran: %s", r.Measured)
 		}
+		// The cut and the freeze outlast the heartbeat timeout: the
+		// server finds the host's connections dead.
+		most := 0
+		for _, m := range deadPeersRE.FindAllStringSubmatch(r.Detail, -1) {
+			n, _ := strconv.Atoi(m[1])
+			most = max(most, n)
+		}
+		if most < 400 {
+			t.Errorf("no fault made the server find most of a host's 500 connections dead (at most %d):\n%s", most, r.Detail)
+		}
 	}
 }
+
+// deadPeersRE finds the server's dead peers in a fault's line.
+var deadPeersRE = regexp.MustCompile(`the server: (\d+) dead peers`)
