@@ -113,9 +113,7 @@ type agentSoak struct {
 	nextID    uint64
 	warm      int // first calls ended
 	stopped   bool
-	// The watchdog's: its last tick (mono) and the stalls it saw.
-	lastWatch int64
-	stalls    []window
+	watch     *watchdog // when the process did not run
 }
 
 // startSoak creates req.Conns clients of req.Addrs at req.RampRate per
@@ -124,11 +122,10 @@ func (a *agentProc) startSoak(req agentReq) (*agentSoak, error) {
 	if req.Conns <= 0 || req.Rate < 0 || req.RampRate <= 0 || req.Timeout <= 0 {
 		return nil, fmt.Errorf("soak_start: conns %d, rate %v, ramp rate %v, timeout %v: want > 0, >= 0, > 0, > 0", req.Conns, req.Rate, req.RampRate, req.Timeout)
 	}
-	s := &agentSoak{req: req, stop: make(chan struct{}), inFlight: map[uint64]int64{}, lastWatch: mono()}
+	s := &agentSoak{req: req, stop: make(chan struct{}), inFlight: map[uint64]int64{}, watch: startWatchdog()}
 	s.st.Errors = map[string]int64{}
 	s.ramp.Go(func() { s.rampUp(a) })
 	s.ramp.Go(s.load)
-	s.ramp.Go(s.watch)
 	return s, nil
 }
 
@@ -152,57 +149,6 @@ func paced(stop <-chan struct{}, rate float64, fn func(n int) bool) {
 			}
 		}
 	}
-}
-
-// watch notes the spans during which the process did not run: its ticks
-// come late by that much.
-func (s *agentSoak) watch() {
-	t := time.NewTicker(soakWatchTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-t.C:
-		}
-		now := mono()
-		s.mu.Lock()
-		if gap := since(s.lastWatch, now); gap-soakWatchTick >= soakStallMin {
-			s.noteStallLocked(window{from: s.lastWatch + int64(soakWatchTick), to: now})
-		}
-		s.lastWatch = now
-		s.mu.Unlock()
-	}
-}
-
-func (s *agentSoak) noteStallLocked(w window) {
-	d := since(w.from, w.to)
-	s.st.Stalls++
-	s.st.StallMaxMS = max(s.st.StallMaxMS, ms(d))
-	s.st.StallTotalMS += ms(d)
-	if len(s.stalls) == soakMaxStalls {
-		s.stalls = append(s.stalls[:0], s.stalls[1:]...)
-	}
-	s.stalls = append(s.stalls, w)
-}
-
-// stalledLocked is how long the process did not run between mono times
-// a and b: the stalls noted, and one going on that the watchdog has not
-// seen end yet (a call may end before the watchdog runs again).
-func (s *agentSoak) stalledLocked(a, b int64) time.Duration {
-	var d time.Duration
-	overlap := func(w window) {
-		if lo, hi := max(a, w.from), min(b, w.to); hi > lo {
-			d += since(lo, hi)
-		}
-	}
-	for _, w := range s.stalls {
-		overlap(w)
-	}
-	if now := mono(); since(s.lastWatch, now)-soakWatchTick >= soakStallMin {
-		overlap(window{from: s.lastWatch + int64(soakWatchTick), to: now})
-	}
-	return d
 }
 
 // rampUp creates the clients at the ramp's pace.
@@ -321,7 +267,7 @@ func (s *agentSoak) call(c *client.Client, id uint64, method string, body []byte
 	}
 	if late := took - s.req.Timeout; late > lateGrace {
 		switch {
-		case s.stalledLocked(r.Start, r.End) >= late-lateGrace:
+		case s.watch.stalledIn(r.Start, r.End) >= late-lateGrace:
 			s.st.LateStalled++
 		default:
 			s.st.Late++
@@ -354,9 +300,9 @@ func (s *agentSoak) status() *soakStatus {
 	st.Untyped = append([]string(nil), s.st.Untyped...)
 	st.LateCalls = append([]failedCall(nil), s.st.LateCalls...)
 	st.NewErrors, st.FirstError, st.Warm = s.newErrors, s.firstErr, s.warm
-	for _, w := range s.stalls[max(len(s.stalls)-soakRecentStalls, 0):] {
-		st.RecentStalls = append(st.RecentStalls, span{From: w.from, To: w.to})
-	}
+	st.RecentStalls = s.watch.recent(soakRecentStalls)
+	n, longest, total := s.watch.counts()
+	st.Stalls, st.StallMaxMS, st.StallTotalMS = n, ms(longest), ms(total)
 	now := mono()
 	st.InFlight = len(s.inFlight)
 	for _, start := range s.inFlight {
@@ -394,6 +340,7 @@ func (s *agentSoak) end() *soakStatus {
 		close(s.stop)
 	}
 	s.ramp.Wait()
+	defer s.watch.close()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	t := time.NewTimer(s.req.Timeout + hangGrace)

@@ -30,9 +30,10 @@ import (
 
 // SoakOptions configure RunSoak. Zero fields take the defaults.
 type SoakOptions struct {
-	// Duration is how long the soak runs once every connection is up: a
-	// fault-free first window, the faults, and a fault-free last window
-	// once everything has recovered. 1 to 30 minutes; default 30 minutes.
+	// Duration is how long the soak runs once every connection is up: the
+	// server's memory settling, a fault-free first window, the faults,
+	// and a fault-free last window once everything has recovered. 1 to 30
+	// minutes; default 30 minutes.
 	Duration time.Duration
 	// Conns is the connections the server holds, one per client, spread
 	// over the client hosts. Default 19 000; at most the open-file limit
@@ -211,7 +212,7 @@ type soak struct {
 	finalErr string          // the end's recovery did not complete
 	settle   time.Duration   // from the ramp to the first window
 	lastTick int64           // mono: when the last tick started
-	stalls   []window        // the monitor's: ticks that came late (the machine did not run it)
+	watch    *watchdog       // when the machine did not run the monitor
 	lastMin  int64           // the last minute noted
 	timeline []timelineEntry // the faults, the minutes and anything untoward, in order
 	// calls[0] and calls[1] are the successful calls so far at the start
@@ -290,6 +291,7 @@ func RunSoak(ctx context.Context, opts SoakOptions) ([]Result, error) {
 	}
 	k.rng = rand.New(rand.NewPCG(k.seed, 0x50a4))
 	k.env = &Env{ctx: ctx, name: "soak", opts: Options{Progress: opts.Progress, Command: opts.Command}.withDefaults()}
+	k.watch = startWatchdog()
 	start := time.Now()
 	k.logf("start: %d connections over %d client hosts, %s on the server, heartbeats every %v (timeout %v), %.0f calls/s, %v, seed %d",
 		opts.Conns, soakHostCount(opts.Conns), opts.Transport, hbInterval, opts.HeartbeatTimeout, opts.Rate, opts.Duration, k.seed)
@@ -301,6 +303,7 @@ func RunSoak(ctx context.Context, opts SoakOptions) ([]Result, error) {
 	if k.smp != nil {
 		k.smp.close()
 	}
+	k.watch.close()
 	k.env.close()
 	// A child that reported a data race or a panic fails the run (in
 	// tests they are -race builds).

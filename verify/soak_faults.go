@@ -361,7 +361,7 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 // machineStall returns the longest time a process of the soak was not
 // run, as far as anyone saw it, in the span (a, b] or within the heartbeat
 // timeout before it (what a stall breaks shows after it): the agent's own
-// watchdog (its report st), or the monitor's ticks.
+// watchdog (its report st), or the monitor's.
 func (k *soak) machineStall(st *soakStatus, a, b int64) (who string, d time.Duration) {
 	from := a - int64(k.opts.HeartbeatTimeout)
 	for _, s := range st.RecentStalls {
@@ -369,10 +369,8 @@ func (k *soak) machineStall(st *soakStatus, a, b int64) (who string, d time.Dura
 			who, d = "its agent", since(s.From, s.To)
 		}
 	}
-	for _, w := range k.stalls {
-		if w.overlaps(from, b) && since(w.from, w.to) > d {
-			who, d = "the soak's monitor", since(w.from, w.to)
-		}
+	if m := k.watch.longestIn(from, b); m > d {
+		who, d = "the soak's monitor", m
 	}
 	return who, d
 }

@@ -351,12 +351,10 @@ func (k *soak) untouchedRow() Result {
 		detail = append(detail, fmt.Sprintf("not judged: %d failed calls and %d connections lost or dials failed outside any fault, during stalls of the machine: a process of the soak (an agent, as its watchdog saw, or the monitor) not run for the heartbeat timeout (%v) less the interval or more, which its peers rightly take for dead (see soak-faults' timeline)",
 			mFailed, mLost, k.opts.HeartbeatTimeout))
 	}
-	if len(k.stalls) > 0 {
-		var longest time.Duration
-		for _, w := range k.stalls {
-			longest = max(longest, since(w.from, w.to))
+	if k.watch != nil {
+		if n, longest, _ := k.watch.counts(); n > 0 {
+			detail = append(detail, fmt.Sprintf("the machine did not run the soak's monitor for %s or more %d times, the longest for %s", fmtDur(soakStallMin), n, fmtDur(longest.Round(time.Millisecond))))
 		}
-		detail = append(detail, fmt.Sprintf("the machine did not run the soak's monitor on time %d times, the longest for %s", len(k.stalls), fmtDur(longest)))
 	}
 	r.MeasuredMS = float64(failed)
 	r.Measured = fmt.Sprintf("%d failed, %d lost", failed, lost)

@@ -43,11 +43,10 @@ func (k *soak) runUntil(ctx context.Context, deadline time.Time, cond func() boo
 func (k *soak) tick(ctx context.Context) error {
 	now := mono()
 	if gap := since(k.lastTick, now); k.lastTick != 0 && gap > soakStall {
-		// The monitor itself was not run: the soak's other processes
-		// probably were not either (tcppro's heartbeats cannot tell a
-		// peer that is not scheduled from a dead one).
-		k.stalls = append(k.stalls, window{from: k.lastTick + int64(soakTick), to: now})
-		k.note(fmt.Sprintf("the monitor ran %s after its previous reading, not %s: %s", fmtDur(gap), fmtDur(soakTick), hostLoad()))
+		// Late: the machine did not run the monitor (its watchdog says
+		// for how long), or reading the server or an agent took long.
+		k.note(fmt.Sprintf("the monitor ran %s after its previous reading, not %s (the monitor itself did not run for %s of it): %s",
+			fmtDur(gap), fmtDur(soakTick), fmtDur(k.watch.stalledIn(k.lastTick, now).Round(time.Millisecond)), hostLoad()))
 	}
 	k.lastTick = now
 	if k.srv.hasExited() {

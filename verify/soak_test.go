@@ -115,7 +115,7 @@ func TestSoakOptionsValidate(t *testing.T) {
 // ready at mono time 100 s.
 func testSoak(n int) *soak {
 	o := SoakOptions{Conns: n, Rate: 100}.withDefaults()
-	k := &soak{opts: o, start: 1, ready: 100e9, env: &Env{opts: Options{}.withDefaults(), name: "soak"}}
+	k := &soak{opts: o, start: 1, ready: 100e9, env: &Env{opts: Options{}.withDefaults(), name: "soak"}, watch: &watchdog{last: mono()}}
 	for i := range 2 {
 		k.hosts = append(k.hosts, &soakHost{name: "c" + string(rune('1'+i)), n: n / 2, index: i,
 			agents: []*soakAgent{{at: 1, untouchedKinds: map[string]int64{}}}})
@@ -328,31 +328,40 @@ func TestAgentSoak(t *testing.T) {
 	}
 }
 
-func TestAgentSoakStalls(t *testing.T) {
-	s := &agentSoak{lastWatch: mono()}
-	s.noteStallLocked(window{from: 10e9, to: 12e9})
-	s.noteStallLocked(window{from: 20e9, to: 20.5e9})
+func TestWatchdogStalls(t *testing.T) {
+	w := &watchdog{last: mono()}
+	w.noteLocked(window{from: 10e9, to: 12e9})
+	w.noteLocked(window{from: 20e9, to: 20.5e9})
 	for _, tc := range []struct {
-		a, b int64
-		want time.Duration
+		a, b          int64
+		want, longest time.Duration
 	}{
-		{0, 9e9, 0},
-		{11e9, 30e9, 1500 * time.Millisecond},
-		{9e9, 11e9, time.Second},
-		{0, 40e9, 2500 * time.Millisecond},
+		{0, 9e9, 0, 0},
+		{11e9, 30e9, 1500 * time.Millisecond, 2 * time.Second},
+		{9e9, 11e9, time.Second, 2 * time.Second},
+		{0, 40e9, 2500 * time.Millisecond, 2 * time.Second},
+		{20.2e9, 30e9, 300 * time.Millisecond, 500 * time.Millisecond},
 	} {
-		if got := s.stalledLocked(tc.a, tc.b); got != tc.want {
+		if got := w.stalledIn(tc.a, tc.b); got != tc.want {
 			t.Errorf("stalled in [%v, %v]: %v, want %v", time.Duration(tc.a), time.Duration(tc.b), got, tc.want)
 		}
+		if got := w.longestIn(tc.a, tc.b); got != tc.longest {
+			t.Errorf("longest in [%v, %v]: %v, want %v", time.Duration(tc.a), time.Duration(tc.b), got, tc.longest)
+		}
 	}
-	if s.st.Stalls != 2 || s.st.StallMaxMS != 2000 || s.st.StallTotalMS != 2500 {
-		t.Errorf("counters: %+v", s.st)
+	if n, longest, total := w.counts(); n != 2 || longest != 2*time.Second || total != 2500*time.Millisecond {
+		t.Errorf("counts: %d %v %v", n, longest, total)
 	}
-	// A stall still going on (the watchdog has not run for 2 s) counts.
-	s.lastWatch = mono() - 2e9
-	if got := s.stalledLocked(mono()-3e9, mono()); got < time.Second {
+	if r := w.recent(1); len(r) != 1 || r[0] != (span{From: 20e9, To: 20.5e9}) {
+		t.Errorf("recent: %v", r)
+	}
+	// A stall still going on (no tick for 2 s) counts.
+	w.last = mono() - 2e9
+	if got := w.stalledIn(mono()-3e9, mono()); got < time.Second {
 		t.Errorf("a stall going on: %v", got)
 	}
+	// A running watchdog stops.
+	startWatchdog().close()
 }
 
 func TestSoakProcReadings(t *testing.T) {
