@@ -108,12 +108,14 @@ type agentSoak struct {
 	clients   []*client.Client
 	newErrors int
 	firstErr  string
-	st        soakStatus       // call counters
-	inFlight  map[uint64]int64 // call id → start (mono)
-	nextID    uint64
-	warm      int // first calls ended
-	stopped   bool
-	watch     *watchdog // when the process did not run
+	st        soakStatus              // call counters
+	inFlight  map[uint64]inFlightCall // by call id
+	// loadInFlight counts the load's calls in flight (not the first calls).
+	loadInFlight int
+	nextID       uint64
+	warm         int // first calls ended
+	stopped      bool
+	watch        *watchdog // when the process did not run
 }
 
 // startSoak creates req.Conns clients of req.Addrs at req.RampRate per
@@ -122,7 +124,7 @@ func (a *agentProc) startSoak(req agentReq) (*agentSoak, error) {
 	if req.Conns <= 0 || req.Rate < 0 || req.RampRate <= 0 || req.Timeout <= 0 {
 		return nil, fmt.Errorf("soak_start: conns %d, rate %v, ramp rate %v, timeout %v: want > 0, >= 0, > 0, > 0", req.Conns, req.Rate, req.RampRate, req.Timeout)
 	}
-	s := &agentSoak{req: req, stop: make(chan struct{}), inFlight: map[uint64]int64{}, watch: startWatchdog()}
+	s := &agentSoak{req: req, stop: make(chan struct{}), inFlight: map[uint64]inFlightCall{}, watch: startWatchdog()}
 	s.st.Errors = map[string]int64{}
 	s.ramp.Go(func() { s.rampUp(a) })
 	s.ramp.Go(s.load)
@@ -232,21 +234,32 @@ var soakEcho = func() []byte {
 }()
 
 // startLocked counts a call about to start and returns its id; false when
-// the soak has stopped or, if capped, too many calls are in flight. s.mu
-// is held.
+// the soak has stopped or, for a call of the load (capped), when
+// soakMaxInFlight of the load's calls are in flight (the first calls do not
+// count: a new agent's wait for their connections). s.mu is held.
 func (s *agentSoak) startLocked(capped bool) (uint64, bool) {
 	if s.stopped {
 		return 0, false
 	}
-	if capped && len(s.inFlight) >= soakMaxInFlight {
+	if capped && s.loadInFlight >= soakMaxInFlight {
 		s.st.Skipped++
 		return 0, false
 	}
+	if capped {
+		s.loadInFlight++
+	}
 	s.nextID++
-	s.inFlight[s.nextID] = mono()
+	s.inFlight[s.nextID] = inFlightCall{start: mono(), capped: capped}
 	s.st.Started++
 	s.wg.Add(1)
 	return s.nextID, true
+}
+
+// inFlightCall is a call in flight: when it started, and whether it is
+// one of the load's (not a first call).
+type inFlightCall struct {
+	start  int64
+	capped bool
 }
 
 // call makes one call and counts its outcome.
@@ -255,6 +268,9 @@ func (s *agentSoak) call(c *client.Client, id uint64, method string, body []byte
 	r := doCall(c, method, body, s.req.Timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.inFlight[id].capped {
+		s.loadInFlight--
+	}
 	delete(s.inFlight, id)
 	took := r.took()
 	s.st.MaxMS = max(s.st.MaxMS, ms(took))
@@ -305,8 +321,8 @@ func (s *agentSoak) status() *soakStatus {
 	st.Stalls, st.StallMaxMS, st.StallTotalMS = n, ms(longest), ms(total)
 	now := mono()
 	st.InFlight = len(s.inFlight)
-	for _, start := range s.inFlight {
-		if since(start, now) > s.req.Timeout+hangGrace {
+	for _, c := range s.inFlight {
+		if since(c.start, now) > s.req.Timeout+hangGrace {
 			st.Overdue++
 		}
 	}
