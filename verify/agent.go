@@ -33,7 +33,7 @@ import (
 // agentReq is one request to the agent.
 type agentReq struct {
 	ID int64  `json:"id"`
-	Op string `json:"op"` // new, call, probe, stats, endpoints, wait_dead, load_start, load_peek, load_stop, close
+	Op string `json:"op"` // new, call, probe, stats, endpoints, wait_dead, load_start, load_peek, load_stop, close, soak_start, soak_peek, soak_stop
 
 	Client string `json:"client,omitempty"`
 
@@ -64,6 +64,14 @@ type agentReq struct {
 
 	// wait_dead: wait until Stats.DeadPeers reaches N.
 	N uint64 `json:"n,omitempty"`
+
+	// soak_start: Conns clients of Addrs (one connection each), created
+	// RampRate per second, under Rate calls per second picked at random
+	// among them (a generator seeded with Seed), each with Timeout.
+	Conns    int     `json:"conns,omitempty"`
+	Rate     float64 `json:"rate,omitempty"`
+	RampRate float64 `json:"ramp_rate,omitempty"`
+	Seed     uint64  `json:"seed,omitempty"`
 }
 
 // agentResp is the agent's answer.
@@ -76,6 +84,8 @@ type agentResp struct {
 	Load  *loadSummary  `json:"load,omitempty"`
 	// Endpoints answers endpoints: the client's servers, by address.
 	Endpoints []endpointState `json:"endpoints,omitempty"`
+	// Soak answers soak_start, soak_peek and soak_stop.
+	Soak *soakStatus `json:"soak,omitempty"`
 }
 
 // endpointState is one server as a client sees it (client.EndpointStats,
@@ -267,6 +277,7 @@ type agentProc struct {
 
 	mu      sync.Mutex
 	clients map[string]*agentClient
+	soak    *agentSoak // the soak, once started
 }
 
 type agentClient struct {
@@ -303,7 +314,12 @@ func (a *agentProc) closeAll() {
 			c.load = nil
 		}
 	}
+	soak := a.soak
+	a.soak = nil
 	a.mu.Unlock()
+	if soak != nil {
+		soak.end()
+	}
 	for _, l := range loads {
 		l.stop(nil)
 	}
@@ -486,6 +502,13 @@ func (a *agentProc) handle(req agentReq) agentResp {
 			l.stop(nil)
 		}
 		c.c.Close()
+	case "soak_start", "soak_peek", "soak_stop":
+		st, err := a.handleSoak(req)
+		if err != nil {
+			return fail(err)
+		}
+		resp.Soak = st
+		resp.Mono = mono()
 	default:
 		return fail(fmt.Errorf("unknown op %q", req.Op))
 	}

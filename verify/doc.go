@@ -82,6 +82,22 @@
 //     servers: connections per server max/min ≤ 1.25 (deterministic
 //     subsetting gives every server exactly 25).
 //
+// # The soak
+//
+// RunSoak (`tcppro verify --soak`) is not a row of the report but rows of
+// its own: one `tcppro serve` holding up to 19 000 connections from
+// client agents on four or more hosts (one connection per client, at most
+// 4 750 per agent process, each well under the open-file limit),
+// heartbeats every second, a light call rate, and faults from a seeded
+// schedule, one host at a time: its link cut, its agent frozen, its agent
+// killed and replaced. The server's descriptors, goroutines and RSS are
+// read every second and compared between a fault-free window after the
+// ramp and one at the end; every call must end, typed, within its
+// deadline; clients no fault touched must not fail a call or lose their
+// connection. Each agent and the monitor run a watchdog that notes when
+// their process was not run (frozen, or not scheduled by a busy machine):
+// lateness and failures such a stall explains are reported apart.
+//
 // # Transports
 //
 // A run is over plain TCP or, with Options.TLS (`tcppro verify --tls`),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/faultnet"
+	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/verify"
 )
 
@@ -144,6 +145,8 @@ type verifyFlags struct {
 	baselineCap time.Duration
 	serial      bool
 	tls         bool
+	// soak, when set, runs the soak instead of the scenarios.
+	soak *verify.SoakOptions
 }
 
 // parseVerifyFlags parses the command line; when ok is false the command
@@ -151,7 +154,8 @@ type verifyFlags struct {
 func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: tcppro verify [--json] [--scenario NAME[,NAME...]] [--baseline-cap D] [--serial] [--tls]\n\n"+
+		fmt.Fprintf(fs.Output(), "usage: tcppro verify [--json] [--scenario NAME[,NAME...]] [--baseline-cap D] [--serial] [--tls]\n"+
+			"       tcppro verify --soak DURATION [--json] [--seed N] [--transport T] [--soak-conns N] [--soak-rate R] [--heartbeat-timeout D]\n\n"+
 			"Runs tcppro's fault scenarios on this machine and measures them: each builds a\n"+
 			"lab of network namespaces (addresses in 198.18.0.0/15; nothing outside the lab is\n"+
 			"touched), runs a tcppro server and client on separate hosts of it with heartbeat\n"+
@@ -163,6 +167,17 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 			"Everything it creates is removed when it ends, fails or is interrupted.\n"+
 			"Exit status: 0 every row passes (or is skipped: a program it needs, etcd or dnsmasq, is\n"+
 			"missing), 1 any fails, 2 usage error or unsupported host.\n\n"+
+			"With --soak DURATION (1m to 30m) it runs the soak instead: one `tcppro serve` (the\n"+
+			"event loop by default, --transport to choose) holding --soak-conns connections (19000)\n"+
+			"from client agents on 4 or more hosts (one connection per client, at most 4750 per\n"+
+			"agent), heartbeats every 1s (timeout --heartbeat-timeout, 10s), --soak-rate calls/s (200)\n"+
+			"on clients picked at random, and faults from a schedule seeded with --seed (printed;\n"+
+			"the same seed replays the same faults): a client host's link cut, its agent frozen\n"+
+			"(SIGSTOP/SIGCONT), its agent killed and replaced, one at a time. It passes when the\n"+
+			"server's descriptors, goroutines and RSS in the last minute (fault-free) are flat\n"+
+			"against the first minute after the ramp, every call ended (success or typed error,\n"+
+			"within its deadline), and no client untouched by a fault failed a call or lost its\n"+
+			"connection. The server needs an open-file limit above the connections.\n\n"+
 			"scenarios:\n")
 		for _, s := range verify.Scenarios() {
 			fmt.Fprintf(fs.Output(), "  %-18s %s\n", s.Name, s.Description)
@@ -175,6 +190,12 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	baselineCap := fs.Duration("baseline-cap", verify.DefaultBaselineCap, "how long a plain connection is watched before its row says \"> cap\"")
 	serial := fs.Bool("serial", false, "run the scenarios one after the other (default: all at once, each in its own lab)")
 	useTLS := fs.Bool("tls", false, "run every scenario over TLS between the clients and the service (a CA and a certificate are generated for the run into a temporary directory, removed at the end)")
+	soakFor := fs.Duration("soak", 0, "run the soak for this long once every connection is up (1m to 30m) instead of the scenarios")
+	seed := fs.Uint64("seed", 0, "--soak: the fault schedule's seed (0: drawn at random and printed)")
+	transport := fs.String("transport", string(netx.TransportEpoll), "--soak: the server's transport: epoll (the event loop), netconn (a goroutine per connection) or auto")
+	soakConns := fs.Int("soak-conns", verify.DefaultSoakConns, "--soak: connections the server holds, one per client")
+	soakRate := fs.Float64("soak-rate", verify.DefaultSoakRate, "--soak: calls per second across all the connections")
+	soakHBTimeout := fs.Duration("heartbeat-timeout", verify.DefaultSoakHeartbeatTimeout, "--soak: the server's and the clients' heartbeat timeout (the interval is 1s); the calls' deadline is 1s more")
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return f, 0, false
@@ -185,6 +206,29 @@ func parseVerifyFlags(args []string) (f verifyFlags, code int, ok bool) {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "tcppro verify: unexpected argument %q\n", fs.Arg(0))
 		return f, 2, false
+	}
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	if *soakFor == 0 {
+		for _, name := range []string{"seed", "transport", "soak-conns", "soak-rate", "heartbeat-timeout"} {
+			if given[name] {
+				fmt.Fprintf(os.Stderr, "tcppro verify: --%s is a --soak flag\n", name)
+				return f, 2, false
+			}
+		}
+	} else {
+		for _, name := range []string{"scenario", "baseline-cap", "serial", "tls"} {
+			if given[name] {
+				fmt.Fprintf(os.Stderr, "tcppro verify: --%s does not apply to --soak\n", name)
+				return f, 2, false
+			}
+		}
+		so := verify.SoakOptions{Duration: *soakFor, Seed: *seed, Transport: netx.Transport(*transport), Conns: *soakConns, Rate: *soakRate, HeartbeatTimeout: *soakHBTimeout}
+		if err := so.Validate(); err != nil {
+			fmt.Fprintln(os.Stderr, "tcppro verify:", strings.TrimPrefix(err.Error(), "verify: "))
+			return f, 2, false
+		}
+		return verifyFlags{asJSON: *asJSON, soak: &so}, 0, true
 	}
 	if *baselineCap <= 0 {
 		fmt.Fprintf(os.Stderr, "tcppro verify: --baseline-cap=%v: must be positive\n", *baselineCap)
@@ -228,6 +272,9 @@ func runVerifyScenarios(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
 		return 2
 	}
+	if f.soak != nil {
+		return runSoak(ctx, stop, f)
+	}
 	var tlsFiles *verify.TLSFiles
 	transport := "plain TCP"
 	if f.tls {
@@ -262,6 +309,32 @@ func runVerifyScenarios(args []string) int {
 		return 2
 	}
 	fmt.Fprintf(os.Stderr, "tcppro verify: done in %v\n", time.Since(start).Round(100*time.Millisecond))
+	return writeResults(f, results)
+}
+
+// runSoak runs the soak and prints its rows.
+func runSoak(ctx context.Context, stop func(), f verifyFlags) int {
+	o := *f.soak
+	o.Progress = os.Stderr
+	start := time.Now()
+	rows, err := verify.RunSoak(ctx, o)
+	if ctx.Err() != nil {
+		stop()
+		fmt.Fprintln(os.Stderr, "tcppro verify: interrupted; every lab has been removed")
+		return 130
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
+		return 2
+	}
+	fmt.Fprintf(os.Stderr, "tcppro verify: soak done in %v\n", time.Since(start).Round(100*time.Millisecond))
+	return writeResults(f, rows)
+}
+
+// writeResults prints the rows as a table or as JSON; the exit status is
+// 1 when a row fails.
+func writeResults(f verifyFlags, results []verify.Result) int {
+	var err error
 	if f.asJSON {
 		err = verify.WriteJSON(os.Stdout, results)
 	} else {

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/verify"
 )
 
 func TestVerifyTLSFlag(t *testing.T) {
@@ -40,5 +43,34 @@ func TestVerifyRemovesLeftTLSFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Errorf("another run's TLS directory was removed: %v", err)
+	}
+}
+
+func TestVerifySoakFlags(t *testing.T) {
+	f, _, ok := parseVerifyFlags([]string{"--soak", "5m", "--seed", "7", "--transport", "netconn", "--soak-conns", "2000", "--soak-rate", "50", "--heartbeat-timeout", "4s", "--json"})
+	if !ok || f.soak == nil || !f.asJSON {
+		t.Fatalf("--soak 5m ...: %+v %v", f, ok)
+	}
+	so := *f.soak
+	if so.Duration != 5*time.Minute || so.Seed != 7 || so.Transport != "netconn" || so.Conns != 2000 || so.Rate != 50 || so.HeartbeatTimeout != 4*time.Second {
+		t.Errorf("soak options: %+v", so)
+	}
+	if f, _, ok := parseVerifyFlags([]string{"--soak", "2m"}); !ok || f.soak.Transport != "epoll" || f.soak.Conns != verify.DefaultSoakConns ||
+		f.soak.HeartbeatTimeout != verify.DefaultSoakHeartbeatTimeout {
+		t.Errorf("--soak 2m: %+v %v", f.soak, ok)
+	}
+	for _, args := range [][]string{
+		{"--seed", "3"},                             // a soak flag without --soak
+		{"--transport", "epoll"},                    // likewise
+		{"--soak", "5m", "--tls"},                   // a scenarios' flag with --soak
+		{"--soak", "5m", "--scenario", "x"},         // likewise
+		{"--soak", "10s"},                           // too short
+		{"--soak", "31m"},                           // too long
+		{"--soak", "5m", "--soak-conns", "1000000"}, // over the open-file limit
+		{"--soak", "5m", "--transport", "udp"},
+	} {
+		if _, code, ok := parseVerifyFlags(args); ok || code != 2 {
+			t.Errorf("%q: ok %v, code %d; want a usage error", args, ok, code)
+		}
 	}
 }
