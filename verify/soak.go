@@ -160,16 +160,10 @@ func fdLimit() int {
 	return int(rl.Max)
 }
 
-// perAgent is the most clients one agent runs: a client on a goroutine per
-// connection holds one descriptor; a client on the event loop starts loops
-// of its own (two descriptors and a thread blocked in epoll_wait each),
-// so far fewer of those fit in one process.
-func perAgent() int {
-	if netx.TransportAuto.EventLoop(true) {
-		return 1000
-	}
-	return 4750
-}
+// perAgent is the most clients one agent runs: each holds one connection
+// (one descriptor), on whichever transport; the clients of a process share
+// one group of event loops.
+func perAgent() int { return 4750 }
 
 // callTimeout is every call's deadline: above the heartbeat timeout, so a
 // call on a connection that dies silently ends with the dead peer.
