@@ -299,17 +299,7 @@ func runVerifyScenarios(args []string) int {
 		Parallel:    !f.serial,
 		TLS:         tlsFiles,
 	})
-	if ctx.Err() != nil {
-		stop()
-		fmt.Fprintln(os.Stderr, "tcppro verify: interrupted; every lab has been removed")
-		return 130
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
-		return 2
-	}
-	fmt.Fprintf(os.Stderr, "tcppro verify: done in %v\n", time.Since(start).Round(100*time.Millisecond))
-	return writeResults(f, results)
+	return finishRun(ctx, stop, f, "done", start, results, err)
 }
 
 // runSoak runs the soak and prints its rows.
@@ -318,6 +308,12 @@ func runSoak(ctx context.Context, stop func(), f verifyFlags) int {
 	o.Progress = os.Stderr
 	start := time.Now()
 	rows, err := verify.RunSoak(ctx, o)
+	return finishRun(ctx, stop, f, "soak done", start, rows, err)
+}
+
+// finishRun reports how a run started at start ended — interrupted, failed,
+// or done and its rows printed — and returns the exit status.
+func finishRun(ctx context.Context, stop func(), f verifyFlags, done string, start time.Time, rows []verify.Result, err error) int {
 	if ctx.Err() != nil {
 		stop()
 		fmt.Fprintln(os.Stderr, "tcppro verify: interrupted; every lab has been removed")
@@ -327,7 +323,7 @@ func runSoak(ctx context.Context, stop func(), f verifyFlags) int {
 		fmt.Fprintln(os.Stderr, "tcppro verify:", err)
 		return 2
 	}
-	fmt.Fprintf(os.Stderr, "tcppro verify: soak done in %v\n", time.Since(start).Round(100*time.Millisecond))
+	fmt.Fprintf(os.Stderr, "tcppro verify: %s in %v\n", done, time.Since(start).Round(100*time.Millisecond))
 	return writeResults(f, rows)
 }
 
