@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/netx"
@@ -50,12 +51,18 @@ func TestTransportSelection(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			eps := c.Endpoints()
-			for _, e := range eps {
-				if e.State != "ready" {
-					t.Fatalf("%s is %s", e.Addr, e.State)
+			// The calls need only some endpoints ready; the others may
+			// still be dialling. Count readers once every one is up.
+			var eps []client.EndpointStats
+			waitFor(t, 10*time.Second, func() bool {
+				eps = c.Endpoints()
+				for _, e := range eps {
+					if e.State != "ready" {
+						return false
+					}
 				}
-			}
+				return true
+			})
 			if got := readers() - before; got != tc.readers {
 				t.Errorf("%d connections on %s: %d reader goroutines, want %d", len(eps), tc.transport, got, tc.readers)
 			}
