@@ -59,15 +59,19 @@ func TestHeartbeatSilentPeerClosed(t *testing.T) {
 func TestHeartbeatCountsPartialFrames(t *testing.T) {
 	t.Parallel()
 	cfg := baseConfig()
+	// A piece every tenth of the timeout: the test goroutine may be
+	// held off for most of a timeout (a loaded machine) without a gap
+	// that long between two pieces.
+	const timeout = time.Second
 	cfg.Session.HeartbeatInterval = shortInterval
-	cfg.Session.HeartbeatTimeout = shortTimeout
+	cfg.Session.HeartbeatTimeout = timeout
 	cfg.Session.FrameReadTimeout = 10 * time.Second // not under test
 	ts := startServer(t, cfg, echoMux())
 	p := dialRaw(t, ts.addr, false) // answers no PING
 	body := make([]byte, 4<<10)
 	f := wire.AppendRequest(nil, 1, false, 0, "echo", nil, body)
-	const pieces = 25
-	tk := time.NewTicker(shortTimeout / 5)
+	const pieces = 35
+	tk := time.NewTicker(timeout / 10)
 	defer tk.Stop()
 	start := time.Now()
 	for i := range pieces {
@@ -76,7 +80,7 @@ func TestHeartbeatCountsPartialFrames(t *testing.T) {
 		}
 		<-tk.C
 	}
-	if took := time.Since(start); took < 3*shortTimeout {
+	if took := time.Since(start); took < 3*timeout {
 		t.Fatalf("the frame took only %v to send: it proves nothing", took)
 	}
 	if got, ef := p.answer(t, 2*time.Second, 1); ef != nil || len(got) != len(body) {
