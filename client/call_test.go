@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/client"
+	"github.com/tcppro/tcppro/discovery"
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
@@ -269,10 +270,38 @@ func TestConfigValidation(t *testing.T) {
 			t.Errorf("New(%+v) = %v, want a ConfigError naming %s", tc.cfg, err, tc.field)
 		}
 	}
+	// A check of another package: the error behind it is kept.
+	for _, tc := range []struct {
+		field string
+		cfg   client.Config
+		is    error
+	}{
+		{"Target", client.Config{Target: "nope:///x"}, discovery.ErrBadTarget},
+		{"Discovery", client.Config{Target: "dns:///localhost:7420", Discovery: discovery.Options{Refresh: -time.Second}}, discovery.ErrBadOptions},
+	} {
+		var ce *session.ConfigError
+		_, err := client.New(tc.cfg)
+		if !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, tc.is) {
+			t.Errorf("New(%+v) = %v, want a ConfigError naming %s that is %v", tc.cfg, err, tc.field, tc.is)
+		}
+	}
+	// The defaults README's practices table states, as figures.
 	d := client.DefaultConfig()
-	if d.DialTimeout != client.DefaultDialTimeout || d.CallTimeout != client.DefaultCallTimeout || d.MaxRetries != client.DefaultMaxRetries ||
-		d.RetryBudget.Tokens != client.DefaultRetryTokens || d.RetryBudget.Ratio != client.DefaultRetryRatio {
-		t.Fatalf("DefaultConfig() = %+v", d)
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"DialTimeout", d.DialTimeout, 3 * time.Second},
+		{"CallTimeout", d.CallTimeout, 30 * time.Second},
+		{"MaxRetries", d.MaxRetries, 3},
+		{"Backoff", d.Backoff, client.Backoff{Base: 100 * time.Millisecond, Multiplier: 2, Max: 10 * time.Second}},
+		{"RetryBackoff.Base", d.RetryBackoff.Base, 10 * time.Millisecond},
+		{"RetryBackoff.Max", d.RetryBackoff.Max, time.Second},
+		{"RetryBudget", d.RetryBudget, client.RetryBudget{Tokens: 10, Ratio: 0.1}},
+	} {
+		if c.got != c.want {
+			t.Errorf("DefaultConfig().%s = %+v, want %+v (as documented)", c.name, c.got, c.want)
+		}
 	}
 }
 

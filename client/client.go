@@ -83,10 +83,10 @@ type Config struct {
 	CallTimeout time.Duration
 
 	// MaxRetries is how many times a call the server certainly did not
-	// process (refused BUSY, OVERLOADED or SHUTTING_DOWN, or above a
-	// GOAWAY's last id) is sent again, on another server when there is one.
-	// Calls whose fate is unknown are never retried. Default 3; negative
-	// disables.
+	// process (refused BUSY, OVERLOADED, SHUTTING_DOWN or
+	// UNSUPPORTED_VERSION, or above a GOAWAY's last id) is sent again, on
+	// another server when there is one. Calls whose fate is unknown are
+	// never retried. Default 3; negative disables.
 	MaxRetries int
 
 	// RetryBackoff spaces the retries of refused calls (not those above a
@@ -186,7 +186,10 @@ func (c Config) Validate() error {
 	}
 	if c.Target != "" {
 		if _, err := discovery.New(c.Target, c.Discovery); err != nil {
-			return bad("Target", c.Target, err.Error())
+			if errors.Is(err, discovery.ErrBadOptions) {
+				return &session.ConfigError{Field: "Discovery", Value: c.Discovery, Reason: err.Error(), Err: err}
+			}
+			return &session.ConfigError{Field: "Target", Value: c.Target, Reason: err.Error(), Err: err}
 		}
 	}
 	c = c.withDefaults()

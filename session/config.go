@@ -135,11 +135,16 @@ type ConfigError struct {
 	Field  string
 	Value  any
 	Reason string
+	Err    error // the error behind Reason, when another package's check refused the value; nil otherwise
 }
 
 func (e *ConfigError) Error() string {
 	return fmt.Sprintf("invalid %s %v: %s", e.Field, e.Value, e.Reason)
 }
+
+// Unwrap returns Err, so that errors.Is and errors.As see the error
+// behind the refusal (discovery.ErrBadOptions, for example).
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // WithDefaults returns c with every zero field replaced by its default.
 func (c Config) WithDefaults() Config {
@@ -163,7 +168,7 @@ func (c Config) WithDefaults() Config {
 // field and the bad value.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	bad := func(field string, v any, why string) error { return &ConfigError{field, v, why} }
+	bad := func(field string, v any, why string) error { return &ConfigError{Field: field, Value: v, Reason: why} }
 	switch {
 	case c.Heartbeats() && c.HeartbeatTimeout <= c.HeartbeatInterval:
 		return bad("HeartbeatTimeout", c.HeartbeatTimeout, fmt.Sprintf("must exceed HeartbeatInterval (%v) by a round trip at least", c.HeartbeatInterval))

@@ -152,3 +152,32 @@ func TestHeartbeatBound(t *testing.T) {
 		t.Error("Heartbeats(): want false for a negative interval only")
 	}
 }
+
+// TestDocumentedDefaults pins the defaults README and docs/protocol.md
+// state, as figures: a changed default fails here until the docs are
+// changed with it.
+func TestDocumentedDefaults(t *testing.T) {
+	d := session.DefaultConfig()
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"HeartbeatInterval", d.HeartbeatInterval, 5 * time.Second},
+		{"HeartbeatTimeout", d.HeartbeatTimeout, 10 * time.Second},
+		{"HandshakeTimeout", d.HandshakeTimeout, 10 * time.Second},
+		{"FrameReadTimeout", d.FrameReadTimeout, 10 * time.Second},
+		{"WriteTimeout", d.WriteTimeout, 10 * time.Second},
+		{"LingerTimeout", d.LingerTimeout, 2 * time.Second},
+		{"MaxFrameSize", d.MaxFrameSize, uint32(64 << 10)},
+		{"MaxMessageSize", d.MaxMessageSize, uint32(4 << 20)},
+		{"MaxInFlight", d.MaxInFlight, 128},
+		{"WriteQueueSize", d.WriteQueueSize, 1 << 20},
+		{"MaxQueuedControl", d.MaxQueuedControl, 256},
+		{"ConnMemory", d.ConnMemory, 8 << 20},
+		{"ReadBufferSize", d.ReadBufferSize, 16 << 10},
+	} {
+		if c.got != c.want {
+			t.Errorf("DefaultConfig().%s = %v, want %v (as documented)", c.name, c.got, c.want)
+		}
+	}
+}
