@@ -30,9 +30,9 @@ type Options struct {
 	UserTimeout time.Duration
 
 	// KeepAlive is TCP keepalive, kept on as a backstop behind
-	// application heartbeats. Zero fields take DefaultKeepAlive's values;
-	// Enable false with the other fields zero turns keepalive on with the
-	// defaults (set Disable to turn it off).
+	// application heartbeats. Zero fields take DefaultKeepAlive's values,
+	// so the zero KeepAlive turns keepalive on with the defaults (set
+	// Disable to turn it off).
 	KeepAlive KeepAlive
 
 	// DelayWrites turns Nagle's algorithm back on. Default false: TCP_NODELAY
@@ -197,22 +197,31 @@ type ListenConfig struct {
 	// net.core.somaxconn. `tcppro doctor` checks it.
 }
 
+// Check reports what Listen would refuse addr for before binding: an
+// address that is not host:port, or a port the port policy refuses
+// (ErrEphemeralPort), so that a command can refuse a bad flag before it
+// starts.
+func (lc ListenConfig) Check(addr string) error {
+	_, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("netx: listen address %q: %w", addr, err)
+	}
+	port, err := net.LookupPort("tcp", portStr)
+	if err != nil {
+		return fmt.Errorf("netx: listen address %q: %w", addr, err)
+	}
+	if !lc.AllowEphemeralPort {
+		return CheckPort(lc.FS, port)
+	}
+	return nil
+}
+
 // Listen opens a TCP listener on addr with SO_REUSEADDR set explicitly, so
 // a restarted service binds at once even while connections of its previous
 // life sit in TIME_WAIT, after checking the port policy.
 func (lc ListenConfig) Listen(ctx context.Context, addr string) (net.Listener, error) {
-	_, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("netx: listen address %q: %w", addr, err)
-	}
-	port, err := net.LookupPort("tcp", portStr)
-	if err != nil {
-		return nil, fmt.Errorf("netx: listen address %q: %w", addr, err)
-	}
-	if !lc.AllowEphemeralPort {
-		if err := CheckPort(lc.FS, port); err != nil {
-			return nil, err
-		}
+	if err := lc.Check(addr); err != nil {
+		return nil, err
 	}
 	nlc := net.ListenConfig{
 		Control: func(network, address string, c syscall.RawConn) error {

@@ -61,11 +61,23 @@ type Config struct {
 	// ±MaxConnAgeJitter; an older connection gets GOAWAY, so clients move to
 	// a fresh one and load rebalances. Default 1h; negative disables.
 	MaxConnAge time.Duration
-	// MaxConnAgeJitter is the relative jitter on MaxConnAge. Default 0.1.
+	// MaxConnAgeJitter is the relative jitter on MaxConnAge, below 1.
+	// Default 0.1 (0 means the default); negative: none.
 	MaxConnAgeJitter float64
 	// MaxConnAgeGrace is how long an aged connection may finish its
 	// requests after GOAWAY before it is closed. Default 30s.
 	MaxConnAgeGrace time.Duration
+
+	// DrainDelay is how long Shutdown waits, once the server is out of
+	// service (not ready, new connections refused with SHUTTING_DOWN,
+	// OnServiceChange told), before it sends GOAWAY on the open
+	// connections: time for load balancers that poll readiness, and for
+	// clients that find servers in a registry, to stop sending new
+	// connections while the open ones still serve. The wait ends early
+	// when Shutdown's context ends or Close is called, and is skipped when
+	// SetOffline or Drain took the server out of service before. Default
+	// 0: none.
+	DrainDelay time.Duration
 
 	// AcceptBackoffMin and AcceptBackoffMax bound the pause after a
 	// temporary accept error (EMFILE, ENFILE, ENOBUFS...): it starts at Min
@@ -221,10 +233,12 @@ func (c Config) Validate() error {
 		return bad("Workers", c.Workers, "must be positive")
 	case c.HandlerTimeout < 0:
 		return bad("HandlerTimeout", c.HandlerTimeout, "must not be negative")
-	case c.MaxConnAgeJitter < 0 || c.MaxConnAgeJitter >= 1:
-		return bad("MaxConnAgeJitter", c.MaxConnAgeJitter, "must be in [0, 1)")
+	case c.MaxConnAgeJitter >= 1:
+		return bad("MaxConnAgeJitter", c.MaxConnAgeJitter, "must be below 1 (negative: no jitter)")
 	case c.MaxConnAgeGrace < 0:
 		return bad("MaxConnAgeGrace", c.MaxConnAgeGrace, "must not be negative")
+	case c.DrainDelay < 0:
+		return bad("DrainDelay", c.DrainDelay, "must not be negative")
 	case c.AcceptBackoffMin < 0 || c.AcceptBackoffMax < c.AcceptBackoffMin:
 		return bad("AcceptBackoffMax", c.AcceptBackoffMax, fmt.Sprintf("must be at least AcceptBackoffMin (%v)", c.AcceptBackoffMin))
 	case c.RejectLinger < 0:
@@ -256,16 +270,23 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("max_conn_age", c.MaxConnAge),
 		slog.Float64("max_conn_age_jitter", c.MaxConnAgeJitter),
 		slog.Duration("max_conn_age_grace", c.MaxConnAgeGrace),
+		slog.Duration("drain_delay", c.DrainDelay),
 		slog.Bool("allow_ephemeral_port", c.AllowEphemeralPort),
 		slog.Duration("heartbeat_interval", s.HeartbeatInterval),
 		slog.Duration("heartbeat_timeout", s.HeartbeatTimeout),
 		slog.Duration("frame_read_timeout", s.FrameReadTimeout),
 		slog.Duration("write_timeout", s.WriteTimeout),
+		slog.Duration("linger_timeout", s.LingerTimeout),
 		slog.Uint64("max_frame_size", uint64(s.MaxFrameSize)),
 		slog.Uint64("max_message_size", uint64(s.MaxMessageSize)),
 		slog.Duration("handshake_timeout", s.HandshakeTimeout),
 		slog.Int("max_in_flight", s.MaxInFlight),
 		slog.Int("write_queue_size", s.WriteQueueSize),
+		slog.Int("max_queued_control", s.MaxQueuedControl),
+		slog.Int("read_buffer_size", s.ReadBufferSize),
+		slog.Duration("accept_backoff_min", c.AcceptBackoffMin),
+		slog.Duration("accept_backoff_max", c.AcceptBackoffMax),
+		slog.Duration("reject_linger", c.RejectLinger),
 		slog.Duration("tcp_user_timeout", c.Socket.UserTimeout),
 		slog.Bool("keepalive", !c.Socket.KeepAlive.Disable),
 	)

@@ -14,14 +14,30 @@ import (
 // back, draining, readiness, and the ager of connections.
 
 // Shutdown stops the server gracefully: it tells Config.OnServiceChange
-// that the server leaves service (if it was in service), closes the
+// that the server leaves service (if it was in service), turns not ready
+// and, for Config.DrainDelay (default none; none either if SetOffline or
+// Drain took the server out of service before), refuses new connections
+// with SHUTTING_DOWN while the open ones still serve; then it closes the
 // listeners, sends GOAWAY on every connection (announcing the last
 // request it will process), lets in-flight requests finish and be
-// written, and closes each connection as it empties. It returns when every connection is closed, or
-// when ctx ends; then the remaining connections are closed at once and
-// ctx's error is returned.
+// written, and closes each connection as it empties. It returns when
+// every connection is closed, or when ctx ends; then the remaining
+// connections are closed at once and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
+	wasOffline := s.offline.Load() // SetOffline or Drain: out of service already
 	s.leaveService(true)
+	if d := s.cfg.DrainDelay; d > 0 && !wasOffline && !s.shutdown.Load() {
+		// Out of service first: new connections are refused while
+		// balancers and registries catch up; the open ones still serve.
+		s.leaving.Store(true)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-s.closing: // Close
+		}
+		t.Stop()
+	}
 	s.beginShutdown()
 	for _, c := range s.snapshot() {
 		c.goAway(wire.ReasonShutdown, "server shutting down")
@@ -129,7 +145,7 @@ func (s *Server) Ready() (ready bool, reason string) {
 	listening := len(s.listeners) > 0
 	s.mu.Unlock()
 	switch {
-	case s.shutdown.Load():
+	case s.shutdown.Load() || s.leaving.Load():
 		return false, "shutting down"
 	case s.draining.Load():
 		return false, "draining"

@@ -214,6 +214,73 @@ func TestDrain(t *testing.T) {
 	dialRaw(t, ts.addr, true).echo(t, 1, "back")
 }
 
+// TestShutdownDrainDelay guards Config.DrainDelay: Shutdown turns not
+// ready and refuses new connections at once, the open connections keep
+// serving, and GOAWAY comes only once the delay is over.
+func TestShutdownDrainDelay(t *testing.T) {
+	t.Parallel()
+	const delay = 2 * time.Second
+	cfg := baseConfig()
+	cfg.DrainDelay = delay
+	ts := startServer(t, cfg, echoMux())
+	p := dialRaw(t, ts.addr, true)
+	p.echo(t, 1, "before")
+
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ts.Shutdown(ctx)
+	}()
+	if !waitFor(t, time.Second, func() bool { ready, why := ts.Ready(); return !ready && why == "shutting down" }) {
+		ready, why := ts.Ready()
+		t.Fatalf("Ready() = %v, %q after Shutdown began, want false, shutting down", ready, why)
+	}
+	if he := refusal(t, ts.addr); he.Code != wire.CodeShuttingDown {
+		t.Errorf("a new connection during the drain delay was refused with %v, want SHUTTING_DOWN", he)
+	}
+	p.echo(t, 2, "during the delay")
+
+	f := p.expect(t, delay+5*time.Second, wire.TypeGoAway)
+	if took := time.Since(start); took < delay {
+		t.Errorf("GOAWAY %v after Shutdown began, before the drain delay (%v) was over", took, delay)
+	}
+	if last, reason, _, err := wire.ParseGoAway(f.Payload); err != nil || last != 2 || reason != wire.ReasonShutdown {
+		t.Errorf("GOAWAY last=%d reason=%v (%v), want last=2 SHUTDOWN", last, reason, err)
+	}
+	p.expectEOF(t, time.Second)
+	p.Close()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return once the connection closed")
+	}
+}
+
+// TestShutdownDrainDelayEndsWithClose: Close during the drain delay ends
+// it; Shutdown returns at once.
+func TestShutdownDrainDelayEndsWithClose(t *testing.T) {
+	t.Parallel()
+	cfg := baseConfig()
+	cfg.DrainDelay = time.Hour
+	ts := startServer(t, cfg, echoMux())
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(context.Background()) }()
+	if !waitFor(t, time.Second, func() bool { ready, _ := ts.Ready(); return !ready }) {
+		t.Fatal("still ready after Shutdown began")
+	}
+	ts.Close()
+	select {
+	case <-shut:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still waiting out its drain delay after Close")
+	}
+}
+
 // failingListener fails its first fails Accepts with errno, then blocks
 // until closed. It records when each Accept was called.
 type failingListener struct {

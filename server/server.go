@@ -1,8 +1,8 @@
 // Package server is tcppro's server: an accept loop with a connection cap
-// and explicit BUSY rejection (even at the open-file limit), a bounded
-// worker pool for handlers, a memory budget, heartbeats and deadlines on
-// every connection, maximum connection age, TLS, interceptors, and a
-// graceful Shutdown modelled on net/http's.
+// and explicit BUSY rejection (even at the open-file limit, on plain
+// TCP), a bounded worker pool for handlers, a memory budget, heartbeats
+// and deadlines on every connection, maximum connection age, TLS,
+// interceptors, and a graceful Shutdown modelled on net/http's.
 //
 //	srv, err := server.New(server.DefaultConfig(), handler)
 //	go srv.ListenAndServe()
@@ -70,6 +70,7 @@ type Server struct {
 	active   atomic.Int64
 	shutdown atomic.Bool
 	offline  atomic.Bool
+	leaving  atomic.Bool // Shutdown's drain delay: refusing new connections, not yet GOAWAY
 	draining atomic.Bool
 	closeMu  sync.Once
 	// svcMu orders the calls of Config.OnServiceChange with the state
@@ -189,8 +190,9 @@ func (s *Server) Listen() (net.Listener, error) {
 // Serve accepts connections on ln until Shutdown or Close, and returns
 // ErrServerClosed then. Serve closes ln. At the open-file limit (EMFILE,
 // ENFILE) a descriptor kept in reserve accepts each waiting connection,
-// answers it BUSY and closes it, so that clients hear BUSY instead of
-// waiting in the accept queue; other temporary accept errors pause the
+// answers it BUSY and closes it (over TLS it only closes it: a handshake
+// would hold the reserve too long), so that clients hear BUSY, or at least
+// an immediate close, instead of waiting in the accept queue; other temporary accept errors pause the
 // loop, doubling from AcceptBackoffMin to AcceptBackoffMax, instead of
 // spinning.
 func (s *Server) Serve(ln net.Listener) error {
@@ -265,7 +267,7 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 // serveConn refuses a connection (offline, over the cap) or starts serving
 // it on a goroutine of its own.
 func (s *Server) serveConn(base context.Context, nc net.Conn) {
-	if s.offline.Load() {
+	if s.offline.Load() || s.leaving.Load() {
 		s.stats.rejectedOffline.Add(1)
 		s.obs.ConnRejected(RejectOffline)
 		s.reject(nc, wire.CodeShuttingDown, "server offline")
@@ -407,7 +409,7 @@ func (s *Server) setupConn(base context.Context, nc net.Conn, newTransport func(
 		}
 	}
 	if s.cfg.MaxConnAge > 0 {
-		j := 1 + s.cfg.MaxConnAgeJitter*(2*rand.Float64()-1)
+		j := 1 + max(s.cfg.MaxConnAgeJitter, 0)*(2*rand.Float64()-1)
 		c.expiry = c.tc.Created().Add(time.Duration(float64(s.cfg.MaxConnAge) * j)).UnixNano()
 	}
 	s.mu.Lock()

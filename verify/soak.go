@@ -55,9 +55,7 @@ type SoakOptions struct {
 	// and freezes last from a third of it to three times it. Default 10 s,
 	// the library's: on a machine shared with other work, a process of the
 	// soak may not be scheduled for seconds, and with a shorter timeout
-	// its peers take it for dead (and a server that was not scheduled
-	// drops connections whose bytes wait in its sockets: see
-	// TestServeSurvivesItsOwnStall in cmd/tcppro).
+	// its peers take it for dead.
 	HeartbeatTimeout time.Duration
 	// Progress receives a line at each phase, fault and minute. Nil: none.
 	Progress io.Writer

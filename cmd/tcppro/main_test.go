@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/internal/syncbuf"
 
 	"go.uber.org/goleak"
@@ -45,10 +47,11 @@ func freePort(t *testing.T) int {
 
 // servedProc is a `tcppro serve` child process.
 type servedProc struct {
-	cmd  *exec.Cmd
-	addr string
-	logs *syncbuf.Buffer
-	done chan error // receives Wait's result once; put back by whoever takes it
+	cmd   *exec.Cmd
+	addr  string
+	admin string // the admin plane's address
+	logs  *syncbuf.Buffer
+	done  chan error // receives Wait's result once; put back by whoever takes it
 }
 
 // startServe starts `tcppro serve` on a free loopback port with the admin
@@ -59,10 +62,11 @@ func startServe(t *testing.T, args ...string) *servedProc {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	s := &servedProc{
-		cmd:  tcppro(append([]string{"serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port"}, args...)...),
-		addr: addr,
-		logs: &syncbuf.Buffer{},
-		done: make(chan error, 1),
+		cmd:   tcppro(append([]string{"serve", "--listen", addr, "--admin", admin, "--allow-ephemeral-port"}, args...)...),
+		addr:  addr,
+		admin: admin,
+		logs:  &syncbuf.Buffer{},
+		done:  make(chan error, 1),
 	}
 	s.cmd.Stderr = s.logs
 	if err := s.cmd.Start(); err != nil {
@@ -130,6 +134,49 @@ func TestServeAndCall(t *testing.T) {
 	// wired in, interceptor included).
 	if logs := s.logs.String(); strings.Contains(logs, "level=WARN") {
 		t.Errorf("serve warned at a default start:\n%s", logs)
+	}
+}
+
+// TestServeDrainDelay: with --drain-delay, SIGTERM turns /readyz 503 at
+// once while open connections keep serving, and the process exits
+// (gracefully) only after the delay.
+func TestServeDrainDelay(t *testing.T) {
+	const delay = 2 * time.Second
+	s := startServe(t, "--drain-delay", delay.String())
+	c, err := client.New(client.Config{Addrs: []string{s.addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Call(context.Background(), "echo", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body string
+	for code != 503 && time.Since(start) < delay {
+		code, body = httpDo(t, "GET", "http://"+s.admin+"/readyz")
+	}
+	if code != 503 || !strings.Contains(body, "shutting down") {
+		t.Errorf("/readyz after SIGTERM: %d %q, want 503 shutting down", code, body)
+	}
+	if _, err := c.Call(context.Background(), "echo", []byte("during the delay")); err != nil {
+		t.Errorf("a call on the open connection during the drain delay: %v", err)
+	}
+	select {
+	case err := <-s.done:
+		s.done <- err
+		if err != nil {
+			t.Fatalf("serve exited with %v after SIGTERM\n%s", err, s.logs)
+		}
+		if took := time.Since(start); took < delay {
+			t.Errorf("serve exited %v after SIGTERM, before its drain delay (%v)", took, delay)
+		}
+	case <-time.After(delay + 10*time.Second):
+		t.Fatalf("serve did not exit after SIGTERM\n%s", s.logs)
 	}
 }
 

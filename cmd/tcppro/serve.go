@@ -39,7 +39,7 @@ func runServe(args []string) int {
 	workers := fs.Int("workers", d.Workers, "handlers running at once; beyond it requests get OVERLOADED")
 	handlerTimeout := fs.Duration("handler-timeout", 0, "cap on every request's deadline (0: the client's deadline only)")
 	maxAge := fs.Duration("max-conn-age", d.MaxConnAge, "maximum connection age, ±jitter (negative: none)")
-	maxAgeJitter := fs.Float64("max-conn-age-jitter", d.MaxConnAgeJitter, "relative jitter on the maximum connection age")
+	maxAgeJitter := fs.Float64("max-conn-age-jitter", d.MaxConnAgeJitter, "relative jitter on the maximum connection age, below 1 (negative: none)")
 	maxAgeGrace := fs.Duration("max-conn-age-grace", d.MaxConnAgeGrace, "time an aged connection gets to finish after GOAWAY")
 	hbInterval := fs.Duration("heartbeat-interval", sd.HeartbeatInterval, "silence (nothing received) after which a PING is sent; negative disables heartbeats")
 	hbTimeout := fs.Duration("heartbeat-timeout", sd.HeartbeatTimeout, "silence, counted from the last bytes received, after which the peer is dead; must exceed --heartbeat-interval")
@@ -58,7 +58,8 @@ func runServe(args []string) int {
 	tlsKey := fs.String("tls-key", "", "the PEM private key of --tls-cert, in `FILE`")
 	tlsClientCA := fs.String("tls-client-ca", "", "require client certificates signed by the PEM CA certificates in `FILE` (mutual TLS; needs --tls-cert)")
 	transport := fs.String("transport", string(netx.TransportAuto), "what moves the connections' bytes: auto (the default: the event loop for plain TCP on Linux, a goroutine per connection over TLS), epoll (the event loop, Linux, plain TCP only: no goroutine per idle connection), netconn (a goroutine per connection)")
-	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT, and of the old process's drain after an upgrade (SIGHUP)")
+	drainDelay := fs.Duration("drain-delay", 0, "on SIGTERM/SIGINT: time between turning not ready (new connections refused with SHUTTING_DOWN, the --register key deleted) and GOAWAY on the open connections, for load balancers that poll /readyz; also POST /admin/drain's default delay")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "hard deadline of the graceful shutdown on SIGTERM/SIGINT (counted from the GOAWAY, after --drain-delay), and of the old process's drain after an upgrade (SIGHUP)")
 	up := defineUpgradeFlags(fs)
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	adminAddr := fs.String("admin", admin.DefaultAddr, "admin plane address host:port, its own port (health, readiness, offline/drain, metrics, connections, pprof); empty disables")
@@ -90,6 +91,7 @@ func runServe(args []string) int {
 		MaxConnAge:         *maxAge,
 		MaxConnAgeJitter:   *maxAgeJitter,
 		MaxConnAgeGrace:    *maxAgeGrace,
+		DrainDelay:         *drainDelay,
 		Transport:          netx.Transport(*transport),
 		Session: session.Config{
 			HeartbeatInterval: *hbInterval,
@@ -111,6 +113,10 @@ func runServe(args []string) int {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", flagError(err, serveFlagOf))
 		return 2
 	}
+	if err := (netx.ListenConfig{AllowEphemeralPort: *allowEph}).Check(*listen); err != nil {
+		fmt.Fprintf(os.Stderr, "tcppro serve: --listen=%s: %v\n", *listen, err)
+		return 2
+	}
 	if err := up.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "tcppro serve:", err)
 		return 2
@@ -125,6 +131,7 @@ func runServe(args []string) int {
 		Addr:               *adminAddr,
 		Token:              *adminToken,
 		AllowEphemeralPort: *allowEph,
+		DrainDelay:         *drainDelay,
 		Logger:             log,
 	}
 	if *adminAddr != "" {
@@ -231,6 +238,7 @@ func runServe(args []string) int {
 		go func() { defer close(rdone); reg.startWhenListening(rctx, srv) }()
 		defer func() { rcancel(); <-rdone }()
 	}
+	delay := *drainDelay // before GOAWAY, on a signal (Config.DrainDelay)
 	select {
 	case err := <-errc:
 		log.Error("serve failed", "err", err)
@@ -252,14 +260,18 @@ func runServe(args []string) int {
 		// answering on it at once, so that probes and scrapes reach the
 		// process that serves (this one would say "draining").
 		log.Info("replaced by a new process (upgrade); draining this one; the admin plane is the new process's")
+		// The new process takes the new connections: no drain delay.
+		srv.SetOffline(true)
+		delay = 0
 		go stopAdmin() // alongside the drain: a long admin request must not delay it
 	}
 	stop()
 	// Readiness turns false at once (Shutdown's first step); the admin
 	// plane keeps answering until the business side has drained (after an
 	// upgrade it has already stopped: the new process answers).
-	log.Info("shutting down: not ready, GOAWAY sent, finishing in-flight requests", "deadline", *shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	log.Info("shutting down: not ready; GOAWAY after the drain delay, then finishing in-flight requests", "drain_delay", delay, "deadline", *shutdownTimeout)
+	// The hard deadline counts from the GOAWAY, after the drain delay.
+	sctx, cancel := context.WithTimeout(context.Background(), delay+*shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown deadline passed; remaining connections closed", "err", err)
@@ -280,6 +292,7 @@ var serveFlagOf = map[string]string{
 	"HandlerTimeout":    "handler-timeout",
 	"MaxConnAge":        "max-conn-age",
 	"MaxConnAgeJitter":  "max-conn-age-jitter",
+	"DrainDelay":        "drain-delay",
 	"MaxConnAgeGrace":   "max-conn-age-grace",
 	"HeartbeatInterval": "heartbeat-interval",
 	"HeartbeatTimeout":  "heartbeat-timeout",

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/internal/tlsfiles"
+	"github.com/tcppro/tcppro/sysinfo"
 )
 
 // pki is a CA and certificates written to a test's temporary directory.
@@ -286,6 +288,7 @@ func TestServeFlagValidation(t *testing.T) {
 	}
 	missing := filepath.Join(p.dir, "missing.pem")
 	base := []string{"serve", "--listen", "127.0.0.1:1", "--admin", ""}
+	ephemeral := ephemeralPort(t)
 	for _, c := range []struct {
 		env  []string
 		args []string
@@ -308,9 +311,34 @@ func TestServeFlagValidation(t *testing.T) {
 		{nil, []string{"--tls-cert", p.serverCert, "--tls-key", garbage}, []string{"--tls-key " + garbage, "no PEM block"}},
 		{nil, []string{"--tls-cert", p.serverCert, "--tls-key", p.clientKey}, []string{"--tls-cert and --tls-key do not make a pair"}},
 		{nil, []string{"--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", garbage}, []string{"--tls-client-ca " + garbage, "no PEM block"}},
+		{nil, []string{"--listen", "bogus"}, []string{"--listen=bogus", "missing port"}},
+		{nil, []string{"--listen", "127.0.0.1:no-such-port"}, []string{"--listen=127.0.0.1:no-such-port", "unknown port"}},
+		{nil, []string{"--listen", ephemeral}, []string{"--listen=" + ephemeral, "inside the ephemeral port range", "--allow-ephemeral-port"}},
 	} {
 		usageFailure(t, c.env, append(append([]string{}, base...), c.args...), c.want...)
 	}
+}
+
+// ephemeralPort is a loopback address whose port is inside this host's
+// ephemeral range and not reserved: the port policy refuses it.
+func ephemeralPort(t *testing.T) string {
+	t.Helper()
+	var fs sysinfo.FS
+	r, err := fs.LocalPortRange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserved, err := fs.ReservedPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for port := r.Lo; port <= r.Hi; port++ {
+		if !reserved.Contains(port) {
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+	}
+	t.Skip("every port of the ephemeral range is reserved: no port for the policy to refuse")
+	return ""
 }
 
 // TestCallFlagValidation: bad metadata and TLS flags stop call before it

@@ -1,0 +1,66 @@
+package server_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/tcppro/tcppro/server"
+	"github.com/tcppro/tcppro/session"
+)
+
+// TestDocumentedDefaults pins the defaults README's practices table and
+// the Config field docs state, as figures: a changed default fails here
+// until the docs are changed with it.
+func TestDocumentedDefaults(t *testing.T) {
+	d := server.DefaultConfig()
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"Addr", d.Addr, ":7420"},
+		{"MaxConns", d.MaxConns, 10000},
+		{"Workers", d.Workers, 1024},
+		{"MaxConnAge", d.MaxConnAge, time.Hour},
+		{"MaxConnAgeJitter", d.MaxConnAgeJitter, 0.1},
+		{"MaxConnAgeGrace", d.MaxConnAgeGrace, 30 * time.Second},
+		{"AcceptBackoffMin", d.AcceptBackoffMin, 5 * time.Millisecond},
+		{"AcceptBackoffMax", d.AcceptBackoffMax, time.Second},
+		{"RejectLinger", d.RejectLinger, time.Second},
+		// TCP_USER_TIMEOUT is the heartbeat timeout.
+		{"Socket.UserTimeout", d.Socket.UserTimeout, 10 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("DefaultConfig().%s = %v, want %v (as documented)", c.name, c.got, c.want)
+		}
+	}
+	// 1 GiB, or half of GOMEMLIMIT when one is set (not in this test).
+	if d.MemoryBudget != 1<<30 {
+		t.Errorf("DefaultConfig().MemoryBudget = %d, want 1 GiB", d.MemoryBudget)
+	}
+}
+
+// TestConfigValidation: Validate names the field it refuses; a negative
+// MaxConnAgeJitter means none and is accepted.
+func TestConfigValidation(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		cfg   server.Config
+	}{
+		{"MaxConns", server.Config{MaxConns: -1}},
+		{"Workers", server.Config{Workers: -1}},
+		{"HandlerTimeout", server.Config{HandlerTimeout: -time.Second}},
+		{"MaxConnAgeJitter", server.Config{MaxConnAgeJitter: 1}},
+		{"MaxConnAgeGrace", server.Config{MaxConnAgeGrace: -time.Second}},
+		{"AcceptBackoffMax", server.Config{AcceptBackoffMin: time.Second, AcceptBackoffMax: time.Millisecond}},
+		{"RejectLinger", server.Config{RejectLinger: -time.Second}},
+	} {
+		var ce *session.ConfigError
+		if err := tc.cfg.Validate(); !errors.As(err, &ce) || ce.Field != tc.field {
+			t.Errorf("Validate(%s) = %v, want a ConfigError naming %s", tc.field, err, tc.field)
+		}
+	}
+	if err := (server.Config{MaxConnAgeJitter: -1}).Validate(); err != nil {
+		t.Errorf("Validate with MaxConnAgeJitter -1 (no jitter): %v", err)
+	}
+}
