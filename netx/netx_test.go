@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcppro/tcppro/sysinfo"
 )
 
@@ -119,5 +121,65 @@ func TestDialRefusedIsNotTimeout(t *testing.T) {
 	var de *DialError
 	if !errors.As(err, &de) || de.Timeout || de.Addr != addr {
 		t.Fatalf("err = %v, want a refused DialError", err)
+	}
+}
+
+// TestDefaultSocketOptions pins what Options{} sets on a connection, as
+// README's practices table states it: TCP_NODELAY on, keepalive on after
+// 30 s idle with 3 probes 10 s apart, TCP_USER_TIMEOUT left alone.
+func TestDefaultSocketOptions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if sc, ok := <-accepted; ok {
+		defer sc.Close()
+	}
+	if err := (Options{}).Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, o := range []struct {
+		name       string
+		level, opt int
+	}{
+		{"TCP_NODELAY", unix.IPPROTO_TCP, unix.TCP_NODELAY},
+		{"SO_KEEPALIVE", unix.SOL_SOCKET, unix.SO_KEEPALIVE},
+		{"TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+		{"TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
+		{"TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+		{"TCP_USER_TIMEOUT", unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT},
+	} {
+		var v int
+		var serr error
+		if err := raw.Control(func(fd uintptr) { v, serr = unix.GetsockoptInt(int(fd), o.level, o.opt) }); err != nil || serr != nil {
+			t.Fatalf("getsockopt %s: %v, %v", o.name, err, serr)
+		}
+		got[o.name] = v
+	}
+	want := map[string]int{"TCP_NODELAY": 1, "SO_KEEPALIVE": 1, "TCP_KEEPIDLE": 30, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 0}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s = %d, want %d", name, got[name], w)
+		}
 	}
 }

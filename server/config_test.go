@@ -1,10 +1,13 @@
 package server_test
 
 import (
+	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 )
@@ -62,5 +65,33 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if err := (server.Config{MaxConnAgeJitter: -1}).Validate(); err != nil {
 		t.Errorf("Validate with MaxConnAgeJitter -1 (no jitter): %v", err)
+	}
+}
+
+// TestAcceptedSocketOptions: the server sets TCP_USER_TIMEOUT on every
+// accepted socket to its heartbeat timeout (README practice 5), so that
+// data unacknowledged by a vanished peer fails the connection as soon as
+// silence does.
+func TestAcceptedSocketOptions(t *testing.T) {
+	t.Parallel()
+	for _, sc := range []session.Config{{}, {HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second}} {
+		cfg := baseConfig()
+		cfg.Session = sc                      // the first: the defaults, a 10 s timeout
+		cfg.Transport = netx.TransportNetConn // ConnContext sees the *net.TCPConn
+		got := make(chan time.Duration, 1)
+		cfg.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+			ut, err := netx.UserTimeout(c)
+			if err != nil {
+				t.Errorf("TCP_USER_TIMEOUT: %v", err)
+			}
+			got <- ut
+			return ctx
+		}
+		ts := startServer(t, cfg, echoMux())
+		dialRaw(t, ts.addr, true).echo(t, 1, "x")
+		want := sc.WithDefaults().HeartbeatTimeout
+		if ut := <-got; ut != want {
+			t.Errorf("heartbeat timeout %v: TCP_USER_TIMEOUT %v on the accepted socket, want %v", want, ut, want)
+		}
 	}
 }
