@@ -239,6 +239,21 @@ func (k *soak) cycled() int {
 	return int(b - min(a, b))
 }
 
+// lateText describes a late call of a client of h: when it ran, how late
+// it ended, how, and the fault of its host it overlapped, if any.
+func (k *soak) lateText(h *soakHost, c failedCall) string {
+	how := c.Kind
+	if how == "" {
+		how = "ok"
+	}
+	where := "outside its host's faults"
+	if w := h.windowOver(c.Start, c.End); w != nil {
+		where = fmt.Sprintf("during fault %d (%s)", w.fault.N, w.fault.Kind)
+	}
+	return fmt.Sprintf("%s: %s to %s, %s after its deadline, %s, %s", h.name, k.rel(c.Start), k.rel(c.End),
+		fmtDur((time.Duration(c.End-c.Start) - k.opts.callTimeout()).Round(time.Millisecond)), how, where)
+}
+
 // callsRow: every call ended, typed, within its deadline.
 func (k *soak) callsRow(problems []string) Result {
 	r := Result{Scenario: "soak-calls", BaselineMS: -1, Bound: "0 hung, 0 late, 0 untyped",
@@ -247,7 +262,7 @@ func (k *soak) callsRow(problems []string) Result {
 	var stalls int
 	var stallMax float64
 	errs := map[string]int64{}
-	var untypedText []string
+	var untypedText, lateText []string
 	var maxMS float64
 	for _, h := range k.hosts {
 		for _, a := range h.agents {
@@ -276,6 +291,11 @@ func (k *soak) callsRow(problems []string) Result {
 			}
 			late += st.Late
 			lateStalled += st.LateStalled
+			for _, c := range st.LateCalls {
+				if len(lateText) < 5 {
+					lateText = append(lateText, k.lateText(h, c))
+				}
+			}
 			stalls += st.Stalls
 			stallMax = max(stallMax, st.StallMaxMS)
 		}
@@ -295,6 +315,9 @@ func (k *soak) callsRow(problems []string) Result {
 	}
 	if len(untypedText) > 0 {
 		detail = append(detail, fmt.Sprintf("untyped errors: %q", untypedText[:min(len(untypedText), 5)]))
+	}
+	if len(lateText) > 0 {
+		detail = append(detail, "late calls (the first 5): "+strings.Join(lateText, "; "))
 	}
 	detail = append(detail, problems...)
 	balanced := started == ok+failed+hung+killed

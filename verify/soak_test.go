@@ -257,9 +257,10 @@ func TestSoakCallsRow(t *testing.T) {
 	}
 	// A late call its agent's stalls do not explain fails the row; so
 	// does a hung call, an untyped error, and a child's race report.
-	h2.agents[0].final = &soakStatus{Started: 40, OK: 40, Late: 1, LateCalls: []failedCall{{Start: 300e9, End: 304e9}}}
-	if r := k.callsRow(nil); r.Pass {
-		t.Errorf("a late call passes: %s", r.Measured)
+	h2.agents[0].final = &soakStatus{Started: 40, OK: 40, Late: 1, LateCalls: []failedCall{{Start: 300e9, End: 320e9}}}
+	if r := k.callsRow(nil); r.Pass || !strings.Contains(r.Detail, "late calls (the first 5): "+h2.name+": t+5m0s to t+5m20s, ") ||
+		!strings.Contains(r.Detail, "after its deadline, ok, outside its host's faults") {
+		t.Errorf("a late call passes, or is not described: %s: %s", r.Measured, r.Detail)
 	}
 	h2.agents[0].final = &soakStatus{Started: 40, OK: 39, InFlight: 1}
 	if r := k.callsRow(nil); r.Pass {
