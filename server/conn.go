@@ -104,17 +104,13 @@ type stateReport struct {
 }
 
 // running is the requests being handled on a connection, by id: the
-// first inline, the others, while several run at once, in a map taken for
-// them from a pool and given back once it empties, so that an idle
-// connection holds no table and a pipelining one does not grow a new map
-// for every burst.
+// first inline, the others, while several run at once, in a map made for
+// them and dropped once it empties, so that an idle connection holds no
+// table.
 type running struct {
 	one  *reqCtx
 	more map[uint64]*reqCtx
 }
-
-// runningMaps are the emptied maps of running.
-var runningMaps = sync.Pool{New: func() any { return make(map[uint64]*reqCtx) }}
 
 func (r *running) add(ctx *reqCtx) {
 	if r.one == nil {
@@ -122,7 +118,7 @@ func (r *running) add(ctx *reqCtx) {
 		return
 	}
 	if r.more == nil {
-		r.more = runningMaps.Get().(map[uint64]*reqCtx)
+		r.more = make(map[uint64]*reqCtx)
 	}
 	r.more[ctx.id] = ctx
 }
@@ -140,8 +136,7 @@ func (r *running) remove(id uint64) {
 		return
 	}
 	delete(r.more, id)
-	if r.more != nil && len(r.more) == 0 {
-		runningMaps.Put(r.more)
+	if len(r.more) == 0 {
 		r.more = nil
 	}
 }

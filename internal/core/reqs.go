@@ -35,11 +35,8 @@ const (
 
 // reqTable is a server's requests by id. One request at a time is the
 // common case: it is held inline, and the others, while more than one is
-// in flight, in a table made for them. The table lives in the connection's
-// busy state: emptied, it stays there for the next burst, and goes back
-// to the pool with that state once the connection is idle (see
-// Conn.rest), so that an idle connection holds nothing for its requests
-// and a pipelining one does not rebuild its table for every burst.
+// in flight, in a table made for them and dropped once it empties, so
+// that an idle connection holds nothing for its requests.
 type reqTable struct {
 	one  request // one.st == 0: free
 	more *moreReqs
@@ -108,7 +105,9 @@ func (t *reqTable) remove(r *request) {
 	mr := t.more
 	delete(mr.m, r.id)
 	*r = request{}
-	if len(mr.free) < maxFreeReqs {
+	if len(mr.m) == 0 {
+		t.more = nil // the burst is over
+	} else if len(mr.free) < maxFreeReqs {
 		mr.free = append(mr.free, r)
 	}
 }
