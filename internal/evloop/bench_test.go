@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/tcppro/tcppro/internal/conntest"
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/session"
 )
@@ -24,9 +25,9 @@ func BenchmarkEcho(b *testing.B) {
 				}
 				defer l.Close()
 			}
-			var clis []*endpoint
+			var clis []*conntest.Endpoint
 			for range 4 {
-				nc, ns := tcpPair(b, 0)
+				nc, ns := conntest.TCPPair(b, 0)
 				if kind == "evloop" {
 					startEv(b, l, ns, core.Server, session.Config{}, nil)
 					clis = append(clis, startEv(b, l, nc, core.Client, session.Config{}, nil))
@@ -36,7 +37,7 @@ func BenchmarkEcho(b *testing.B) {
 				}
 			}
 			for _, c := range clis {
-				<-c.sink.ready
+				<-c.Sink.ReadyCh
 			}
 			body := make([]byte, 128)
 			var next atomic.Int64
@@ -44,15 +45,15 @@ func BenchmarkEcho(b *testing.B) {
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				c := clis[next.Add(1)%int64(len(clis))]
-				done := make(chan result, 1)
+				done := make(chan conntest.Result, 1)
 				for pb.Next() {
 					cl := &core.Call{Method: "echo", Body: body, Owner: done}
 					if err := c.Call(cl); err != nil {
 						b.Error(err)
 						return
 					}
-					if r := <-done; r.err != nil {
-						b.Error(r.err)
+					if r := <-done; r.Err != nil {
+						b.Error(r.Err)
 						return
 					}
 				}

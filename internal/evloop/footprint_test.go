@@ -31,6 +31,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/conntest"
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/internal/netconn"
 	"github.com/tcppro/tcppro/session"
@@ -219,7 +220,7 @@ func measureIdle(t *testing.T, kind string, n int, cfg session.Config, window ti
 	if err := <-accepted; err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(time.Minute, func() bool { return ready.Load() == int64(n) }) {
+	if !conntest.WaitFor(time.Minute, func() bool { return ready.Load() == int64(n) }) {
 		t.Fatalf("%d of %d connections ready", ready.Load(), n)
 	}
 	time.Sleep(2 * cfg.HeartbeatInterval) // heartbeats under way: their buffers, if any, taken

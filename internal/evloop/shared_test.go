@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcppro/tcppro/internal/conntest"
 	"github.com/tcppro/tcppro/internal/core"
 	"github.com/tcppro/tcppro/session"
 )
@@ -36,16 +37,16 @@ func TestSharedLoops(t *testing.T) {
 		t.Fatalf("Get after Close: %v, want ErrLoopsClosed", err)
 	}
 	// b's hold keeps the loops running: a connection on them works.
-	cli, srv := tcpPair(t, 0)
+	cli, srv := conntest.TCPPair(t, 0)
 	s := startEv(t, lb, srv, core.Server, session.Config{}, nil)
 	c := startEv(t, lb, cli, core.Client, session.Config{}, nil)
-	if got, err := call(t, c.conn, []byte("ping"), 10*time.Second); err != nil || string(got) != "ping" {
+	if got, err := c.Echo(t, []byte("ping"), 10*time.Second); err != nil || string(got) != "ping" {
 		t.Fatalf("call on the shared loops with one hold left: %q, %v", got, err)
 	}
 
 	b.Close() // the last hold: the loops close, and their connections
-	waitClosed(t, s.ran, 5*time.Second, "server connection closed with the shared loops")
-	waitClosed(t, c.ran, 5*time.Second, "client connection closed with the shared loops")
+	conntest.WaitClosed(t, s.Ended, 5*time.Second, "server connection closed with the shared loops")
+	conntest.WaitClosed(t, c.Ended, 5*time.Second, "client connection closed with the shared loops")
 
 	var d SharedRef
 	ld, err := d.Get()
