@@ -157,9 +157,9 @@ func TestCallNeverHangs(t *testing.T) {
 	})
 	_, addr := startServer(t, "", server.Config{}, h)
 	c := newClient(t, client.Config{Addrs: []string{addr}})
+	start := time.Now() // before the deadline is set: the call cannot end before start+150ms
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	_, err := c.Call(ctx, "wait", nil)
 	el := time.Since(start)
 	if !errors.Is(err, client.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
