@@ -150,10 +150,19 @@ func TestDefaultSocketOptions(t *testing.T) {
 	if sc, ok := <-accepted; ok {
 		defer sc.Close()
 	}
+	// Go's own defaults are turned off first, so that what is read back
+	// is what Apply set.
+	tc := c.(*net.TCPConn)
+	if err := tc.SetNoDelay(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.SetKeepAlive(false); err != nil {
+		t.Fatal(err)
+	}
 	if err := (Options{}).Apply(c); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := c.(*net.TCPConn).SyscallConn()
+	raw, err := tc.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,10 +73,10 @@ type Config struct {
 	// OnServiceChange told), before it sends GOAWAY on the open
 	// connections: time for load balancers that poll readiness, and for
 	// clients that find servers in a registry, to stop sending new
-	// connections while the open ones still serve. The wait ends early
-	// when Shutdown's context ends or Close is called, and is skipped when
-	// SetOffline or Drain took the server out of service before. Default
-	// 0: none.
+	// connections while the open ones still serve. Shutdown's context
+	// bounds the delay too: when it ends first, the remaining connections
+	// are closed at once, with no graceful phase. Close ends the wait as
+	// well; SetOffline or Drain before Shutdown skip it. Default 0: none.
 	DrainDelay time.Duration
 
 	// AcceptBackoffMin and AcceptBackoffMax bound the pause after a

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
+	"github.com/tcppro/tcppro/wire"
 )
 
 // TestDocumentedDefaults pins the defaults README's practices table and
@@ -57,6 +59,7 @@ func TestConfigValidation(t *testing.T) {
 		{"MaxConnAgeGrace", server.Config{MaxConnAgeGrace: -time.Second}},
 		{"AcceptBackoffMax", server.Config{AcceptBackoffMin: time.Second, AcceptBackoffMax: time.Millisecond}},
 		{"RejectLinger", server.Config{RejectLinger: -time.Second}},
+		{"DrainDelay", server.Config{DrainDelay: -time.Second}},
 	} {
 		var ce *session.ConfigError
 		if err := tc.cfg.Validate(); !errors.As(err, &ce) || ce.Field != tc.field {
@@ -92,6 +95,46 @@ func TestAcceptedSocketOptions(t *testing.T) {
 		want := sc.WithDefaults().HeartbeatTimeout
 		if ut := <-got; ut != want {
 			t.Errorf("heartbeat timeout %v: TCP_USER_TIMEOUT %v on the accepted socket, want %v", want, ut, want)
+		}
+	}
+}
+
+// TestMaxConnAgeNoJitter: a negative MaxConnAgeJitter means none, so no
+// connection gets GOAWAY before MaxConnAge (-1 taken as a jitter would
+// age half of them early).
+func TestMaxConnAgeNoJitter(t *testing.T) {
+	t.Parallel()
+	const age = 300 * time.Millisecond
+	cfg := baseConfig()
+	cfg.MaxConnAge = age
+	cfg.MaxConnAgeJitter = -1
+	cfg.MaxConnAgeGrace = time.Second
+	ts := startServer(t, cfg, echoMux())
+	const peers = 6
+	errs := make(chan error, peers)
+	for range peers {
+		start := time.Now() // before the dial: the connection is younger
+		p := dialRaw(t, ts.addr, true)
+		go func() {
+			for {
+				f, err := p.next(5 * time.Second)
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("no GOAWAY: %v", err)
+				case f.Type != wire.TypeGoAway:
+					continue
+				case time.Since(start) < age:
+					errs <- fmt.Errorf("GOAWAY after %v, before MaxConnAge %v", time.Since(start), age)
+				default:
+					errs <- nil
+				}
+				return
+			}
+		}()
+	}
+	for range peers {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -214,18 +215,80 @@ func TestDrain(t *testing.T) {
 	dialRaw(t, ts.addr, true).echo(t, 1, "back")
 }
 
-// TestShutdownDrainDelay guards Config.DrainDelay: Shutdown turns not
-// ready and refuses new connections at once, the open connections keep
-// serving, and GOAWAY comes only once the delay is over.
+// TestShutdownDrainDelay guards Config.DrainDelay while it lasts:
+// Shutdown tells OnServiceChange, turns not ready and refuses new
+// connections at once, and the open connections keep serving without a
+// GOAWAY. The delay (an hour) is ended by Shutdown's context, which then
+// closes what is left, as its hard deadline.
 func TestShutdownDrainDelay(t *testing.T) {
 	t.Parallel()
-	const delay = 2 * time.Second
+	cfg := baseConfig()
+	cfg.DrainDelay = time.Hour
+	left := make(chan struct{})
+	cfg.OnServiceChange = func(in bool) {
+		if !in {
+			close(left)
+		}
+	}
+	ts := startServer(t, cfg, echoMux())
+	p := dialRaw(t, ts.addr, true)
+	p.echo(t, 1, "before")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- ts.Shutdown(ctx) }()
+	select {
+	case <-left:
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnServiceChange(false) not called within 5s of Shutdown")
+	}
+	if !waitFor(t, 5*time.Second, func() bool { ready, why := ts.Ready(); return !ready && why == "shutting down" }) {
+		ready, why := ts.Ready()
+		t.Fatalf("Ready() = %v, %q after Shutdown began, want false, shutting down", ready, why)
+	}
+	if he := refusal(t, ts.addr); he.Code != wire.CodeShuttingDown {
+		t.Errorf("a new connection during the drain delay was refused with %v, want SHUTTING_DOWN", he)
+	}
+	p.echo(t, 2, "during the delay") // no GOAWAY came before it
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) during its drain delay", err)
+	default:
+	}
+
+	cancel()
+	select {
+	case err := <-shut:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Shutdown = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown still waiting out its drain delay after its context ended")
+	}
+	// Closed at the hard deadline, maybe after its GOAWAY.
+	for {
+		f, err := p.next(5 * time.Second)
+		if err == nil && (f.Type == wire.TypeGoAway || f.Type == wire.TypePing) {
+			continue
+		}
+		if err == nil || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("after Shutdown's context ended: %v, %v; want the connection closed", f, err)
+		}
+		break
+	}
+}
+
+// TestShutdownDrainDelayThenGoAway: GOAWAY comes once the drain delay is
+// over, not before, and Shutdown then ends gracefully.
+func TestShutdownDrainDelayThenGoAway(t *testing.T) {
+	t.Parallel()
+	const delay = 500 * time.Millisecond
 	cfg := baseConfig()
 	cfg.DrainDelay = delay
 	ts := startServer(t, cfg, echoMux())
 	p := dialRaw(t, ts.addr, true)
 	p.echo(t, 1, "before")
-
 	start := time.Now()
 	shut := make(chan error, 1)
 	go func() {
@@ -233,21 +296,12 @@ func TestShutdownDrainDelay(t *testing.T) {
 		defer cancel()
 		shut <- ts.Shutdown(ctx)
 	}()
-	if !waitFor(t, time.Second, func() bool { ready, why := ts.Ready(); return !ready && why == "shutting down" }) {
-		ready, why := ts.Ready()
-		t.Fatalf("Ready() = %v, %q after Shutdown began, want false, shutting down", ready, why)
-	}
-	if he := refusal(t, ts.addr); he.Code != wire.CodeShuttingDown {
-		t.Errorf("a new connection during the drain delay was refused with %v, want SHUTTING_DOWN", he)
-	}
-	p.echo(t, 2, "during the delay")
-
 	f := p.expect(t, delay+5*time.Second, wire.TypeGoAway)
 	if took := time.Since(start); took < delay {
 		t.Errorf("GOAWAY %v after Shutdown began, before the drain delay (%v) was over", took, delay)
 	}
-	if last, reason, _, err := wire.ParseGoAway(f.Payload); err != nil || last != 2 || reason != wire.ReasonShutdown {
-		t.Errorf("GOAWAY last=%d reason=%v (%v), want last=2 SHUTDOWN", last, reason, err)
+	if last, reason, _, err := wire.ParseGoAway(f.Payload); err != nil || last != 1 || reason != wire.ReasonShutdown {
+		t.Errorf("GOAWAY last=%d reason=%v (%v), want last=1 SHUTDOWN", last, reason, err)
 	}
 	p.expectEOF(t, time.Second)
 	p.Close()
@@ -261,23 +315,45 @@ func TestShutdownDrainDelay(t *testing.T) {
 	}
 }
 
-// TestShutdownDrainDelayEndsWithClose: Close during the drain delay ends
-// it; Shutdown returns at once.
-func TestShutdownDrainDelayEndsWithClose(t *testing.T) {
+// TestShutdownDrainDelaySkipped: a server taken out of service before
+// (SetOffline, Drain) has had its delay: Shutdown sends GOAWAY at once; so
+// does Close end the delay.
+func TestShutdownDrainDelaySkipped(t *testing.T) {
 	t.Parallel()
-	cfg := baseConfig()
-	cfg.DrainDelay = time.Hour
-	ts := startServer(t, cfg, echoMux())
-	shut := make(chan error, 1)
-	go func() { shut <- ts.Shutdown(context.Background()) }()
-	if !waitFor(t, time.Second, func() bool { ready, _ := ts.Ready(); return !ready }) {
-		t.Fatal("still ready after Shutdown began")
-	}
-	ts.Close()
-	select {
-	case <-shut:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Shutdown still waiting out its drain delay after Close")
+	for _, tc := range []struct {
+		name   string
+		before func(*testServer)
+		during func(*testServer)
+	}{
+		{"offline first", func(ts *testServer) { ts.SetOffline(true) }, nil},
+		{"close during", nil, func(ts *testServer) { ts.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.DrainDelay = time.Hour
+			ts := startServer(t, cfg, echoMux())
+			p := dialRaw(t, ts.addr, true)
+			p.echo(t, 1, "before")
+			if tc.before != nil {
+				tc.before(ts)
+			}
+			shut := make(chan error, 1)
+			go func() { shut <- ts.Shutdown(context.Background()) }()
+			if tc.during != nil {
+				if !waitFor(t, 5*time.Second, func() bool { ready, _ := ts.Ready(); return !ready }) {
+					t.Fatal("still ready after Shutdown began")
+				}
+				tc.during(ts)
+			} else {
+				p.expect(t, 5*time.Second, wire.TypeGoAway)
+				p.Close()
+			}
+			select {
+			case <-shut:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Shutdown still waiting out its drain delay")
+			}
+		})
 	}
 }
 

@@ -139,10 +139,12 @@ func TestServeAndCall(t *testing.T) {
 
 // TestServeDrainDelay: with --drain-delay, SIGTERM turns /readyz 503 at
 // once while open connections keep serving, and the process exits
-// (gracefully) only after the delay.
+// (gracefully) only after the delay; --shutdown-timeout counts from the
+// GOAWAY, after the delay, so that a call in flight longer than the
+// timeout but shorter than both together is answered.
 func TestServeDrainDelay(t *testing.T) {
-	const delay = 2 * time.Second
-	s := startServe(t, "--drain-delay", delay.String())
+	const delay, timeout, sleep = 3 * time.Second, 3 * time.Second, 4500 * time.Millisecond
+	s := startServe(t, "--drain-delay", delay.String(), "--shutdown-timeout", timeout.String())
 	c, err := client.New(client.Config{Addrs: []string{s.addr}})
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +153,19 @@ func TestServeDrainDelay(t *testing.T) {
 	if _, err := c.Call(context.Background(), "echo", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
+	slept := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := c.Call(ctx, "sleep", []byte(sleep.String()))
+		slept <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); c.Endpoints()[0].InFlight == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the sleep call was not in flight within 5s")
+		}
+		time.Sleep(5 * time.Millisecond) // polling the client's counters
+	}
 	start := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -158,13 +173,18 @@ func TestServeDrainDelay(t *testing.T) {
 	var code int
 	var body string
 	for code != 503 && time.Since(start) < delay {
-		code, body = httpDo(t, "GET", "http://"+s.admin+"/readyz")
+		if code, body = httpDo(t, "GET", "http://"+s.admin+"/readyz"); code != 503 {
+			time.Sleep(10 * time.Millisecond) // polling readiness
+		}
 	}
 	if code != 503 || !strings.Contains(body, "shutting down") {
 		t.Errorf("/readyz after SIGTERM: %d %q, want 503 shutting down", code, body)
 	}
 	if _, err := c.Call(context.Background(), "echo", []byte("during the delay")); err != nil {
 		t.Errorf("a call on the open connection during the drain delay: %v", err)
+	}
+	if err := <-slept; err != nil {
+		t.Errorf("a %v call in flight through a %v drain delay and a %v shutdown timeout: %v", sleep, delay, timeout, err)
 	}
 	select {
 	case err := <-s.done:
@@ -175,7 +195,7 @@ func TestServeDrainDelay(t *testing.T) {
 		if took := time.Since(start); took < delay {
 			t.Errorf("serve exited %v after SIGTERM, before its drain delay (%v)", took, delay)
 		}
-	case <-time.After(delay + 10*time.Second):
+	case <-time.After(delay + timeout + 10*time.Second):
 		t.Fatalf("serve did not exit after SIGTERM\n%s", s.logs)
 	}
 }

@@ -266,6 +266,9 @@ func runServe(args []string) int {
 		go stopAdmin() // alongside the drain: a long admin request must not delay it
 	}
 	stop()
+	if _, why := srv.Ready(); why == "offline" || why == "draining" {
+		delay = 0 // out of service already (/admin/offline, /admin/drain): Shutdown does not wait again
+	}
 	// Readiness turns false at once (Shutdown's first step); the admin
 	// plane keeps answering until the business side has drained (after an
 	// upgrade it has already stopped: the new process answers).

@@ -312,6 +312,7 @@ func TestServeFlagValidation(t *testing.T) {
 		{nil, []string{"--tls-cert", p.serverCert, "--tls-key", p.clientKey}, []string{"--tls-cert and --tls-key do not make a pair"}},
 		{nil, []string{"--tls-cert", p.serverCert, "--tls-key", p.serverKey, "--tls-client-ca", garbage}, []string{"--tls-client-ca " + garbage, "no PEM block"}},
 		{nil, []string{"--listen", "bogus"}, []string{"--listen=bogus", "missing port"}},
+		{nil, []string{"--drain-delay", "-1s"}, []string{"--drain-delay=-1s", "must not be negative"}},
 		{nil, []string{"--listen", "127.0.0.1:no-such-port"}, []string{"--listen=127.0.0.1:no-such-port", "unknown port"}},
 		{nil, []string{"--listen", ephemeral}, []string{"--listen=" + ephemeral, "inside the ephemeral port range", "--allow-ephemeral-port"}},
 	} {

@@ -64,6 +64,13 @@ func ReadingPausesWhileAnswersWait(t *testing.T, d Driver) {
 			if !WaitFor(5*time.Second, func() bool { return srv.Stats().Queued >= queue }) {
 				t.Fatalf("the answer was not queued within 5s (%d bytes queued)", srv.Stats().Queued)
 			}
+			if d.Parks {
+				select {
+				case <-answering:
+				case <-time.After(5 * time.Second):
+					t.Fatal("Answer blocked for 5s on a peer that reads nothing: a parked connection must block nobody")
+				}
+			}
 			// The read owed from before the pause takes request 2.
 			if err := request(2); err != nil {
 				t.Fatal(err)

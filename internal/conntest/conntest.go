@@ -102,6 +102,11 @@ type Driver struct {
 	// drain). The suite then checks it where a promise says what a
 	// connection waits for.
 	Watching func(c Conn) (read, write bool)
+	// Parks says that the driver never blocks the goroutine that queues
+	// output on a socket that takes no more (Answer, Call): the rest
+	// waits for the socket, and the call returns. The suite then checks
+	// that it returns while the peer reads nothing.
+	Parks bool
 }
 
 // StallFunc stalls c, once its handshake is over. poke makes the peer

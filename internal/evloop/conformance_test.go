@@ -48,6 +48,7 @@ func driver(loops func(testing.TB) *Loops) conntest.Driver {
 			ev := c.(*Conn).watched()
 			return ev&unix.EPOLLIN != 0, ev&unix.EPOLLOUT != 0
 		},
+		Parks: true, // package doc: a parked connection blocks nobody
 	}
 }
 
