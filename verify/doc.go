@@ -51,7 +51,8 @@
 //  9. rolling-restart: four `tcppro serve --register` processes under
 //     steady load, found by the client through an etcd:// target; each in
 //     turn is upgraded in place (SIGHUP; the new process is followed
-//     through --pid-file and a pidfd), then drained (SIGTERM) and started
+//     through --pid-file and a pidfd), then drained (SIGTERM, with a
+//     --drain-delay of 300 ms between the key's deletion and GOAWAY) and started
 //     again: 0 failed calls, 0 refused connects, calls reaching every
 //     server afterwards.
 //  10. slow-instance: four in-process servers, three answering in 20 ms and

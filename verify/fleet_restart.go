@@ -29,6 +29,10 @@ import (
 // refused connects; the drains are its measured times.
 const rollingBound = drainShutdownTimeout
 
+// rollingDrainDelay is the servers' --drain-delay: far more than an etcd
+// watch takes to tell the client, on this lab's links.
+const rollingDrainDelay = 300 * time.Millisecond
+
 // rollStepLimit bounds each wait of a step (a new pid, a process's exit, a
 // server back in the client's set, calls reaching it).
 const rollStepLimit = drainShutdownTimeout + 5*time.Second
@@ -134,7 +138,11 @@ func rollingRestart(ctx context.Context, env *Env) (Result, error) {
 		return r, err
 	}
 	flags := func(h *fleetHost) []string {
-		return []string{"--pid-file", filepath.Join(dir, h.host.Name()+".pid"), "--shutdown-timeout", drainShutdownTimeout.String()}
+		// The drain delay lets the client see the key's deletion before
+		// the GOAWAY: without it, a client could reconnect to the server
+		// it is told to leave, and find its listener closed.
+		return []string{"--pid-file", filepath.Join(dir, h.host.Name()+".pid"), "--shutdown-timeout", drainShutdownTimeout.String(),
+			"--drain-delay", rollingDrainDelay.String()}
 	}
 	l, err := startEtcdLab(ctx, env, 4, 4, etcdTTL, flags, steadyLoad)
 	if err != nil {
