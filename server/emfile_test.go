@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -80,21 +79,8 @@ func emfileChild() int {
 // instead of leaving it in the accept queue. The server runs in a child
 // process with a low RLIMIT_NOFILE, so this process is not affected.
 func TestBusyAtOpenFileLimit(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	// The race detector otherwise sleeps a second as the child exits.
-	cmd.Env = append(os.Environ(), emfileChildEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, stdout := startChild(t, emfileChildEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	defer func() {

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -200,20 +199,7 @@ func idleFootprint(t *testing.T, transport netx.Transport, n int) (heap, stack, 
 	}
 	h0, s0, g0 := liveMemory()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), holderEnv+"="+ts.addr+" "+strconv.Itoa(n))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, stdout := startChild(t, holderEnv+"="+ts.addr+" "+strconv.Itoa(n))
 	defer func() {
 		stdin.Close()
 		_ = cmd.Wait()

@@ -11,9 +11,11 @@ package server_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/metrics"
 	"sync"
@@ -318,3 +320,27 @@ func (h *heapSampler) Stop() uint64 {
 }
 
 const mib = 1 << 20
+
+// startChild starts this test binary again as a helper process, with env
+// added to its environment (the variable that makes TestMain run the
+// helper instead of the tests), its stderr this process's, and returns it
+// with its stdin and stdout. The caller ends it (closing stdin) and waits
+// for it.
+func startChild(t *testing.T, env ...string) (*exec.Cmd, io.WriteCloser, io.ReadCloser) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stdin, stdout
+}
