@@ -5,6 +5,7 @@ package conntest
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -185,6 +186,34 @@ func WaitClosed(t testing.TB, ch <-chan struct{}, d time.Duration, what string) 
 		t.Errorf("%s: not done within %v", what, d)
 		return false
 	}
+}
+
+// CloseBlocked closes e, blocked in some way by the caller, from another
+// goroutine with an error of the test's: Close must return within 2 s,
+// and from then on Done close within 1 s and the driver end within 2 s;
+// Err and the Sink's Closed must give that error. It returns how long it all
+// took.
+func CloseBlocked(t testing.TB, e *Endpoint) time.Duration {
+	t.Helper()
+	stop := errors.New("stopped by the test")
+	begin := time.Now()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		e.Close(stop)
+	}()
+	WaitClosed(t, closed, 2*time.Second, "Close")
+	after := time.Now() // both bounds below count from Close's return
+	WaitClosed(t, e.Done(), time.Second-time.Since(after), "Done")
+	WaitClosed(t, e.Ended, 2*time.Second-time.Since(after), "the driver's end")
+	took := time.Since(begin)
+	if err := e.Err(); !errors.Is(err, stop) {
+		t.Errorf("Err() = %v, want the error given to Close", err)
+	}
+	if !errors.Is(e.Sink.CloseErr, stop) {
+		t.Errorf("Sink.Closed(%v), want the error given to Close", e.Sink.CloseErr)
+	}
+	return took
 }
 
 // WaitFor polls cond every millisecond until it holds or d passes.

@@ -8,7 +8,6 @@ package netconn
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -121,23 +120,8 @@ func TestCloseWhileBlocked(t *testing.T) {
 				t.Fatal("the reader did not read again within 5s")
 			}
 
-			stop := errors.New("stopped by the test")
-			begin := time.Now()
-			closed := make(chan struct{})
-			go func() {
-				defer close(closed)
-				srv.Close(stop)
-			}()
-			conntest.WaitClosed(t, closed, 2*time.Second, "Close")
-			conntest.WaitClosed(t, srv.Ended, 2*time.Second, "Run")
-			conntest.WaitClosed(t, srv.Done(), time.Second, "Done")
-			t.Logf("TIMING Close with a read and a write blocked: Run returned after %v", time.Since(begin))
-			if err := srv.Err(); !errors.Is(err, stop) {
-				t.Errorf("Err() = %v, want the error given to Close", err)
-			}
-			if !errors.Is(srv.Sink.CloseErr, stop) {
-				t.Errorf("Sink.Closed(%v), want the error given to Close", srv.Sink.CloseErr)
-			}
+			took := conntest.CloseBlocked(t, srv)
+			t.Logf("TIMING Close with a read and a write blocked: Run returned after %v", took)
 			if !conntest.WaitFor(2*time.Second, func() bool { return hook.inRead.Load() == 0 && hook.inWriteNow.Load() == 0 }) {
 				t.Errorf("a Read or Write is still blocked after Close")
 			}
