@@ -24,9 +24,9 @@ import (
 // every connection is closed, or when ctx ends; then the remaining
 // connections are closed at once and ctx's error is returned.
 func (s *Server) Shutdown(ctx context.Context) error {
-	wasOffline := s.offline.Load() // SetOffline or Drain: out of service already
+	d := s.DrainDelay()
 	s.leaveService(true)
-	if d := s.cfg.DrainDelay; d > 0 && !wasOffline && !s.shutdown.Load() {
+	if d > 0 {
 		// Out of service first: new connections are refused while
 		// balancers and registries catch up; the open ones still serve.
 		s.leaving.Store(true)
@@ -53,6 +53,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.finish()
 	return nil
+}
+
+// DrainDelay is how long Shutdown, called now, would wait before GOAWAY:
+// Config.DrainDelay, or none once SetOffline or Drain took the server out
+// of service, or once it is shutting down. A caller that gives Shutdown a
+// hard deadline for its connections adds it.
+func (s *Server) DrainDelay() time.Duration {
+	if s.offline.Load() || s.shutdown.Load() {
+		return 0
+	}
+	return s.cfg.DrainDelay
 }
 
 // Close tells Config.OnServiceChange that the server leaves service (if

@@ -233,6 +233,9 @@ func TestShutdownDrainDelay(t *testing.T) {
 	ts := startServer(t, cfg, echoMux())
 	p := dialRaw(t, ts.addr, true)
 	p.echo(t, 1, "before")
+	if d := ts.DrainDelay(); d != time.Hour {
+		t.Errorf("DrainDelay() = %v in service, want Config.DrainDelay (1h)", d)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -336,6 +339,9 @@ func TestShutdownDrainDelaySkipped(t *testing.T) {
 			p.echo(t, 1, "before")
 			if tc.before != nil {
 				tc.before(ts)
+				if d := ts.DrainDelay(); d != 0 {
+					t.Errorf("DrainDelay() = %v out of service already, want 0", d)
+				}
 			}
 			shut := make(chan error, 1)
 			go func() { shut <- ts.Shutdown(context.Background()) }()

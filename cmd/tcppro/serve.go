@@ -238,7 +238,6 @@ func runServe(args []string) int {
 		go func() { defer close(rdone); reg.startWhenListening(rctx, srv) }()
 		defer func() { rcancel(); <-rdone }()
 	}
-	delay := *drainDelay // before GOAWAY, on a signal (Config.DrainDelay)
 	select {
 	case err := <-errc:
 		log.Error("serve failed", "err", err)
@@ -262,13 +261,10 @@ func runServe(args []string) int {
 		log.Info("replaced by a new process (upgrade); draining this one; the admin plane is the new process's")
 		// The new process takes the new connections: no drain delay.
 		srv.SetOffline(true)
-		delay = 0
 		go stopAdmin() // alongside the drain: a long admin request must not delay it
 	}
 	stop()
-	if _, why := srv.Ready(); why == "offline" || why == "draining" {
-		delay = 0 // out of service already (/admin/offline, /admin/drain): Shutdown does not wait again
-	}
+	delay := srv.DrainDelay() // none after an upgrade, /admin/offline or /admin/drain
 	// Readiness turns false at once (Shutdown's first step); the admin
 	// plane keeps answering until the business side has drained (after an
 	// upgrade it has already stopped: the new process answers).
