@@ -104,9 +104,9 @@ type stateReport struct {
 }
 
 // running is the requests being handled on a connection, by id: the
-// first inline, the others, while several run at once, in a map made for
-// them and dropped once it empties, so that an idle connection holds no
-// table.
+// first inline, the others, while several run at once, in a map taken
+// from runningMaps and given back once it empties, so that an idle
+// connection holds no table and a burst does not make one.
 type running struct {
 	one  *reqCtx
 	more map[uint64]*reqCtx
@@ -118,10 +118,13 @@ func (r *running) add(ctx *reqCtx) {
 		return
 	}
 	if r.more == nil {
-		r.more = make(map[uint64]*reqCtx)
+		r.more = runningMaps.Get().(map[uint64]*reqCtx)
 	}
 	r.more[ctx.id] = ctx
 }
+
+// runningMaps holds the empty maps of running.
+var runningMaps = sync.Pool{New: func() any { return make(map[uint64]*reqCtx) }}
 
 func (r *running) get(id uint64) *reqCtx {
 	if r.one != nil && r.one.id == id {
@@ -136,7 +139,8 @@ func (r *running) remove(id uint64) {
 		return
 	}
 	delete(r.more, id)
-	if len(r.more) == 0 {
+	if len(r.more) == 0 && r.more != nil {
+		runningMaps.Put(r.more)
 		r.more = nil
 	}
 }

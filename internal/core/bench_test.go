@@ -63,3 +63,61 @@ func BenchmarkRoundTrip(b *testing.B) {
 		}
 	}
 }
+
+// pipeSink is a Sink that keeps the ids of the requests taken in and
+// counts the calls ended, for BenchmarkPipelined.
+type pipeSink struct {
+	benchSink
+	ids   []uint64
+	ended int
+}
+
+func (s *pipeSink) Request(in Incoming) bool {
+	s.ids = append(s.ids, in.ID)
+	return true
+}
+func (s *pipeSink) CallDone(*Call, []byte, wire.Metadata, error) { s.ended++ }
+
+// BenchmarkPipelined is BenchmarkRoundTrip with 32 calls in flight: the
+// calls leave together, are answered together, and their answers come
+// back together, as in bench/'s pipe scenario; reported per call.
+func BenchmarkPipelined(b *testing.B) {
+	const depth = 32
+	var cs, ss pipeSink
+	now := int64(1)
+	cli := New(Client, session.Config{}, Options{}, &cs, now)
+	srv := New(Server, session.Config{}, Options{}, &ss, now)
+	buf := make([]byte, 0, 64<<10)
+	relay := func(from, to *Conn) {
+		buf = from.Transmit(now, buf[:0], 64<<10)
+		from.Written(now, len(buf))
+		if n := to.Receive(now, buf); n != len(buf) {
+			b.Fatalf("%d of %d bytes consumed", n, len(buf))
+		}
+	}
+	relay(cli, srv)
+	relay(srv, cli)
+	body := make([]byte, 64)
+	calls := make([]Call, depth)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += depth {
+		now++
+		cs.ended = 0
+		for j := range calls {
+			calls[j] = Call{Method: "echo", Body: body}
+			if err := cli.Call(now, &calls[j]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		relay(cli, srv)
+		for _, id := range ss.ids {
+			srv.Answer(now, id, nil, body)
+		}
+		ss.ids = ss.ids[:0]
+		relay(srv, cli)
+		if cs.ended != depth {
+			b.Fatalf("%d calls of %d ended", cs.ended, depth)
+		}
+	}
+}

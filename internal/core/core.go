@@ -244,9 +244,9 @@ func (b *busy) idle() bool {
 func (c *Conn) rest() {
 	if b := c.b; b != nil && b.idle() {
 		c.b = nil
-		ctrl, fifo := b.out.ctrl.buf, b.out.fifo.buf
+		ctrl, fifo, more := b.out.ctrl.buf, b.out.fifo.buf, b.reqs.more
 		*b = busy{}
-		b.out.ctrl.buf, b.out.fifo.buf = ctrl[:0], fifo[:0]
+		b.out.ctrl.buf, b.out.fifo.buf, b.reqs.more = ctrl[:0], fifo[:0], more
 		busyPool.Put(b)
 	}
 }

@@ -35,8 +35,10 @@ const (
 
 // reqTable is a server's requests by id. One request at a time is the
 // common case: it is held inline, and the others, while more than one is
-// in flight, in a table made for them and dropped once it empties, so
-// that an idle connection holds nothing for its requests.
+// in flight, in a table made for them. The table lives as long as the
+// busy state that holds it (see busy), emptied between bursts of requests
+// rather than made anew for each, so that an idle connection holds
+// nothing for its requests and a busy one does not regrow its table.
 type reqTable struct {
 	one  request // one.st == 0: free
 	more *moreReqs
@@ -105,9 +107,7 @@ func (t *reqTable) remove(r *request) {
 	mr := t.more
 	delete(mr.m, r.id)
 	*r = request{}
-	if len(mr.m) == 0 {
-		t.more = nil // the burst is over
-	} else if len(mr.free) < maxFreeReqs {
+	if len(mr.free) < maxFreeReqs {
 		mr.free = append(mr.free, r)
 	}
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"math"
+	"sync"
 
 	"github.com/tcppro/tcppro/wire"
 )
@@ -31,9 +32,12 @@ type outQueue struct {
 }
 
 // frames is a queue of whole encoded frames. Its buffer stays with the
-// busy state it belongs to, emptied once every frame has been handed out
-// (dropped then if it grew past keepCap), and goes back to the pool with
-// it when the connection is idle.
+// busy state it belongs to, emptied once every frame has been handed out,
+// and goes back to the pool with it when the connection is idle. A buffer
+// that grew past keepCap goes to spares once emptied instead, for the next
+// queue that outgrows a small one: a burst of answers does not regrow its
+// buffer from nothing, and a connection keeps no large buffer between
+// bursts.
 type frames struct {
 	buf []byte
 	off int // bytes of buf handed out
@@ -42,9 +46,22 @@ type frames struct {
 // keepCap is the largest buffer a queue keeps once emptied.
 const keepCap = 512
 
+// maxSpareCap is the largest buffer kept in spares.
+const maxSpareCap = 64 << 10
+
+// spares holds emptied queue buffers of more than keepCap bytes, each
+// as a *[]byte.
+var spares sync.Pool
+
 // add appends the frame that frame encodes and returns its length.
 func (q *frames) add(frame func([]byte) []byte) int {
 	n := len(q.buf)
+	if n > 0 && cap(q.buf) <= keepCap && cap(q.buf)-n < keepCap/4 {
+		// About to outgrow a small buffer: take a spare if there is one.
+		if p, _ := spares.Get().(*[]byte); p != nil {
+			q.buf = append((*p)[:0], q.buf...)
+		}
+	}
 	q.buf = frame(q.buf)
 	return len(q.buf) - n
 }
@@ -66,7 +83,11 @@ func (q *frames) took(n int) {
 
 // reset drops what is left.
 func (q *frames) reset() {
-	if cap(q.buf) > keepCap {
+	if c := cap(q.buf); c > keepCap {
+		if c <= maxSpareCap {
+			b := q.buf[:0]
+			spares.Put(&b)
+		}
 		q.buf = nil
 	} else {
 		q.buf = q.buf[:0]

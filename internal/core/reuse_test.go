@@ -1,0 +1,69 @@
+package core
+
+import (
+	"bytes"
+	"testing"
+)
+
+// TestFramesSpareKeepsOrder checks that a queue that outgrows its small
+// buffer and moves to a spare keeps every frame, in order, and that an
+// emptied queue keeps no buffer larger than keepCap.
+func TestFramesSpareKeepsOrder(t *testing.T) {
+	for _, spare := range []bool{false, true} {
+		if spare {
+			b := make([]byte, 0, 8<<10)
+			spares.Put(&b)
+		}
+		var q frames
+		var want []byte
+		for i := range 200 {
+			f := bytes.Repeat([]byte{byte(i)}, 1+i%37)
+			want = append(want, f...)
+			if n := q.add(func(b []byte) []byte { return append(b, f...) }); n != len(f) {
+				t.Fatalf("add returned %d, want %d", n, len(f))
+			}
+		}
+		if !bytes.Equal(q.rest(), want) {
+			t.Fatalf("spare %v: the queue's bytes differ from the frames added", spare)
+		}
+		q.took(100)
+		if !bytes.Equal(q.rest(), want[100:]) {
+			t.Fatal("took(100) did not hand out the first 100 bytes")
+		}
+		q.took(q.len())
+		if q.len() != 0 || cap(q.buf) > keepCap {
+			t.Fatalf("emptied queue: len %d cap %d, want 0 and at most %d", q.len(), cap(q.buf), keepCap)
+		}
+	}
+}
+
+// TestReqTableReusedAcrossBursts checks that a table emptied by a burst's
+// end serves the next burst, and that its requests are found by id
+// whether inline or in the map.
+func TestReqTableReusedAcrossBursts(t *testing.T) {
+	var tb reqTable
+	for burst := range 3 {
+		base := uint64(burst * 100)
+		var rs []*request
+		for i := range uint64(40) {
+			rs = append(rs, tb.add(base+i+1, reqHandling))
+		}
+		if tb.len() != 40 {
+			t.Fatalf("burst %d: len %d, want 40", burst, tb.len())
+		}
+		for i, r := range rs {
+			if got := tb.get(base + uint64(i) + 1); got != r {
+				t.Fatalf("burst %d: get(%d) = %p, want %p", burst, base+uint64(i)+1, got, r)
+			}
+		}
+		for _, r := range rs {
+			tb.remove(r)
+		}
+		if tb.len() != 0 || tb.get(base+1) != nil {
+			t.Fatalf("burst %d: the table is not empty after every request was removed", burst)
+		}
+		if burst > 0 && tb.more == nil {
+			t.Fatalf("burst %d: the table was dropped between bursts", burst)
+		}
+	}
+}
