@@ -160,14 +160,14 @@ type callLoad struct {
 	inflight int
 	cancel   context.CancelFunc
 	base
-	latRecorder // with several in flight: one histogram per calling goroutine
+	latRecorder // with several in flight: one histogram per connection
 }
 
 func newCallLoad(kind, addr string, conns, inflight int, conf *tls.Config) (*callLoad, error) {
 	l := &callLoad{inflight: inflight, cancel: func() {}}
 	l.init(conns * inflight)
 	if inflight > 1 {
-		l.initLat(conns * inflight)
+		l.initLat(conns)
 	}
 	var err error
 	if l.conns, err = newRPCConns(kind, addr, conns, conf); err != nil {
@@ -189,7 +189,7 @@ func (l *callLoad) start(hardDeadline time.Time, maxPerConn uint64) {
 				defer l.wg.Done()
 				var hist *latHist
 				if l.hists != nil {
-					hist = l.hists[id]
+					hist = l.hists[i]
 				}
 				l.fail(rpcCaller(ctx, cl, id, ctr, perCaller, &l.stopped, l.win, hist))
 			}()
