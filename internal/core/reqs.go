@@ -51,8 +51,9 @@ type moreReqs struct {
 	free []*request
 }
 
-// maxFreeReqs bounds the ended requests a table keeps for reuse.
-const maxFreeReqs = 16
+// maxFreeReqs bounds the ended requests a table keeps for reuse: enough
+// for a burst of 64 (about 3 KiB).
+const maxFreeReqs = 64
 
 // len is the number of requests held.
 func (t *reqTable) len() int {

@@ -5,18 +5,15 @@ import (
 	"testing"
 )
 
-// TestFramesSpareKeepsOrder checks that a queue that outgrows its small
-// buffer and moves to a spare keeps every frame, in order, and that an
-// emptied queue keeps no buffer larger than keepCap.
-func TestFramesSpareKeepsOrder(t *testing.T) {
-	for _, spare := range []bool{false, true} {
-		if spare {
-			b := make([]byte, 0, 8<<10)
-			spares.Put(&b)
-		}
+// TestFramesBorrowKeepsOrder checks that a queue that outgrows its small
+// buffer, moves to a borrowed one and outgrows that too keeps every
+// frame, in order, and that an emptied queue has given back what it
+// borrowed and keeps no buffer larger than keepCap.
+func TestFramesBorrowKeepsOrder(t *testing.T) {
+	for _, frames200 := range []int{20, 200} {
 		var q frames
 		var want []byte
-		for i := range 200 {
+		for i := range frames200 {
 			f := bytes.Repeat([]byte{byte(i)}, 1+i%37)
 			want = append(want, f...)
 			if n := q.add(func(b []byte) []byte { return append(b, f...) }); n != len(f) {
@@ -24,15 +21,15 @@ func TestFramesSpareKeepsOrder(t *testing.T) {
 			}
 		}
 		if !bytes.Equal(q.rest(), want) {
-			t.Fatalf("spare %v: the queue's bytes differ from the frames added", spare)
+			t.Fatalf("%d frames: the queue's bytes differ from the frames added", frames200)
 		}
 		q.took(100)
 		if !bytes.Equal(q.rest(), want[100:]) {
 			t.Fatal("took(100) did not hand out the first 100 bytes")
 		}
 		q.took(q.len())
-		if q.len() != 0 || cap(q.buf) > keepCap {
-			t.Fatalf("emptied queue: len %d cap %d, want 0 and at most %d", q.len(), cap(q.buf), keepCap)
+		if q.len() != 0 || cap(q.buf) > keepCap || q.lent != nil {
+			t.Fatalf("emptied queue: len %d cap %d lent %v, want 0, at most %d, none", q.len(), cap(q.buf), q.lent != nil, keepCap)
 		}
 	}
 }

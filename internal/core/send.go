@@ -2,8 +2,8 @@ package core
 
 import (
 	"math"
-	"sync"
 
+	"github.com/tcppro/tcppro/internal/bufpool"
 	"github.com/tcppro/tcppro/wire"
 )
 
@@ -33,34 +33,32 @@ type outQueue struct {
 
 // frames is a queue of whole encoded frames. Its buffer stays with the
 // busy state it belongs to, emptied once every frame has been handed out,
-// and goes back to the pool with it when the connection is idle. A buffer
-// that grew past keepCap goes to spares once emptied instead, for the next
-// queue that outgrows a small one: a burst of answers does not regrow its
-// buffer from nothing, and a connection keeps no large buffer between
+// and goes back to the pool with it when the connection is idle. A queue
+// about to outgrow a small buffer borrows a larger one from bufpool and
+// gives it back once emptied: a burst of answers does not grow a buffer
+// from nothing each time, and a connection keeps no large buffer between
 // bursts.
 type frames struct {
-	buf []byte
-	off int // bytes of buf handed out
+	buf   []byte
+	off   int     // bytes of buf handed out
+	lent  *[]byte // buf's holder while buf is borrowed from bufpool
+	small []byte  // the queue's own buffer, kept aside while it borrows
 }
 
 // keepCap is the largest buffer a queue keeps once emptied.
 const keepCap = 512
 
-// maxSpareCap is the largest buffer kept in spares.
-const maxSpareCap = 64 << 10
-
-// spares holds emptied queue buffers of more than keepCap bytes, each
-// as a *[]byte.
-var spares sync.Pool
+// lendCap is the size of the buffer a queue borrows when it outgrows a
+// small one: the answers to a burst of small requests.
+const lendCap = 4 << 10
 
 // add appends the frame that frame encodes and returns its length.
 func (q *frames) add(frame func([]byte) []byte) int {
 	n := len(q.buf)
-	if n > 0 && cap(q.buf) <= keepCap && cap(q.buf)-n < keepCap/4 {
-		// About to outgrow a small buffer: take a spare if there is one.
-		if p, _ := spares.Get().(*[]byte); p != nil {
-			q.buf = append((*p)[:0], q.buf...)
-		}
+	if q.lent == nil && n > 0 && cap(q.buf) <= keepCap && cap(q.buf)-n < keepCap/4 {
+		p := bufpool.Get(lendCap)
+		*p = append((*p)[:0], q.buf...)
+		q.small, q.buf, q.lent = q.buf[:0], *p, p
 	}
 	q.buf = frame(q.buf)
 	return len(q.buf) - n
@@ -83,13 +81,16 @@ func (q *frames) took(n int) {
 
 // reset drops what is left.
 func (q *frames) reset() {
-	if c := cap(q.buf); c > keepCap {
-		if c <= maxSpareCap {
-			b := q.buf[:0]
-			spares.Put(&b)
-		}
+	switch {
+	case q.lent != nil:
+		// The buffer as it is now: bufpool keeps it if appends have not
+		// moved it to a capacity outside its size classes.
+		*q.lent = q.buf
+		bufpool.Put(q.lent)
+		q.buf, q.lent, q.small = q.small, nil, nil
+	case cap(q.buf) > keepCap:
 		q.buf = nil
-	} else {
+	default:
 		q.buf = q.buf[:0]
 	}
 	q.off = 0
