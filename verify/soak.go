@@ -383,14 +383,27 @@ func (k *soak) run(ctx context.Context) error {
 	k.first.to = mono()
 	k.calls[1] = k.okSoFar()
 	k.logf("first window done: %s", k.windowText(k.first))
-	// The faults, until the last window is due (each waits for its
-	// recovery), then quiet until it is.
+	// The faults (each waits for its recovery), until the last window is
+	// due less the time the memory is given to settle; then quiet until
+	// every connection is back and the memory has settled again, by the
+	// first window's rule (a reconnection storm's garbage stays resident a
+	// while), or the last window is due. Both windows see the server in the
+	// same state.
 	lastDue := readyAt.Add(o.Duration - w)
-	if err := k.faultPhase(ctx, lastDue); err != nil {
+	if err := k.faultPhase(ctx, lastDue.Add(-settleLimit)); err != nil {
 		return err
 	}
-	if _, err := k.runUntil(ctx, lastDue, nil); err != nil {
+	quiet := mono()
+	gc1 := k.samples[len(k.samples)-1].GCs
+	settled, err = k.runUntil(ctx, lastDue, func() bool { return k.allUp() && k.settled(gc1) })
+	if err != nil {
 		return err
+	}
+	if settled {
+		k.note(fmt.Sprintf("the server's memory settled %s after the faults ended (%d collections, RSS steady over %s)", fmtDur(since(quiet, mono())), soakSettleGCs, fmtDur(soakSettleSpan)))
+	} else {
+		k.note(fmt.Sprintf("the server's memory had not settled %s after the faults ended, when the last window was due (%d collections and RSS within %.0f %% over %s wanted); the last window starts anyway",
+			fmtDur(since(quiet, mono())), soakSettleGCs, 100*soakSettleRSS, fmtDur(soakSettleSpan)))
 	}
 	if !k.allUp() {
 		k.finalErr = fmt.Sprintf("not every connection back when the last window was due: %s", k.upText())
