@@ -188,8 +188,19 @@ func judgedMemory(s serverSample) int64 {
 	return s.RSS
 }
 
+// gcsSoFar is the server's collections in its latest full reading (a
+// reading that failed has none).
+func (k *soak) gcsSoFar() uint64 {
+	for i := len(k.samples) - 1; i >= 0; i-- {
+		if k.samples[i].Err == "" {
+			return k.samples[i].GCs
+		}
+	}
+	return 0
+}
+
 // settled reports whether the server's memory has settled, gc0 being its
-// collections at the end of the ramp.
+// collections when the wait began (the end of the ramp, or of the faults).
 func (k *soak) settled(gc0 uint64) bool {
 	last := k.samples[len(k.samples)-1]
 	if last.Err != "" || last.GCs < gc0+soakSettleGCs {

@@ -15,7 +15,7 @@ import (
 )
 
 // TestSoakShort is `tcppro verify --soak` made short for CI: 2 000
-// connections over four client hosts for 110 s, with the faults that fit
+// connections over four client hosts for 120 s, with the faults that fit
 // (cuts, freezes and kills: at least one of each), on the transport
 // TCPPRO_TRANSPORT_AUTO selects (auto: CI runs the suite on both), with a
 // heartbeat timeout of 5 s (the command's default is 3 s). The
@@ -24,7 +24,7 @@ import (
 // TCPPRO_FAULTNET_REQUIRE=1 makes its absence a failure).
 func TestSoakShort(t *testing.T) {
 	if testing.Short() {
-		t.Skip("the soak takes 110 s")
+		t.Skip("the soak takes 120 s")
 	}
 	faultnet.ForTest(t)
 	// A fixed schedule whose first three faults (one of each kind: the
@@ -36,7 +36,7 @@ func TestSoakShort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	rows, err := verify.RunSoak(ctx, verify.SoakOptions{
-		Duration:  110 * time.Second,
+		Duration:  120 * time.Second,
 		Conns:     2000,
 		Rate:      100,
 		Seed:      seed,

@@ -238,13 +238,17 @@ func (b *busy) idle() bool {
 		b.reqs.len() == 0 && b.inflight == 0 && b.held == 0
 }
 
-// rest gives the connection's busy state back, with its emptied buffers,
-// once it holds nothing. The exported methods that change the connection
+// rest gives the connection's busy state back, with its emptied buffers
+// and request table (unless the table grew past maxKeptReqs), once it
+// holds nothing. The exported methods that change the connection
 // defer it, so that no pointer into the state outlives their call.
 func (c *Conn) rest() {
 	if b := c.b; b != nil && b.idle() {
 		c.b = nil
 		ctrl, fifo, more := b.out.ctrl.buf, b.out.fifo.buf, b.reqs.more
+		if more != nil && more.peak > maxKeptReqs {
+			more = nil
+		}
 		*b = busy{}
 		b.out.ctrl.buf, b.out.fifo.buf, b.reqs.more = ctrl[:0], fifo[:0], more
 		busyPool.Put(b)

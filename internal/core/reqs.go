@@ -49,11 +49,17 @@ type reqTable struct {
 type moreReqs struct {
 	m    map[uint64]*request
 	free []*request
+	peak int // the most requests m has held (a map does not shrink)
 }
 
 // maxFreeReqs bounds the ended requests a table keeps for reuse: enough
-// for a burst of 64 (about 3 KiB).
+// for a burst of 64.
 const maxFreeReqs = 64
+
+// maxKeptReqs bounds the tables kept with a pooled busy state: one that
+// has held more requests (its map does not shrink) is dropped with the
+// burst that grew it.
+const maxKeptReqs = 2 * maxFreeReqs
 
 // len is the number of requests held.
 func (t *reqTable) len() int {
@@ -94,6 +100,7 @@ func (t *reqTable) add(id uint64, st reqState) *request {
 			r = new(request)
 		}
 		mr.m[id] = r
+		mr.peak = max(mr.peak, len(mr.m))
 	}
 	r.id, r.st = id, st
 	return r

@@ -10,7 +10,7 @@ import (
 // frame, in order, and that an emptied queue has given back what it
 // borrowed and keeps no buffer larger than keepCap.
 func TestFramesBorrowKeepsOrder(t *testing.T) {
-	for _, frames200 := range []int{20, 200} {
+	for _, frames200 := range []int{20, 200, 400} {
 		var q frames
 		var want []byte
 		for i := range frames200 {
@@ -31,6 +31,35 @@ func TestFramesBorrowKeepsOrder(t *testing.T) {
 		if q.len() != 0 || cap(q.buf) > keepCap || q.lent != nil {
 			t.Fatalf("emptied queue: len %d cap %d lent %v, want 0, at most %d, none", q.len(), cap(q.buf), q.lent != nil, keepCap)
 		}
+	}
+}
+
+// TestFramesBorrowWithBytesHandedOut checks the borrow of a queue part
+// of whose bytes are handed out already: the rest stays, in order.
+func TestFramesBorrowWithBytesHandedOut(t *testing.T) {
+	var q frames
+	var want []byte
+	add := func(i int) {
+		f := bytes.Repeat([]byte{byte(i)}, 30)
+		want = append(want, f...)
+		q.add(func(b []byte) []byte { return append(b, f...) })
+	}
+	for i := range 5 {
+		add(i)
+	}
+	q.took(40)
+	for i := 5; i < 300; i++ {
+		add(i)
+	}
+	if q.lent == nil {
+		t.Fatal("the queue did not borrow a buffer")
+	}
+	if !bytes.Equal(q.rest(), want[40:]) {
+		t.Fatal("the bytes not handed out differ from the frames added")
+	}
+	q.took(q.len())
+	if q.lent != nil || cap(q.buf) > keepCap {
+		t.Fatalf("emptied queue: lent %v, cap %d", q.lent != nil, cap(q.buf))
 	}
 }
 
@@ -61,6 +90,30 @@ func TestReqTableReusedAcrossBursts(t *testing.T) {
 		}
 		if burst > 0 && tb.more == nil {
 			t.Fatalf("burst %d: the table was dropped between bursts", burst)
+		}
+	}
+}
+
+// TestBigReqTableNotKept checks that a busy state goes back to the pool
+// without a request table grown past maxKeptReqs, and with a smaller one.
+func TestBigReqTableNotKept(t *testing.T) {
+	for _, n := range []int{maxKeptReqs, maxKeptReqs + 2} {
+		c := &Conn{}
+		b := c.work()
+		for i := range uint64(n) {
+			b.reqs.add(i+1, reqHandling)
+		}
+		for i := range uint64(n) {
+			b.reqs.remove(b.reqs.get(i + 1))
+		}
+		more := b.reqs.more
+		c.rest()
+		if c.b != nil {
+			t.Fatalf("%d requests: the busy state was not given back", n)
+		}
+		kept := b.reqs.more == more
+		if want := n-1 <= maxKeptReqs; kept != want {
+			t.Errorf("%d requests (%d in the table): table kept %v, want %v", n, n-1, kept, want)
 		}
 	}
 }
