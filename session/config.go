@@ -17,8 +17,12 @@ type Config struct {
 	// HeartbeatInterval is how long a connection may receive nothing before
 	// it sends a PING (and another each further interval of silence). Any
 	// bytes received prove the peer alive, so a busy connection sends no
-	// PINGs. Default 5s. A negative value disables heartbeats (liveness
-	// then rests on TCP alone: not recommended).
+	// PINGs. A PING leaves at the next step of a grid shared by all of a
+	// process's connections (50ms, or less for a short interval or a
+	// timeout close to it: see docs/protocol.md §8), so that the PINGs of
+	// many idle connections leave in one wake-up. Default 5s. A negative
+	// value disables heartbeats (liveness then rests on TCP alone: not
+	// recommended).
 	HeartbeatInterval time.Duration
 
 	// HeartbeatTimeout is how long a connection may receive nothing at all,

@@ -37,7 +37,7 @@ func (c *Conn) Next() int64 {
 	if c.reading() {
 		if c.helloRecv && cfg.Heartbeats() {
 			at(c.lastRecv + dur(cfg.HeartbeatTimeout))
-			at(max(c.lastRecv, c.lastPingAt) + dur(cfg.HeartbeatInterval))
+			at(c.pingAt())
 		}
 		if c.partial {
 			at(c.lastRecv + dur(cfg.FrameReadTimeout))
@@ -100,7 +100,7 @@ func (c *Conn) Tick(now int64) {
 		c.fail(now, silent, nil)
 		return
 	}
-	if c.reading() && c.helloRecv && cfg.Heartbeats() && now >= max(c.lastRecv, c.lastPingAt)+dur(cfg.HeartbeatInterval) {
+	if c.reading() && c.helloRecv && cfg.Heartbeats() && now >= c.pingAt() {
 		c.ping(now)
 	}
 	if c.cl != nil {
@@ -149,6 +149,18 @@ func (c *Conn) silence(now int64) error {
 // passed while the peers' bytes wait in the sockets.
 func (c *Conn) Silent(now int64) bool {
 	return !c.done && !c.failed && c.silence(now) != nil
+}
+
+// pingAt is when a PING is sent unless bytes arrive first: a heartbeat
+// interval after the last bytes received or the last PING sent, rounded up
+// to the ping grid (see pingGrid).
+func (c *Conn) pingAt() int64 {
+	due := max(c.lastRecv, c.lastPingAt) + dur(c.p.cfg.HeartbeatInterval)
+	g := c.p.pingGrid
+	if r := due % g; r != 0 {
+		due += g - r
+	}
+	return due
 }
 
 // ping sends a PING; its PONG gives the round trip.

@@ -33,14 +33,15 @@ func TestPong(t *testing.T) {
 	if len(r.rtts) != 0 || c.Failed() {
 		t.Fatalf("unmatched PONG: RTTs %v, err %v", r.rtts, c.Err())
 	}
-	c.Tick(t0 + 2*sec + ms) // a second PING replaces the first
-	second := pingData(t, out(t, c, t0+2*sec+ms)[0])
-	feed(t, c, t0+2*sec+2*ms, wire.AppendPong(nil, first))
+	// A second PING replaces the first, on the ping grid (50ms).
+	c.Tick(t0 + 2*sec + 50*ms)
+	second := pingData(t, out(t, c, t0+2*sec+50*ms)[0])
+	feed(t, c, t0+2*sec+51*ms, wire.AppendPong(nil, first))
 	if len(r.rtts) != 0 {
 		t.Fatalf("the first PING's PONG gave RTTs %v", r.rtts)
 	}
-	feed(t, c, t0+2*sec+5*ms, wire.AppendPong(nil, second))
-	feed(t, c, t0+2*sec+6*ms, wire.AppendPong(nil, second))
+	feed(t, c, t0+2*sec+54*ms, wire.AppendPong(nil, second))
+	feed(t, c, t0+2*sec+55*ms, wire.AppendPong(nil, second))
 	if len(r.rtts) != 1 || r.rtts[0] != 4*time.Millisecond || c.Stats().RTT != 4*time.Millisecond {
 		t.Fatalf("RTTs %v, want [4ms]", r.rtts)
 	}
@@ -82,6 +83,53 @@ func TestHeartbeat(t *testing.T) {
 	c.Tick(t0 + 5500*ms)
 	if !errors.Is(c.Err(), session.ErrPeerDead) || len(r.closed) != 1 {
 		t.Fatalf("Err() = %v", c.Err())
+	}
+}
+
+// TestPingGrid: a PING leaves at the first multiple of the ping grid at or
+// after it falls due, never before, so that connections whose PINGs fall
+// due within one step of the grid send them together; the grid is bounded
+// by the interval and by its margin below the heartbeat timeout.
+func TestPingGrid(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 3 * time.Second}
+	a, _ := newServer(t, cfg, Options{})
+	b, _ := newServer(t, cfg, Options{})
+	feed(t, a, t0+3*ms, wire.AppendPong(nil, 1))
+	feed(t, b, t0+41*ms, wire.AppendPong(nil, 1))
+	want := t0 + sec + 50*ms // due at +1.003s and +1.041s: the grid is 50ms
+	if a.Next() != want || b.Next() != want {
+		t.Fatalf("Next() = %v and %v, want both %v", time.Duration(a.Next()-t0), time.Duration(b.Next()-t0), time.Duration(want-t0))
+	}
+	for _, c := range []*Conn{a, b} {
+		c.Tick(want - 1)
+		if got := names(out(t, c, want-1)); got != "" {
+			t.Fatalf("sent %q before the grid's step", got)
+		}
+		c.Tick(want)
+		if got := names(out(t, c, want)); got != "PING" {
+			t.Fatalf("sent %q on the grid's step, want PING", got)
+		}
+	}
+	// Due on the grid: sent when due. The next PING is due an interval
+	// after the last one, on the grid already.
+	if a.Next() != want+sec {
+		t.Fatalf("next PING at %v, want %v", time.Duration(a.Next()-t0), time.Duration(want+sec-t0))
+	}
+
+	for _, c := range []struct {
+		interval, timeout time.Duration
+		grid              int64
+	}{
+		{5 * time.Second, 10 * time.Second, 50 * ms},
+		{time.Second, 3 * time.Second, 50 * ms},
+		{160 * time.Millisecond, 10 * time.Second, 10 * ms}, // a sixteenth of the interval
+		{time.Second, 1080 * time.Millisecond, 10 * ms},     // an eighth of the margin
+		{time.Second, time.Second + 4, 1},                   // never 0
+	} {
+		cfg := session.Config{HeartbeatInterval: c.interval, HeartbeatTimeout: c.timeout}
+		if g := pingGrid(cfg.WithDefaults()); g != c.grid {
+			t.Errorf("interval %v, timeout %v: grid %v, want %v", c.interval, c.timeout, time.Duration(g), time.Duration(c.grid))
+		}
 	}
 }
 
