@@ -43,7 +43,7 @@ type soakFault struct {
 	Kind string        `json:"kind"`
 	Host string        `json:"host"`
 	Dur  time.Duration `json:"duration"` // how long it lasted (kill: until the new agent started)
-	Gap  time.Duration `json:"gap"`      // the quiet time after its recovery
+	Gap  time.Duration `json:"gap"`      // the quiet time after its recovery (0 after the last fault)
 
 	host *soakHost
 	At   int64 // mono: applied
@@ -102,13 +102,29 @@ func (s *scheduler) between(lo, hi time.Duration) time.Duration {
 }
 
 // faultPhase applies faults until the next one would likely not have
-// recovered by end.
+// recovered by end. The quiet gap after a fault is waited only if the next
+// fault fits after it, so that the phase ends as soon as no more faults
+// fit, and the time after it, reserved for the memory to settle before the
+// last window, is not cut short by a gap that leads to no fault.
 func (k *soak) faultPhase(ctx context.Context, end time.Time) error {
 	sch := &scheduler{rng: k.rng, timeout: k.opts.HeartbeatTimeout}
+	var prev *soakFault
 	for {
 		kind, hi, dur, gap := sch.next(len(k.hosts))
-		if time.Now().Add(dur + soakRecoveryGuess).After(end) {
+		wait := time.Duration(0)
+		if prev != nil {
+			wait = prev.Gap
+		}
+		if time.Now().Add(wait + dur + soakRecoveryGuess).After(end) {
+			if prev != nil {
+				prev.Gap = 0 // not waited: the phase ends with its recovery
+			}
 			return nil
+		}
+		if wait > 0 {
+			if _, err := k.runUntil(ctx, time.Now().Add(wait), nil); err != nil {
+				return err
+			}
 		}
 		f := &soakFault{N: len(k.faults) + 1, Kind: kind, Host: k.hosts[hi].name, Dur: dur, Gap: gap,
 			host: k.hosts[hi], Kinds: map[string]int64{}}
@@ -116,9 +132,7 @@ func (k *soak) faultPhase(ctx context.Context, end time.Time) error {
 		if err := k.apply(ctx, f); err != nil {
 			return err
 		}
-		if _, err := k.runUntil(ctx, time.Now().Add(gap), nil); err != nil {
-			return err
-		}
+		prev = f
 	}
 }
 
