@@ -17,19 +17,20 @@ type Config struct {
 	// HeartbeatInterval is how long a connection may receive nothing before
 	// it sends a PING (and another each further interval of silence). Any
 	// bytes received prove the peer alive, so a busy connection sends no
-	// PINGs. A PING leaves at the next step of a grid shared by all of a
-	// process's connections (50ms, or less for a short interval or a
-	// timeout close to it: see docs/protocol.md §8), so that the PINGs of
-	// many idle connections leave in one wake-up. Default 5s. A negative
-	// value disables heartbeats (liveness then rests on TCP alone: not
-	// recommended).
+	// PINGs. A PING leaves at the first step of a grid at or after it falls
+	// due (see PingGrid: 50ms, or less for a short interval or a timeout
+	// close to it), so that the PINGs of many idle connections leave in one
+	// wake-up; an idle connection's PINGs are therefore an interval plus
+	// up to one step apart. Default 5s. A negative value disables
+	// heartbeats (liveness then rests on TCP alone: not recommended).
 	HeartbeatInterval time.Duration
 
 	// HeartbeatTimeout is how long a connection may receive nothing at all,
 	// counted from the last bytes received, before the peer is declared
 	// dead (ErrPeerDead): the connection is closed and every call on it
-	// fails at once. It must exceed HeartbeatInterval (by a round trip at
-	// least). Default 10s.
+	// fails at once. It must exceed HeartbeatInterval by a round trip and
+	// the PING's wait for its grid step (PingGrid, at most an eighth of the
+	// difference) at least. Default 10s.
 	HeartbeatTimeout time.Duration
 
 	// HandshakeTimeout bounds the opening of a connection: the TLS
@@ -202,6 +203,29 @@ func (c Config) Validate() error {
 
 // Heartbeats reports whether heartbeats are enabled.
 func (c Config) Heartbeats() bool { return c.HeartbeatInterval >= 0 }
+
+// MaxPingGrid bounds the grid PINGs are sent on (see PingGrid).
+const MaxPingGrid = 50 * time.Millisecond
+
+// PingGrid is the step of the grid on which a connection with this
+// configuration sends its PINGs, or 0 with heartbeats off. A PING falls due
+// HeartbeatInterval after the last bytes received or the last PING sent,
+// and leaves at the first multiple of the step, on the transport's clock,
+// at or after that time (docs/protocol.md §8): the PINGs of many idle
+// connections, due at scattered times, leave together, in one wake-up of
+// their transport instead of one each, and so do the PONGs that answer
+// them on the peer's side. The step is MaxPingGrid, a sixteenth of the
+// interval or an eighth of the margin between the interval and
+// HeartbeatTimeout, whichever is least (at least 1ns), so that a PING is
+// never late by a sizeable share of either: a peer's round trip must fit
+// in the rest of the margin.
+func (c Config) PingGrid() time.Duration {
+	c = c.WithDefaults()
+	if !c.Heartbeats() {
+		return 0
+	}
+	return max(min(MaxPingGrid, c.HeartbeatInterval/16, (c.HeartbeatTimeout-c.HeartbeatInterval)/8), 1)
+}
 
 // HeartbeatBound is how long heartbeats take at most to find a dead peer,
 // HeartbeatTimeout, or 0 with heartbeats off. The server and the client set

@@ -153,6 +153,27 @@ func TestHeartbeatBound(t *testing.T) {
 	}
 }
 
+// TestPingGrid pins the PING grid's step: MaxPingGrid, a sixteenth of the
+// interval or an eighth of the margin below the timeout, whichever is
+// least, never 0 with heartbeats on, 0 with them off.
+func TestPingGrid(t *testing.T) {
+	for _, c := range []struct {
+		interval, timeout, want time.Duration
+	}{
+		{0, 0, 50 * time.Millisecond}, // the defaults: 5s and 10s
+		{time.Second, 3 * time.Second, 50 * time.Millisecond},
+		{160 * time.Millisecond, 10 * time.Second, 10 * time.Millisecond},
+		{time.Second, 1080 * time.Millisecond, 10 * time.Millisecond},
+		{time.Second, time.Second + 4, 1},
+		{-1, 0, 0},
+	} {
+		cfg := session.Config{HeartbeatInterval: c.interval, HeartbeatTimeout: c.timeout}
+		if got := cfg.PingGrid(); got != c.want {
+			t.Errorf("interval %v, timeout %v: PingGrid() = %v, want %v", c.interval, c.timeout, got, c.want)
+		}
+	}
+}
+
 // TestDocumentedDefaults pins the defaults README and docs/protocol.md
 // state, as figures: a changed default fails here until the docs are
 // changed with it.

@@ -9,7 +9,8 @@
 // either: it is the vocabulary the layers above share.
 //
 // Liveness: any bytes received prove the peer alive. After HeartbeatInterval
-// with nothing received a side sends PING; if nothing at all arrives within
+// with nothing received a side sends PING, at the next step of a grid
+// shared by many connections (Config.PingGrid); if nothing at all arrives within
 // HeartbeatTimeout of the last bytes received, the connection is closed with
 // ErrPeerDead and every call on it fails at once. A frame that has started
 // arriving must keep making progress (FrameReadTimeout); queued output that

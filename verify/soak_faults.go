@@ -10,11 +10,12 @@ import (
 
 	"github.com/tcppro/tcppro/client"
 	"github.com/tcppro/tcppro/faultnet"
+	"github.com/tcppro/tcppro/session"
 )
 
 // The soak's faults: drawn from a seeded generator, applied one at a time
 // to one client host, each followed by a wait for every connection to be
-// back, then a quiet gap.
+// back, then, unless it is the last, a quiet gap.
 
 // The kinds of fault.
 const (
@@ -43,7 +44,7 @@ type soakFault struct {
 	Kind string        `json:"kind"`
 	Host string        `json:"host"`
 	Dur  time.Duration `json:"duration"` // how long it lasted (kill: until the new agent started)
-	Gap  time.Duration `json:"gap"`      // the quiet time after its recovery (0 after the last fault)
+	Gap  time.Duration `json:"gap"`      // the quiet time waited after its recovery (0 after the last fault)
 
 	host *soakHost
 	At   int64 // mono: applied
@@ -102,37 +103,37 @@ func (s *scheduler) between(lo, hi time.Duration) time.Duration {
 }
 
 // faultPhase applies faults until the next one would likely not have
-// recovered by end. The quiet gap after a fault is waited only if the next
-// fault fits after it, so that the phase ends as soon as no more faults
-// fit, and the time after it, reserved for the memory to settle before the
-// last window, is not cut short by a gap that leads to no fault.
+// recovered by end. The quiet gap drawn for a fault is waited after its
+// recovery only if the next fault still fits after it, so that the phase
+// ends as soon as no more faults fit and the time after it, reserved for
+// the memory to settle before the last window, is not cut short by a gap
+// that leads to no fault.
 func (k *soak) faultPhase(ctx context.Context, end time.Time) error {
 	sch := &scheduler{rng: k.rng, timeout: k.opts.HeartbeatTimeout}
 	var prev *soakFault
+	gap := time.Duration(0) // drawn with prev
+	fits := func(wait, dur time.Duration) bool { return !time.Now().Add(wait + dur + soakRecoveryGuess).After(end) }
 	for {
-		kind, hi, dur, gap := sch.next(len(k.hosts))
-		wait := time.Duration(0)
-		if prev != nil {
-			wait = prev.Gap
-		}
-		if time.Now().Add(wait + dur + soakRecoveryGuess).After(end) {
-			if prev != nil {
-				prev.Gap = 0 // not waited: the phase ends with its recovery
-			}
+		kind, hi, dur, nextGap := sch.next(len(k.hosts))
+		if !fits(gap, dur) {
 			return nil
 		}
-		if wait > 0 {
-			if _, err := k.runUntil(ctx, time.Now().Add(wait), nil); err != nil {
+		if prev != nil {
+			if _, err := k.runUntil(ctx, time.Now().Add(gap), nil); err != nil {
 				return err
 			}
+			prev.Gap = gap
+			if !fits(0, dur) { // the wait overran
+				return nil
+			}
 		}
-		f := &soakFault{N: len(k.faults) + 1, Kind: kind, Host: k.hosts[hi].name, Dur: dur, Gap: gap,
+		f := &soakFault{N: len(k.faults) + 1, Kind: kind, Host: k.hosts[hi].name, Dur: dur,
 			host: k.hosts[hi], Kinds: map[string]int64{}}
 		k.faults = append(k.faults, f)
 		if err := k.apply(ctx, f); err != nil {
 			return err
 		}
-		prev = f
+		prev, gap = f, nextGap
 	}
 }
 
@@ -349,7 +350,10 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 		a.rampFailed += dFailed
 		return
 	}
-	if who, d := k.machineStall(st, prevAt, at); d >= k.opts.HeartbeatTimeout-hbInterval {
+	// A peer that last heard from the stalled side up to an interval and
+	// a step of the PING grid before the stall finds it dead after
+	// HeartbeatTimeout.
+	if who, d := k.machineStall(st, prevAt, at); d >= k.opts.HeartbeatTimeout-hbInterval-k.pingGrid() {
 		a.machineFailed += dFailed
 		a.machineLost += dLost
 		k.note(fmt.Sprintf("%s, during a stall of the machine (%s did not run for %s, long enough for its peers to find it dead): %d calls failed (%s), %d connections lost or dials failed, between %s and %s",
@@ -370,6 +374,12 @@ func (k *soak) account(h *soakHost, a *soakAgent, st *soakStatus, at int64) {
 	}
 	k.note(fmt.Sprintf("%s, untouched by any fault: %d calls failed (%s), %d connections lost or dials failed, between %s and %s%s",
 		h.name, dFailed, kindsText(kinds), dLost, k.rel(prevAt), k.rel(at), stalled))
+}
+
+// pingGrid is the step of the grid the soak's clients and server send
+// their PINGs on (session.Config.PingGrid): a PING can wait that long.
+func (k *soak) pingGrid() time.Duration {
+	return session.Config{HeartbeatInterval: hbInterval, HeartbeatTimeout: k.opts.HeartbeatTimeout}.PingGrid()
 }
 
 // machineStall returns the longest time a process of the soak was not

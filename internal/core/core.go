@@ -23,8 +23,8 @@
 // and take what they need while they have work (output, requests in
 // flight) from a pool, giving it back once done (see busy).
 //
-// Times are monotonic nanoseconds on any scale the transport chooses (0 is
-// never a valid deadline: deadlines of 0 mean none).
+// Times are positive monotonic nanoseconds on any scale the transport
+// chooses (0 is never a valid deadline: deadlines of 0 mean none).
 package core
 
 import (
@@ -141,9 +141,9 @@ type Params struct {
 	cfg   session.Config
 	opts  Options
 	hello wire.Hello
-	// pingGrid is the step of the grid PINGs are sent on (see pingAt), in
-	// nanoseconds; 1 when heartbeats are off.
-	pingGrid int64
+	// pingStep is the step of the grid PINGs are sent on (see pingAt and
+	// session.Config.PingGrid), in nanoseconds; 1 when heartbeats are off.
+	pingStep int64
 }
 
 // NewParams returns the Params of connections playing role with cfg
@@ -158,31 +158,12 @@ func NewParams(role Role, cfg session.Config, opts Options) *Params {
 	if role == Server {
 		p.hello.MaxInFlight = uint32(p.cfg.MaxInFlight)
 	}
-	p.pingGrid = 1
+	p.pingStep = 1
 	if p.cfg.Heartbeats() {
 		p.hello.HeartbeatInterval = uint64(p.cfg.HeartbeatInterval / time.Millisecond)
-		p.pingGrid = pingGrid(p.cfg)
+		p.pingStep = int64(p.cfg.PingGrid())
 	}
 	return p
-}
-
-// maxPingGrid bounds the grid PINGs are sent on (see pingGrid).
-const maxPingGrid = 50 * time.Millisecond
-
-// pingGrid is the step of the grid on which connections configured with
-// cfg (defaults filled in, heartbeats on) send their PINGs: a PING falls
-// due HeartbeatInterval after the last bytes received or the last PING
-// sent, and leaves at the first multiple of the grid on the transport's
-// clock from then on (see Conn.pingAt). The PINGs of many idle
-// connections, due at scattered times, thus leave together, in one
-// wake-up of their transport, instead of one wake-up each; so do the
-// PONGs that answer them, on the peer's side. The grid is maxPingGrid, a
-// sixteenth of the interval or an eighth of the margin between the
-// interval and HeartbeatTimeout, whichever is least, so that a PING is
-// never late by a sizeable share of either.
-func pingGrid(cfg session.Config) int64 {
-	g := min(maxPingGrid, cfg.HeartbeatInterval/16, (cfg.HeartbeatTimeout-cfg.HeartbeatInterval)/8)
-	return max(int64(g), 1)
 }
 
 // Conn is one connection's protocol state. See the package comment.

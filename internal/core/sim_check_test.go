@@ -286,6 +286,20 @@ func (w *world) check() {
 		if c.pending() > 0 && w.now > c.b.out.waitStart+int64(cfg.WriteTimeout) {
 			w.fail("%s: output without progress for %s (WriteTimeout %v)", s.name, fmtTime(w.now-c.b.out.waitStart), cfg.WriteTimeout)
 		}
+		// PINGs leave after an interval of silence, never before, and
+		// at most one step of the ping grid after it.
+		if cfg.Heartbeats() && c.helloRecv {
+			if c.pingSeq != s.pings {
+				if c.lastPingAt < s.pingDue {
+					w.fail("%s sent a PING %s before it fell due", s.name, fmtTime(s.pingDue-c.lastPingAt))
+				}
+				s.pings = c.pingSeq
+			}
+			s.pingDue = max(c.lastRecv, c.lastPingAt) + int64(cfg.HeartbeatInterval)
+			if c.reading() && w.now > s.pingDue+int64(cfg.PingGrid()) {
+				w.fail("%s has sent no PING %s after one fell due (grid step %v)", s.name, fmtTime(w.now-s.pingDue), cfg.PingGrid())
+			}
+		}
 	}
 	if srv := w.srv.conn; srv != nil {
 		cfg := &w.srv.cfg

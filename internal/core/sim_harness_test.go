@@ -122,7 +122,9 @@ type side struct {
 	frozeAt     int64
 	closed      bool // the socket was closed
 	finSent     bool
-	tickAt      int64 // the earliest tick scheduled by Next, 0: none
+	tickAt      int64  // the earliest tick scheduled by Next, 0: none
+	pings       uint64 // the core's PINGs seen by the checks
+	pingDue     int64  // when the next PING falls due, as of the last check (before the grid)
 
 	owed []uint64 // PINGs received whose PONG is not out yet
 

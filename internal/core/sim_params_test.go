@@ -72,8 +72,16 @@ func between(r *rand.Rand, lo, hi int64) int64 { return lo + r.Int64N(hi-lo+1) }
 func genConfig(r *rand.Rand, server, calm bool) session.Config {
 	var c session.Config
 	hbi := time.Duration(between(r, 100, 500)) * time.Millisecond
+	if r.IntN(8) == 0 {
+		hbi = time.Duration(between(r, 800, 2000)) * time.Millisecond // the ping grid's step is its 50ms bound
+	}
 	c.HeartbeatInterval = hbi
 	c.HeartbeatTimeout = 2*hbi + time.Duration(r.Int64N(int64(2*hbi)))
+	if r.IntN(8) == 0 {
+		// A timeout close to the interval: an eighth of the margin bounds
+		// the ping grid's step.
+		c.HeartbeatTimeout = hbi + time.Duration(between(r, 40, int64(hbi/2/time.Millisecond)))*time.Millisecond
+	}
 	if r.IntN(25) == 0 {
 		c.HeartbeatInterval = -1
 	}

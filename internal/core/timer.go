@@ -64,8 +64,8 @@ func (c *Conn) Next() int64 {
 }
 
 // Tick fires the timers due at now: the handshake timeout, heartbeats
-// (PING after HeartbeatInterval of silence, ErrPeerDead after
-// HeartbeatTimeout), the frame progress timeout, the write progress
+// (PING after HeartbeatInterval of silence, on the ping grid; ErrPeerDead
+// after HeartbeatTimeout), the frame progress timeout, the write progress
 // timeout, call deadlines, and the lingering of a closing connection.
 func (c *Conn) Tick(now int64) {
 	defer c.rest()
@@ -153,12 +153,13 @@ func (c *Conn) Silent(now int64) bool {
 
 // pingAt is when a PING is sent unless bytes arrive first: a heartbeat
 // interval after the last bytes received or the last PING sent, rounded up
-// to the ping grid (see pingGrid).
+// to the first step of the ping grid at or after it (see
+// session.Config.PingGrid). Times are positive (see the package comment),
+// so the rounding never makes 0, which Next keeps for "no timer".
 func (c *Conn) pingAt() int64 {
 	due := max(c.lastRecv, c.lastPingAt) + dur(c.p.cfg.HeartbeatInterval)
-	g := c.p.pingGrid
-	if r := due % g; r != 0 {
-		due += g - r
+	if r := due % c.p.pingStep; r != 0 {
+		due += c.p.pingStep - r
 	}
 	return due
 }

@@ -116,19 +116,33 @@ func TestPingGrid(t *testing.T) {
 		t.Fatalf("next PING at %v, want %v", time.Duration(a.Next()-t0), time.Duration(want+sec-t0))
 	}
 
-	for _, c := range []struct {
-		interval, timeout time.Duration
-		grid              int64
-	}{
-		{5 * time.Second, 10 * time.Second, 50 * ms},
-		{time.Second, 3 * time.Second, 50 * ms},
-		{160 * time.Millisecond, 10 * time.Second, 10 * ms}, // a sixteenth of the interval
-		{time.Second, 1080 * time.Millisecond, 10 * ms},     // an eighth of the margin
-		{time.Second, time.Second + 4, 1},                   // never 0
-	} {
-		cfg := session.Config{HeartbeatInterval: c.interval, HeartbeatTimeout: c.timeout}
-		if g := pingGrid(cfg.WithDefaults()); g != c.grid {
-			t.Errorf("interval %v, timeout %v: grid %v, want %v", c.interval, c.timeout, time.Duration(g), time.Duration(c.grid))
+}
+
+// TestPingGridLivenessMargin: a PING waits at most one grid step, an eighth
+// of the margin between the interval and the timeout, so that a peer whose
+// round trip fits in the rest of the margin is never declared dead.
+func TestPingGridLivenessMargin(t *testing.T) {
+	cfg := session.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: 1100 * time.Millisecond}
+	step := int64(cfg.PingGrid()) // 12.5ms
+	for _, rtt := range []int64{87 * ms, 100*ms - step} {
+		c, _ := newServer(t, cfg, Options{})
+		last := t0 + 1 // just after a step: the PING waits almost a whole one
+		feed(t, c, last, wire.AppendPong(nil, 1))
+		at := c.Next()
+		if at-last > sec+step {
+			t.Fatalf("PING at %v after the last bytes, want at most the interval and one step", time.Duration(at-last))
+		}
+		c.Tick(at)
+		fs := out(t, c, at)
+		if names(fs) != "PING" {
+			t.Fatalf("sent %q, want PING", names(fs))
+		}
+		for now := at + ms; now < at+rtt; now += ms {
+			c.Tick(now)
+		}
+		feed(t, c, at+rtt, wire.AppendPong(nil, pingData(t, fs[0])))
+		if c.Failed() {
+			t.Fatalf("round trip %v (margin 100ms, step %v): %v", time.Duration(rtt), time.Duration(step), c.Err())
 		}
 	}
 }
