@@ -34,7 +34,6 @@
 package admin
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -47,12 +46,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tcppro/tcppro/internal/defaults"
-	"github.com/tcppro/tcppro/netx"
 	"github.com/tcppro/tcppro/server"
 	"github.com/tcppro/tcppro/session"
 	"github.com/tcppro/tcppro/wire"
@@ -259,6 +258,9 @@ type Server struct {
 	drainGen uint64      // bumped by online and by each drain
 	drainT   *time.Timer // a drain's pending GOAWAY
 	closed   bool
+
+	replaced atomic.Bool // see Replaced
+	life     lifecycle   // the listeners and connections (lifecycle.go)
 }
 
 // New returns the admin plane of srv. It attaches cfg.Metrics to srv.
@@ -288,6 +290,7 @@ func New(cfg Config, srv *server.Server) (*Server, error) {
 		cfg.Logger.Warn("admin: the Metrics' Interceptor is not installed (see Metrics.Install); tcppro_handler_duration_seconds will stay empty")
 	}
 	a := &Server{cfg: cfg, srv: srv, m: m, log: cfg.Logger, started: time.Now()}
+	a.life.listeners = map[net.Listener]struct{}{}
 	a.page = newStatusPage(cfg.RefreshInterval, cfg.ConnzLimit)
 	a.handler = a.routes()
 	a.hs = &http.Server{
@@ -298,6 +301,7 @@ func New(cfg Config, srv *server.Server) (*Server, error) {
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		ConnState:         a.life.connState,
 	}
 	return a, nil
 }
@@ -311,57 +315,6 @@ func (a *Server) Metrics() *Metrics { return a.m }
 // Handler returns the plane's HTTP handler, to mount elsewhere; it should
 // still be served on a listener of its own.
 func (a *Server) Handler() http.Handler { return a.handler }
-
-// Listen opens the admin listener on Config.Addr, applying the port policy
-// and SO_REUSEADDR (see netx). Serve it with Serve.
-func (a *Server) Listen() (net.Listener, error) {
-	return netx.ListenConfig{AllowEphemeralPort: a.cfg.AllowEphemeralPort}.Listen(context.Background(), a.cfg.Addr)
-}
-
-// ListenAndServe listens on Config.Addr and serves until Shutdown or
-// Close, then returns http.ErrServerClosed.
-func (a *Server) ListenAndServe() error {
-	ln, err := a.Listen()
-	if err != nil {
-		return err
-	}
-	return a.Serve(ln)
-}
-
-// Serve serves the plane on ln until Shutdown or Close, then returns
-// http.ErrServerClosed. A listener that is not on a loopback address is
-// refused (and closed) unless a token is configured.
-func (a *Server) Serve(ln net.Listener) error {
-	if a.cfg.Token == "" && !loopbackAddr(ln.Addr()) {
-		ln.Close()
-		return fmt.Errorf("%w: listener on %s", ErrTokenRequired, ln.Addr())
-	}
-	return a.hs.Serve(ln)
-}
-
-// Shutdown stops the plane gracefully (see http.Server.Shutdown) and
-// cancels a pending drain's GOAWAY.
-func (a *Server) Shutdown(ctx context.Context) error {
-	a.stopDrainTimer()
-	return a.hs.Shutdown(ctx)
-}
-
-// Close closes the plane at once.
-func (a *Server) Close() error {
-	a.stopDrainTimer()
-	return a.hs.Close()
-}
-
-func (a *Server) stopDrainTimer() {
-	a.mu.Lock()
-	a.closed = true
-	a.drainGen++
-	if a.drainT != nil {
-		a.drainT.Stop()
-		a.drainT = nil
-	}
-	a.mu.Unlock()
-}
 
 // ---------------------------------------------------------------------------
 // Routes
@@ -419,8 +372,8 @@ func loopbackHostHeader(h string) bool {
 }
 
 // mutating guards an endpoint that changes state: cross-origin browser
-// requests are refused (403) and, with a token configured, the bearer
-// token is required (401).
+// requests are refused (403), with a token configured the bearer token is
+// required (401), and a replaced plane refuses (503, see Replaced).
 func (a *Server) mutating(f http.HandlerFunc) http.Handler {
 	cop := http.NewCrossOriginProtection()
 	return cop.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -428,6 +381,11 @@ func (a *Server) mutating(f http.HandlerFunc) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tcppro-admin"`)
 			http.Error(w, "admin: bearer token required", http.StatusUnauthorized)
 			a.log.Warn("admin: unauthorized request", "path", r.URL.Path, "remote", r.RemoteAddr)
+			return
+		}
+		if a.replaced.Load() {
+			w.Header().Set("Retry-After", "0")
+			http.Error(w, "admin: this process has been replaced by a new one, which serves this address: retry", http.StatusServiceUnavailable)
 			return
 		}
 		f(w, r)
@@ -454,13 +412,16 @@ func (a *Server) serveHealthz(w http.ResponseWriter, r *http.Request) {
 
 func (a *Server) serveReadyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	ready, reason := a.srv.Ready()
+	ready, reason := a.ready()
 	reg := a.registration()
 	if !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready:", reason)
 	} else {
 		fmt.Fprintln(w, "ready")
+	}
+	if a.replaced.Load() {
+		fmt.Fprintln(w, "replaced: a new process serves this address")
 	}
 	if reg != nil {
 		fmt.Fprintln(w, registrationLine(reg))

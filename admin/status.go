@@ -302,7 +302,7 @@ func toStatsJSON(st server.Stats) *statsJSON {
 }
 
 func (a *Server) status(withStats bool) statusJSON {
-	ready, reason := a.srv.Ready()
+	ready, reason := a.ready()
 	s := statusJSON{
 		Ready: ready, Reason: reason, Addr: a.srv.Config().Addr,
 		UptimeSeconds: time.Since(a.started).Seconds(),
