@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -174,24 +175,38 @@ func runServe(args []string) int {
 	defer upg.UpgradeOn(syscall.SIGHUP)()
 	defer upg.Stop() // first: interrupts an upgrade in progress
 
-	// The admin plane: its own listener, HTTP server and goroutines. It is
-	// bound before the service, so /healthz answers (and /readyz says "not
-	// listening") from the start.
+	// The admin plane: its own listener, HTTP server and goroutines. At a
+	// first start it serves before the service, so /healthz answers (and
+	// /readyz says "not listening") from the start. A process started by
+	// an upgrade shares the admin listener with the process it replaces,
+	// which answers on it until this one is ready: this one starts
+	// accepting on it only then (serveAdmin), lest it answer "not
+	// listening" for an address that is served.
 	var adm *admin.Server
+	var admLn net.Listener
 	admErr := make(chan error, 1)
+	admServing := false // set by serveAdmin, on this goroutine
+	serveAdmin := func() {
+		if adm != nil && !admServing {
+			admServing = true
+			go func() { admErr <- adm.Serve(admLn) }()
+		}
+	}
 	if *adminAddr != "" {
 		adm, err = admin.New(admCfg, srv)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
 			return 2
 		}
-		ln, err := upg.Listen(*adminAddr, adm.Listen)
+		admLn, err = upg.Listen(*adminAddr, adm.Listen)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "tcppro serve: --admin:", err)
 			return 1
 		}
-		log.Info("admin plane", "config", adm.Config(), "listen", ln.Addr().String())
-		go func() { admErr <- adm.Serve(ln) }()
+		log.Info("admin plane", "config", adm.Config(), "listen", admLn.Addr().String())
+		if !upg.Inherited() {
+			serveAdmin()
+		}
 	} else {
 		log.Info("admin plane disabled (--admin \"\")")
 	}
@@ -201,6 +216,10 @@ func runServe(args []string) int {
 	stopAdmin := func() {
 		admStop.Do(func() {
 			if adm == nil {
+				return
+			}
+			if !admServing {
+				admLn.Close()
 				return
 			}
 			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -218,12 +237,20 @@ func runServe(args []string) int {
 		errc <- err
 	} else {
 		go func() { errc <- srv.Serve(ln) }()
-		if reg != nil && upg.Inherited() {
-			// The process this one replaces deregisters its key once
-			// this one is ready: this one's key must be in place first.
-			reg.registerBeforeReady(ctx, srv, up.registerWait())
+		// Ready makes the process this one replaces go offline: by then
+		// this one's /readyz must say ready, so its server must listen.
+		if err = waitListening(srv, errc); err != nil {
+			errc <- err // for the exit below
+		} else {
+			if reg != nil && upg.Inherited() {
+				// The process this one replaces deregisters its key
+				// once this one is ready: this one's key must be in
+				// place first.
+				reg.registerBeforeReady(ctx, srv, up.registerWait())
+			}
+			serveAdmin()
+			err = upg.Ready()
 		}
-		err = upg.Ready()
 	}
 	if err != nil {
 		log.Error("serve failed", "err", err)
@@ -256,8 +283,14 @@ func runServe(args []string) int {
 		upg.Stop()
 	case <-upg.Exit():
 		// The new process shares the admin listener: this one stops
-		// answering on it at once, so that probes and scrapes reach the
-		// process that serves (this one would say "draining").
+		// accepting on it at once, so that probes and scrapes reach the
+		// process that serves (this one would say "offline"). The
+		// requests it has accepted already are answered; its /readyz
+		// says ready, for the new process, even once this one is
+		// offline: Replaced comes first.
+		if adm != nil {
+			adm.Replaced()
+		}
 		log.Info("replaced by a new process (upgrade); draining this one; the admin plane is the new process's")
 		// The new process takes the new connections: no drain delay.
 		srv.SetOffline(true)

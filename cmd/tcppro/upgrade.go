@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tcppro/tcppro/internal/upgrade"
+	"github.com/tcppro/tcppro/server"
 )
 
 // upgradeFlags are serve's flags for the zero-downtime restart: on SIGHUP,
@@ -42,4 +43,22 @@ func (f upgradeFlags) registerWait() time.Duration { return min(2*time.Second, *
 // start creates the process's upgrader.
 func (f upgradeFlags) start(log *slog.Logger) (*upgrade.Upgrader, error) {
 	return upgrade.New(upgrade.Config{PIDFile: *f.pidFile, Timeout: *f.timeout, Logger: log})
+}
+
+// waitListening waits until srv, served on its own goroutine, counts its
+// listener (its readiness says "not listening" until then), or returns
+// the error Serve returned, from errc. Serve registers the listener first
+// thing but tells nobody: this polls, for the moment its goroutine takes
+// to start.
+func waitListening(srv *server.Server, errc <-chan error) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for len(srv.Addrs()) == 0 {
+		select {
+		case err := <-errc:
+			return err
+		case <-tick.C:
+		}
+	}
+	return nil
 }

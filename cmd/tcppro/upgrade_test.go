@@ -491,10 +491,71 @@ func TestServeUpgradeFails(t *testing.T) {
 	u.stop()
 }
 
-// TestServeUpgradeAdminIsTheNewProcess: while the replaced process drains
-// (a call of 6 s holds it), every admin request reaches the new process,
-// which is ready: the old one, which shares the admin listener, would
-// answer /readyz with 503 (draining).
+// probes sends GET /readyz to an admin address from a few goroutines, on
+// a new connection each time, until stopped (at most max each), and keeps
+// the answers that are not 200.
+type probes struct {
+	stopc    chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	n        int
+	replaced int // answered by a replaced process (for the new one)
+	bad      []string
+}
+
+func startProbes(addr string, workers, max int) *probes {
+	p := &probes{stopc: make(chan struct{})}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for range workers {
+		p.wg.Go(func() {
+			for range max {
+				select {
+				case <-p.stopc:
+					return
+				default:
+				}
+				var code int
+				var body string
+				resp, err := hc.Get("http://" + addr + "/readyz")
+				if err == nil {
+					b, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					code, body, err = resp.StatusCode, string(b), rerr
+				}
+				p.mu.Lock()
+				p.n++
+				switch {
+				case err != nil:
+					p.bad = append(p.bad, err.Error())
+				case code != http.StatusOK:
+					p.bad = append(p.bad, fmt.Sprintf("%d %q", code, body))
+				case strings.Contains(body, "replaced"):
+					p.replaced++
+				}
+				p.mu.Unlock()
+			}
+		})
+	}
+	return p
+}
+
+func (p *probes) stop() {
+	select {
+	case <-p.stopc:
+	default:
+		close(p.stopc)
+	}
+	p.wg.Wait()
+}
+
+// TestServeUpgradeAdminIsTheNewProcess: /readyz answers 200 throughout an
+// upgrade — probes sent from before the SIGHUP until the replaced process
+// has stopped accepting on the admin listener they share are all
+// answered, and ready: by the old process while it serves, by the new one
+// once it is ready, and by the old one, for the new one, on the
+// connections it had accepted when it was replaced. From then on, while
+// the replaced process drains (a call of 6 s holds it), every admin
+// request reaches the new process: the old one's server is offline.
 func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
 	u := startUpgradable(t, os.Args[0], "--shutdown-timeout", "10s")
 	c, err := client.New(client.Config{Addrs: []string{u.addr}})
@@ -531,10 +592,20 @@ func TestServeUpgradeAdminIsTheNewProcess(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the metric
 	}
-	old, _, _ := u.handOver()
+	p := startProbes(u.admin, 2, 5000)
+	defer p.stop()
+	old, _, mark := u.handOver()
+	// Logged once the old process has stopped accepting on the admin
+	// listener.
+	u.logs.wait(t, mark, `replaced by a new process \(upgrade\)`)
+	p.stop()
+	t.Logf("%d probes during the upgrade, %d answered by the replaced process", p.n, p.replaced)
+	if len(p.bad) > 0 {
+		t.Fatalf("%d of %d probes of /readyz during the upgrade were not answered 200, e.g. %q", len(p.bad), p.n, p.bad[:min(len(p.bad), 5)])
+	}
 	for i := range 50 {
-		if code, body := get("/readyz"); code != http.StatusOK {
-			t.Fatalf("/readyz request %d during the old process's drain: %d %q, want 200 from the new process", i, code, body)
+		if code, body := get("/readyz"); code != http.StatusOK || body != "ready\n" {
+			t.Fatalf("/readyz request %d during the old process's drain: %d %q, want 200 ready from the new process", i, code, body)
 		}
 	}
 	select {
