@@ -118,10 +118,7 @@ func servingServer(t *testing.T) *server.Server {
 			t.Errorf("business Serve: %v", err)
 		}
 	})
-	// Serve registers its listener on its own goroutine.
-	for len(srv.Addrs()) == 0 {
-		time.Sleep(time.Millisecond) // polling: the server has no event for it
-	}
+	<-srv.Listening() // Serve registers its listener on its own goroutine
 	return srv
 }
 

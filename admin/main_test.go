@@ -150,12 +150,10 @@ func startEnv(t *testing.T, o envOpts) *env {
 		go func() { svcDone <- srv.Serve(ln) }()
 		// Serve registers its listener on its own goroutine: readiness
 		// depends on it.
-		deadline := time.Now().Add(5 * time.Second)
-		for len(srv.Addrs()) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatal("the business server never started serving")
-			}
-			time.Sleep(time.Millisecond)
+		select {
+		case <-srv.Listening():
+		case err := <-svcDone:
+			t.Fatalf("the business server never started serving: %v", err)
 		}
 	}
 	t.Cleanup(func() {

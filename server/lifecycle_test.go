@@ -506,3 +506,38 @@ func TestMaxConnAge(t *testing.T) {
 		t.Errorf("no call succeeded")
 	}
 }
+
+// TestListening: Listening is closed once Serve has registered its
+// listener — from then on Addrs lists it and Ready no longer says "not
+// listening" — and not before.
+func TestListening(t *testing.T) {
+	srv, err := server.New(server.Config{Logger: quiet}, server.HandlerFunc(func(context.Context, *server.Request) ([]byte, error) { return nil, nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-srv.Listening():
+		t.Fatal("Listening closed before Serve")
+	default:
+	}
+	if ready, why := srv.Ready(); ready || why != "not listening" {
+		t.Fatalf("Ready() = %v, %q before Serve", ready, why)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	<-srv.Listening()
+	if addrs := srv.Addrs(); len(addrs) != 1 || addrs[0].String() != ln.Addr().String() {
+		t.Errorf("Addrs() = %v once listening, want [%v]", addrs, ln.Addr())
+	}
+	if ready, why := srv.Ready(); !ready {
+		t.Errorf("Ready() = false, %q once listening", why)
+	}
+	srv.Close()
+	if err := <-done; !errors.Is(err, server.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+}

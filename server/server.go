@@ -62,7 +62,8 @@ type Server struct {
 	mu        sync.Mutex
 	hard      bool // connections are being closed outright (Close)
 	listeners map[*net.Listener]struct{}
-	conns     []*conn // the open connections, each at its index (conn.idx)
+	listening chan struct{} // closed when Serve first registers a listener
+	conns     []*conn       // the open connections, each at its index (conn.idx)
 	rejecting map[*rejected]struct{}
 	closing   chan struct{} // closed by Shutdown and Close
 	gone      chan struct{} // a connection ended (cap 1)
@@ -119,6 +120,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		log:       cfg.Logger,
 		obs:       cfg.Observer,
 		listeners: make(map[*net.Listener]struct{}),
+		listening: make(chan struct{}),
 		rejecting: make(map[*rejected]struct{}),
 		names:     make(map[string]*string),
 		closing:   make(chan struct{}),
@@ -143,6 +145,12 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	return s, nil
 }
+
+// Listening returns a channel closed once Serve, typically on a goroutine
+// of its own, has registered its first listener: from then on Addrs lists
+// it and Ready no longer says "not listening". A caller that says it is
+// ready (a load balancer's probe, a handover to a new process) waits for it.
+func (s *Server) Listening() <-chan struct{} { return s.listening }
 
 // Addrs returns the addresses the server is listening on now.
 func (s *Server) Addrs() []net.Addr {
@@ -258,6 +266,11 @@ func (s *Server) trackListener(ln *net.Listener, add bool) bool {
 			return false
 		}
 		s.listeners[ln] = struct{}{}
+		select {
+		case <-s.listening:
+		default:
+			close(s.listening)
+		}
 	} else {
 		delete(s.listeners, ln)
 	}

@@ -360,19 +360,12 @@ func (k *soak) run(ctx context.Context) error {
 	// The server's memory settles: its heap reaches the high-water mark
 	// of its collection cycle under this load (RSS keeps the pages of the
 	// first cycles after the ramp until then).
-	gc0 := k.gcsSoFar()
 	settleLimit := min(o.Duration/8, 2*time.Minute)
-	settled, err := k.runUntil(ctx, readyAt.Add(settleLimit), func() bool { return k.settled(gc0) })
+	settle, err := k.awaitSettled(ctx, k.ready, readyAt.Add(settleLimit), "the ramp", "first")
 	if err != nil {
 		return err
 	}
-	k.settle = since(k.ready, mono())
-	if settled {
-		k.note(fmt.Sprintf("the server's memory settled %s after the ramp (%d collections, RSS steady over %s)", fmtDur(k.settle), soakSettleGCs, fmtDur(soakSettleSpan)))
-	} else {
-		k.note(fmt.Sprintf("the server's memory had not settled %s after the ramp (%d collections and RSS within %.0f %% over %s wanted); the first window starts anyway",
-			fmtDur(k.settle), soakSettleGCs, 100*soakSettleRSS, fmtDur(soakSettleSpan)))
-	}
+	k.settle = settle
 
 	// The first window, the faults, the last window.
 	k.first = window{from: mono()}
@@ -392,17 +385,8 @@ func (k *soak) run(ctx context.Context) error {
 	if err := k.faultPhase(ctx, lastDue.Add(-settleLimit)); err != nil {
 		return err
 	}
-	quiet := mono()
-	gc1 := k.gcsSoFar()
-	settled, err = k.runUntil(ctx, lastDue, func() bool { return k.settled(gc1) })
-	if err != nil {
+	if _, err := k.awaitSettled(ctx, mono(), lastDue, "the faults ended", "last"); err != nil {
 		return err
-	}
-	if settled {
-		k.note(fmt.Sprintf("the server's memory settled %s after the faults ended (%d collections, RSS steady over %s)", fmtDur(since(quiet, mono())), soakSettleGCs, fmtDur(soakSettleSpan)))
-	} else {
-		k.note(fmt.Sprintf("the server's memory had not settled %s after the faults ended, when the last window was due (%d collections and RSS within %.0f %% over %s wanted); the last window starts anyway",
-			fmtDur(since(quiet, mono())), soakSettleGCs, 100*soakSettleRSS, fmtDur(soakSettleSpan)))
 	}
 	if _, err := k.runUntil(ctx, lastDue, nil); err != nil {
 		return err

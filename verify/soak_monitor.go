@@ -199,6 +199,26 @@ func (k *soak) gcsSoFar() uint64 {
 	return 0
 }
 
+// awaitSettled runs the soak until the server's memory has settled (see
+// settled, collections counted from now) or until is reached, notes which,
+// and returns the time since from (mono), when what happened, at which it
+// stopped waiting; the named window starts then either way.
+func (k *soak) awaitSettled(ctx context.Context, from int64, until time.Time, what, window string) (time.Duration, error) {
+	gc0 := k.gcsSoFar()
+	settled, err := k.runUntil(ctx, until, func() bool { return k.settled(gc0) })
+	if err != nil {
+		return 0, err
+	}
+	d := since(from, mono())
+	if settled {
+		k.note(fmt.Sprintf("the server's memory settled %s after %s (%d collections, RSS steady over %s)", fmtDur(d), what, soakSettleGCs, fmtDur(soakSettleSpan)))
+	} else {
+		k.note(fmt.Sprintf("the server's memory had not settled %s after %s (%d collections and RSS within %.0f %% over %s wanted); the %s window starts anyway",
+			fmtDur(d), what, soakSettleGCs, 100*soakSettleRSS, fmtDur(soakSettleSpan), window))
+	}
+	return d, nil
+}
+
 // settled reports whether the server's memory has settled, gc0 being its
 // collections when the wait began (the end of the ramp, or of the faults).
 func (k *soak) settled(gc0 uint64) bool {

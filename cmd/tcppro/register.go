@@ -82,14 +82,10 @@ func (g *registrar) serviceChanged(in bool) {
 // startWhenListening starts the registration once srv listens (unless it
 // left service meanwhile), or gives up when ctx ends.
 func (g *registrar) startWhenListening(ctx context.Context, srv *server.Server) {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for len(srv.Addrs()) == 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	select {
+	case <-ctx.Done():
+		return
+	case <-srv.Listening():
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()

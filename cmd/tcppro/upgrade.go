@@ -47,18 +47,12 @@ func (f upgradeFlags) start(log *slog.Logger) (*upgrade.Upgrader, error) {
 
 // waitListening waits until srv, served on its own goroutine, counts its
 // listener (its readiness says "not listening" until then), or returns
-// the error Serve returned, from errc. Serve registers the listener first
-// thing but tells nobody: this polls, for the moment its goroutine takes
-// to start.
+// the error Serve returned, from errc.
 func waitListening(srv *server.Server, errc <-chan error) error {
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for len(srv.Addrs()) == 0 {
-		select {
-		case err := <-errc:
-			return err
-		case <-tick.C:
-		}
+	select {
+	case <-srv.Listening():
+		return nil
+	case err := <-errc:
+		return err
 	}
-	return nil
 }
